@@ -1,0 +1,83 @@
+//! The access log: every decision the gateway makes about a user's instance, appended in batches.
+//!
+//! Requests never wait for the disk: entries go through a bounded channel (backpressure when the
+//! writer falls behind, never loss) to one writer task that commits whatever has queued up in a
+//! single transaction. An entry reaches the disk within one commit of being sent; [`AuditLog::flush`]
+//! waits for that (used at shutdown and by tests).
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::AuditEntry;
+use crate::store::ControlStore;
+
+/// Entries queued before senders wait.
+const QUEUE_ENTRIES_MAX: usize = 16_384;
+/// Entries committed per transaction at most.
+const BATCH_ENTRIES_MAX: usize = 4_096;
+
+enum Msg {
+    Entry(String, AuditEntry),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Handle to the access log.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl AuditLog {
+    /// Start the writer task.
+    pub fn start(store: Arc<ControlStore>) -> AuditLog {
+        let (tx, rx) = mpsc::channel(QUEUE_ENTRIES_MAX);
+        tokio::spawn(writer(store, rx));
+        AuditLog { tx }
+    }
+
+    /// Append an entry to `username`'s log.
+    pub async fn record(&self, username: &str, entry: AuditEntry) {
+        if self.tx.send(Msg::Entry(username.to_owned(), entry)).await.is_err() {
+            tracing::error!(user = username, "access log writer is gone; entry lost");
+        }
+    }
+
+    /// Wait until everything sent so far is on disk.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn writer(store: Arc<ControlStore>, mut rx: mpsc::Receiver<Msg>) {
+    let mut batch: Vec<(String, AuditEntry)> = Vec::new();
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Entry(user, entry) => batch.push((user, entry)),
+                Msg::Flush(done) => waiters.push(done),
+            }
+            if batch.len() < BATCH_ENTRIES_MAX {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let store = store.clone();
+            let mut entries = std::mem::take(&mut batch);
+            let result = tokio::task::spawn_blocking(move || store.append_audit(&mut entries)).await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "access log write failed"),
+                Err(e) => tracing::error!(error = %e, "access log writer panicked"),
+            }
+        }
+        for done in waiters.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The control store: one redb file, JSON records (see [`crate::model`]).
+//!
+//! Every write commits with redb's default immediate durability, so an acknowledged sign-up, grant
+//! or revocation survives a crash. Tables are keyed by plain strings; composite keys join their
+//! parts with `\0`, which no validated name contains.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::model::{Account, App, AuditEntry, AuthCode, Grant, RefreshToken};
+use crate::Error;
+
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+const ACCOUNTS: Table = TableDefinition::new("accounts");
+const APPS: Table = TableDefinition::new("apps");
+const GRANTS: Table = TableDefinition::new("grants");
+const CODES: Table = TableDefinition::new("codes");
+const REFRESH: Table = TableDefinition::new("refresh");
+/// Revoked things, keyed `{kind}\0{id}` (kind: `family`, `token`, `session`), value = expiry secs.
+const REVOKED: Table = TableDefinition::new("revoked");
+const META: Table = TableDefinition::new("meta");
+/// `{username}\0{seq:020}` → entry JSON.
+const AUDIT: Table = TableDefinition::new("audit");
+
+const ALL_TABLES: [Table; 8] = [ACCOUNTS, APPS, GRANTS, CODES, REFRESH, REVOKED, META, AUDIT];
+
+/// What happened when a refresh token was presented.
+#[derive(Debug)]
+pub enum RefreshUse {
+    /// First use: it is now spent; mint its successor.
+    Fresh(RefreshToken),
+    /// Presented again after rotation: the family must be revoked.
+    Reused(RefreshToken),
+    /// Unknown.
+    Missing,
+}
+
+/// Kinds of revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RevokedKind {
+    /// A refresh-token family (and every access token minted from it).
+    Family,
+    /// One access token, by biscuit revocation id (hex).
+    Token,
+    /// An owner session.
+    Session,
+}
+
+impl RevokedKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RevokedKind::Family => "family",
+            RevokedKind::Token => "token",
+            RevokedKind::Session => "session",
+        }
+    }
+    fn parse(value: &str) -> Option<RevokedKind> {
+        match value {
+            "family" => Some(RevokedKind::Family),
+            "token" => Some(RevokedKind::Token),
+            "session" => Some(RevokedKind::Session),
+            _ => None,
+        }
+    }
+}
+
+/// The control store.
+pub struct ControlStore {
+    db: Database,
+}
+
+fn join(a: &str, b: &str) -> String {
+    format!("{a}\0{b}")
+}
+
+impl ControlStore {
+    /// Open or create `control.redb` at `path`.
+    pub fn open(path: &Path) -> Result<ControlStore, Error> {
+        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
+        let txn = db.begin_write()?;
+        for table in ALL_TABLES {
+            txn.open_table(table)?;
+        }
+        txn.commit()?;
+        Ok(ControlStore { db })
+    }
+
+    fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        let Some(v) = t.get(key)? else { return Ok(None) };
+        Ok(Some(serde_json::from_slice(v.value())?))
+    }
+
+    fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(value)?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(table)?.insert(key, bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn scan<T: DeserializeOwned>(&self, table: Table, prefix: &str) -> Result<Vec<(String, T)>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        let mut out = Vec::new();
+        for entry in t.range(prefix..)? {
+            let (k, v) = entry?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_owned(), serde_json::from_slice(v.value())?));
+        }
+        Ok(out)
+    }
+
+    // ----- accounts -----
+
+    /// Create an account, assigning the next free instance uid. Fails if the name is taken.
+    pub fn create_account(&self, mut account: Account, uid_base: u32, uid_count: u32) -> Result<Account, Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut accounts = txn.open_table(ACCOUNTS)?;
+            if accounts.get(account.username.as_str())?.is_some() {
+                return Err(Error::AlreadyExists(format!("user {}", account.username)));
+            }
+            let mut meta = txn.open_table(META)?;
+            let next = meta.get("next_uid_offset")?.map(|v| decode_u64(v.value())).unwrap_or(0);
+            if next >= u64::from(uid_count) {
+                return Err(Error::Invalid("the instance uid range is exhausted; raise SELFCLOUD_INSTANCE_UID_COUNT".into()));
+            }
+            account.uid = uid_base + next as u32;
+            meta.insert("next_uid_offset", (next + 1).to_le_bytes().as_slice())?;
+            accounts.insert(account.username.as_str(), serde_json::to_vec(&account)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(account)
+    }
+
+    /// An account.
+    pub fn account(&self, username: &str) -> Result<Option<Account>, Error> {
+        self.get(ACCOUNTS, username)
+    }
+
+    /// Every account (loaded once at start-up into the gateway's memory).
+    pub fn accounts(&self) -> Result<Vec<Account>, Error> {
+        Ok(self.scan::<Account>(ACCOUNTS, "")?.into_iter().map(|(_, a)| a).collect())
+    }
+
+    /// Delete an account, its wrapped data key (crypto-shredding), its grants and its log.
+    pub fn delete_account(&self, username: &str) -> Result<(), Error> {
+        let prefix = join(username, "");
+        let txn = self.db.begin_write()?;
+        {
+            txn.open_table(ACCOUNTS)?.remove(username)?;
+            for table in [GRANTS, AUDIT] {
+                let mut t = txn.open_table(table)?;
+                let keys: Vec<String> = t
+                    .range(prefix.as_str()..)?
+                    .map_while(|e| e.ok().map(|(k, _)| k.value().to_owned()).filter(|k| k.starts_with(&prefix)))
+                    .collect();
+                for k in keys {
+                    t.remove(k.as_str())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    // ----- apps -----
+
+    /// Register an app.
+    pub fn create_app(&self, app: &App) -> Result<(), Error> {
+        self.put(APPS, &app.app_id, app)
+    }
+
+    /// An app.
+    pub fn app(&self, app_id: &str) -> Result<Option<App>, Error> {
+        self.get(APPS, app_id)
+    }
+
+    // ----- grants -----
+
+    /// The grant of `app_id` on `username`'s instance.
+    pub fn grant(&self, username: &str, app_id: &str) -> Result<Option<Grant>, Error> {
+        self.get(GRANTS, &join(username, app_id))
+    }
+
+    /// Every grant of a user, with app ids.
+    pub fn grants_of(&self, username: &str) -> Result<Vec<(String, Grant)>, Error> {
+        let prefix = join(username, "");
+        Ok(self.scan::<Grant>(GRANTS, &prefix)?.into_iter().map(|(k, g)| (k[prefix.len()..].to_owned(), g)).collect())
+    }
+
+    /// Every grant on the host: `(username, app_id, grant)`.
+    pub fn all_grants(&self) -> Result<Vec<(String, String, Grant)>, Error> {
+        Ok(self
+            .scan::<Grant>(GRANTS, "")?
+            .into_iter()
+            .filter_map(|(k, g)| k.split_once('\0').map(|(u, a)| (u.to_owned(), a.to_owned(), g)))
+            .collect())
+    }
+
+    /// Add scopes to a grant (incremental consent), creating or re-activating it.
+    pub fn add_to_grant(&self, username: &str, app_id: &str, scopes: &[String]) -> Result<Grant, Error> {
+        let key = join(username, app_id);
+        let now = selfcloud_core::unix_now();
+        let txn = self.db.begin_write()?;
+        let grant;
+        {
+            let mut t = txn.open_table(GRANTS)?;
+            let existing: Option<Grant> = t.get(key.as_str())?.map(|v| serde_json::from_slice(v.value())).transpose()?;
+            let mut g = existing.unwrap_or(Grant { scopes: Vec::new(), generation: 0, active: true, created_at: now, updated_at: now });
+            if !g.active {
+                // A revoked grant starts over: old scopes are not silently restored.
+                g.scopes.clear();
+                g.active = true;
+            }
+            for s in scopes {
+                if !g.scopes.contains(s) {
+                    g.scopes.push(s.clone());
+                }
+            }
+            g.scopes.sort();
+            g.updated_at = now;
+            t.insert(key.as_str(), serde_json::to_vec(&g)?.as_slice())?;
+            grant = g;
+        }
+        txn.commit()?;
+        Ok(grant)
+    }
+
+    /// Revoke a grant: bump its generation so every token minted under it stops working.
+    pub fn revoke_grant(&self, username: &str, app_id: &str) -> Result<Option<Grant>, Error> {
+        let key = join(username, app_id);
+        let txn = self.db.begin_write()?;
+        let out;
+        {
+            let mut t = txn.open_table(GRANTS)?;
+            let existing: Option<Grant> = t.get(key.as_str())?.map(|v| serde_json::from_slice(v.value())).transpose()?;
+            out = match existing {
+                Some(mut g) if g.active => {
+                    g.active = false;
+                    g.generation += 1;
+                    g.updated_at = selfcloud_core::unix_now();
+                    t.insert(key.as_str(), serde_json::to_vec(&g)?.as_slice())?;
+                    Some(g)
+                }
+                _ => None,
+            };
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
+    // ----- authorization codes -----
+
+    /// Store a new code under its hash.
+    pub fn put_code(&self, code_hash: &str, code: &AuthCode) -> Result<(), Error> {
+        self.put(CODES, code_hash, code)
+    }
+
+    /// Redeem a code: returns it and whether it had already been redeemed (by which family).
+    /// Marks it redeemed by `family` atomically, so two racing exchanges cannot both win.
+    pub fn redeem_code(&self, code_hash: &str, family: &str) -> Result<Option<AuthCode>, Error> {
+        let txn = self.db.begin_write()?;
+        let out;
+        {
+            let mut t = txn.open_table(CODES)?;
+            let existing: Option<AuthCode> = t.get(code_hash)?.map(|v| serde_json::from_slice(v.value())).transpose()?;
+            out = existing.clone();
+            if let Some(mut code) = existing {
+                if code.used_by_family.is_none() {
+                    code.used_by_family = Some(family.to_owned());
+                    t.insert(code_hash, serde_json::to_vec(&code)?.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
+    // ----- refresh tokens -----
+
+    /// Store a refresh token under its hash.
+    pub fn put_refresh(&self, token_hash: &str, token: &RefreshToken) -> Result<(), Error> {
+        self.put(REFRESH, token_hash, token)
+    }
+
+    /// Look up a refresh token without spending it (introspection, revocation).
+    pub fn refresh(&self, token_hash: &str) -> Result<Option<RefreshToken>, Error> {
+        self.get(REFRESH, token_hash)
+    }
+
+    /// Present a refresh token: spends it atomically.
+    pub fn use_refresh(&self, token_hash: &str) -> Result<RefreshUse, Error> {
+        let txn = self.db.begin_write()?;
+        let out;
+        {
+            let mut t = txn.open_table(REFRESH)?;
+            let existing: Option<RefreshToken> = t.get(token_hash)?.map(|v| serde_json::from_slice(v.value())).transpose()?;
+            out = match existing {
+                None => RefreshUse::Missing,
+                Some(token) if token.used => RefreshUse::Reused(token),
+                Some(mut token) => {
+                    token.used = true;
+                    t.insert(token_hash, serde_json::to_vec(&token)?.as_slice())?;
+                    token.used = false;
+                    RefreshUse::Fresh(token)
+                }
+            };
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
+    // ----- revocations -----
+
+    /// Record a revocation (kept until `expires_at`, after which the token is dead anyway).
+    pub fn revoke(&self, kind: RevokedKind, id: &str, expires_at: u64) -> Result<(), Error> {
+        self.put(REVOKED, &join(kind.as_str(), id), &expires_at)
+    }
+
+    /// Every live revocation, to load the gateway's in-memory deny lists at start-up.
+    pub fn revocations(&self) -> Result<Vec<(RevokedKind, String)>, Error> {
+        let now = selfcloud_core::unix_now();
+        Ok(self
+            .scan::<u64>(REVOKED, "")?
+            .into_iter()
+            .filter(|(_, exp)| *exp >= now)
+            .filter_map(|(k, _)| {
+                let (kind, id) = k.split_once('\0')?;
+                Some((RevokedKind::parse(kind)?, id.to_owned()))
+            })
+            .collect())
+    }
+
+    // ----- access log -----
+
+    /// Append entries (assigning sequence numbers) in one transaction.
+    pub fn append_audit(&self, entries: &mut [(String, AuditEntry)]) -> Result<(), Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut seq = meta.get("audit_seq")?.map(|v| decode_u64(v.value())).unwrap_or(0);
+            let mut t = txn.open_table(AUDIT)?;
+            for (user, entry) in entries.iter_mut() {
+                seq += 1;
+                entry.seq = seq;
+                t.insert(format!("{user}\0{seq:020}").as_str(), serde_json::to_vec(entry)?.as_slice())?;
+            }
+            meta.insert("audit_seq", seq.to_le_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A user's log, newest first, entries with `seq < before` (all when `None`), at most `limit`.
+    pub fn audit(&self, username: &str, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, Error> {
+        let low = format!("{username}\0");
+        let high = match before {
+            Some(seq) => format!("{username}\0{seq:020}"),
+            None => format!("{username}\u{1}"),
+        };
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in t.range(low.as_str()..high.as_str())?.rev() {
+            let (_, v) = entry?;
+            out.push(serde_json::from_slice(v.value())?);
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn decode_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_le_bytes).unwrap_or(0)
+}

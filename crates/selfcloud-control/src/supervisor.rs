@@ -1,0 +1,313 @@
+//! The supervisor: starts each user's instance as a sandboxed `selfcloud instance` process, wakes
+//! it on demand, stops it when idle (hibernation), and notices when it dies.
+//!
+//! Waking is the hot path of the first request after a pause, so the awake check is one atomic
+//! load; only a cold start takes the per-instance lock (so concurrent first requests start the
+//! process once).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use selfcloud_core::seal::Key;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+use crate::Error;
+
+/// How the supervisor launches instances.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// The `selfcloud` binary (instances run `selfcloud instance …`).
+    pub exe: PathBuf,
+    /// Parent of every instance's data directory.
+    pub instances_dir: PathBuf,
+    /// Shared read-only model directory.
+    pub models_dir: PathBuf,
+    /// Apply the sandbox.
+    pub sandbox: bool,
+    /// How long a starting instance may take to answer.
+    pub start_timeout: Duration,
+    /// Stop instances idle this long.
+    pub idle_timeout: Duration,
+}
+
+/// What one launch needs besides the config.
+pub struct LaunchSpec {
+    /// Whose instance.
+    pub username: String,
+    /// Its private uid.
+    pub uid: u32,
+    /// Its address-space limit.
+    pub memory_bytes: u64,
+    /// The unwrapped data key (sent on the child's stdin).
+    pub data_key: Key,
+}
+
+/// Whether an instance is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// A process is answering.
+    Running,
+    /// No process: the next request starts one.
+    Hibernating,
+}
+
+struct Running {
+    pid: u32,
+    exited: watch::Receiver<bool>,
+}
+
+/// One user's instance slot.
+pub struct Slot {
+    awake: AtomicBool,
+    last_used_ms: AtomicU64,
+    running: tokio::sync::Mutex<Option<Running>>,
+}
+
+/// The supervisor.
+pub struct Supervisor {
+    config: SupervisorConfig,
+    slots: RwLock<HashMap<String, Arc<Slot>>>,
+}
+
+impl Supervisor {
+    /// A supervisor with no instance running.
+    pub fn new(config: SupervisorConfig) -> Arc<Supervisor> {
+        Arc::new(Supervisor { config, slots: RwLock::new(HashMap::new()) })
+    }
+
+    /// An instance's data directory.
+    pub fn data_dir(&self, username: &str) -> PathBuf {
+        self.config.instances_dir.join(username)
+    }
+
+    /// An instance's socket.
+    pub fn socket_path(&self, username: &str) -> PathBuf {
+        self.data_dir(username).join("api.sock")
+    }
+
+    fn slot(&self, username: &str) -> Arc<Slot> {
+        if let Some(slot) = self.slots.read().unwrap_or_else(|e| e.into_inner()).get(username) {
+            return slot.clone();
+        }
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry(username.to_owned())
+            .or_insert_with(|| Arc::new(Slot { awake: AtomicBool::new(false), last_used_ms: AtomicU64::new(0), running: tokio::sync::Mutex::new(None) }))
+            .clone()
+    }
+
+    /// Running or hibernating.
+    pub fn status(&self, username: &str) -> Status {
+        match self.slots.read().unwrap_or_else(|e| e.into_inner()).get(username) {
+            Some(slot) if slot.awake.load(Ordering::Acquire) => Status::Running,
+            _ => Status::Hibernating,
+        }
+    }
+
+    /// The pid of the running instance (its sandbox reaper when sandboxed).
+    pub async fn pid(&self, username: &str) -> Option<u32> {
+        self.slot(username).running.lock().await.as_ref().map(|r| r.pid)
+    }
+
+    /// Create an instance's data directory, owned by its uid and closed to everyone else.
+    pub fn create_data_dir(&self, username: &str, uid: u32) -> Result<PathBuf, Error> {
+        let dir = self.data_dir(username);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        prepare_dir(&dir, uid, self.config.sandbox)?;
+        Ok(dir)
+    }
+
+    /// Make sure `username`'s instance answers. `launch` is only called on a cold start.
+    pub async fn ensure_awake(&self, username: &str, launch: impl FnOnce() -> Result<LaunchSpec, Error>) -> Result<(), Error> {
+        let slot = self.slot(username);
+        slot.last_used_ms.store(selfcloud_core::unix_now_ms(), Ordering::Relaxed);
+        if slot.awake.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut running = slot.running.lock().await;
+        if let Some(r) = running.as_ref() {
+            if !*r.exited.borrow() {
+                slot.awake.store(true, Ordering::Release);
+                return Ok(());
+            }
+        }
+        let spec = launch()?;
+        let started = self.spawn(&spec, slot.clone()).await?;
+        *running = Some(started);
+        slot.awake.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn spawn(&self, spec: &LaunchSpec, slot: Arc<Slot>) -> Result<Running, Error> {
+        let fail = |reason: String| Error::Instance { user: spec.username.clone(), reason };
+        let dir = self.data_dir(&spec.username);
+        prepare_dir(&dir, spec.uid, self.config.sandbox)?;
+        let mut cmd = tokio::process::Command::new(&self.config.exe);
+        cmd.arg("instance").arg("--user").arg(&spec.username).arg("--dir").arg(&dir);
+        cmd.arg("--memory-bytes").arg(spec.memory_bytes.to_string());
+        if self.config.sandbox {
+            cmd.arg("--uid").arg(spec.uid.to_string());
+            for path in self.read_only_paths() {
+                cmd.arg("--read-only").arg(path);
+            }
+        } else {
+            cmd.arg("--no-sandbox");
+        }
+        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
+        cmd.kill_on_drop(false);
+        let namespaces = self.config.sandbox && selfcloud_sandbox::is_root();
+        // SAFETY: the hook only makes async-signal-safe system calls (prctl, unshare).
+        unsafe {
+            cmd.pre_exec(move || selfcloud_sandbox::spawn_hook(namespaces));
+        }
+        let mut child = cmd.spawn().map_err(|e| fail(format!("spawn: {e}")))?;
+        let pid = child.id().unwrap_or(0);
+        let mut stdin = child.stdin.take().ok_or_else(|| fail("no stdin".into()))?;
+        let key_hex: String = spec.data_key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        stdin.write_all(format!("{key_hex}\n").as_bytes()).await.map_err(|e| fail(format!("send data key: {e}")))?;
+        drop(stdin);
+        let stdout = child.stdout.take().ok_or_else(|| fail("no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(self.config.start_timeout, lines.next_line()).await;
+        match ready {
+            Ok(Ok(Some(line))) if line.starts_with("ready ") => {}
+            Ok(Ok(other)) => {
+                let _ = child.start_kill();
+                return Err(fail(format!("exited before answering ({other:?}); see its log above")));
+            }
+            Ok(Err(e)) => {
+                let _ = child.start_kill();
+                return Err(fail(format!("reading its readiness: {e}")));
+            }
+            Err(_) => {
+                let _ = child.start_kill();
+                return Err(fail(format!("did not answer within {:?}", self.config.start_timeout)));
+            }
+        }
+        let (exited_tx, exited_rx) = watch::channel(false);
+        let user = spec.username.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            slot.awake.store(false, Ordering::Release);
+            let _ = exited_tx.send(true);
+            tracing::info!(user = %user, ?status, "instance stopped");
+        });
+        tracing::info!(user = %spec.username, pid, "instance started");
+        Ok(Running { pid, exited: exited_rx })
+    }
+
+    fn read_only_paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.config.exe.clone(), self.config.models_dir.clone()];
+        for p in ["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/etc/ld.so.cache"] {
+            paths.push(PathBuf::from(p));
+        }
+        paths
+    }
+
+    /// Stop an instance (SIGTERM, then SIGKILL after 3 s) and wait for it to exit.
+    pub async fn stop(&self, username: &str) {
+        let slot = self.slot(username);
+        let mut running = slot.running.lock().await;
+        let Some(r) = running.take() else { return };
+        slot.awake.store(false, Ordering::Release);
+        stop_process(r).await;
+    }
+
+    /// Stop every instance (shutdown).
+    pub async fn stop_all(&self) {
+        let names: Vec<String> = self.slots.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let stops = names.iter().map(|n| self.stop(n));
+        futures_join_all(stops).await;
+    }
+
+    /// Stop instances idle longer than the idle timeout. Returns how many were stopped.
+    pub async fn hibernate_idle(&self) -> usize {
+        let cutoff = selfcloud_core::unix_now_ms().saturating_sub(self.config.idle_timeout.as_millis() as u64);
+        let idle: Vec<String> = self
+            .slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, s)| s.awake.load(Ordering::Acquire) && s.last_used_ms.load(Ordering::Relaxed) < cutoff)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &idle {
+            tracing::info!(user = %name, "hibernating idle instance");
+            self.stop(name).await;
+        }
+        idle.len()
+    }
+
+    /// Run [`Supervisor::hibernate_idle`] every second until the process ends.
+    pub fn start_hibernation_loop(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(me) = me.upgrade() else { return };
+                me.hibernate_idle().await;
+            }
+        });
+    }
+}
+
+async fn stop_process(r: Running) {
+    let mut exited = r.exited;
+    if *exited.borrow() {
+        return;
+    }
+    let pid = nix::unistd::Pid::from_raw(r.pid as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    if tokio::time::timeout(Duration::from_secs(3), exited.wait_for(|e| *e)).await.is_err() {
+        tracing::warn!(pid = r.pid, "instance ignored SIGTERM; killing it");
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(3), exited.wait_for(|e| *e)).await;
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(f);
+    }
+    for f in set {
+        f.await;
+    }
+}
+
+/// `0700`, owned by the instance's uid when we can chown (root with the sandbox on).
+fn prepare_dir(dir: &Path, uid: u32, sandbox: bool) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
+    if sandbox && selfcloud_sandbox::is_root() {
+        chown_tree(dir, uid)?;
+    }
+    Ok(())
+}
+
+fn chown_tree(dir: &Path, uid: u32) -> Result<(), Error> {
+    let owner = Some(nix::unistd::Uid::from_raw(uid));
+    let group = Some(nix::unistd::Gid::from_raw(uid));
+    nix::unistd::chown(dir, owner, group).map_err(|e| Error::io(format!("chown {}", dir.display()), e.into()))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+    for entry in entries.flatten() {
+        // Instances only create flat files in their directory; never follow links.
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        if meta.is_dir() {
+            chown_tree(&path, uid)?;
+        } else {
+            nix::unistd::chown(&path, owner, group).map_err(|e| Error::io(format!("chown {}", path.display()), e.into()))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The one typed configuration of a selfcloud host.
+//!
+//! Every field has a documented default and an environment override (`SELFCLOUD_*`); the CLI may
+//! override `data_dir` and `listen` on top. Units are in the names.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::Tier;
+
+/// Host configuration. Build with [`Config::from_env`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where everything lives. Default: `$XDG_DATA_HOME/selfcloud`, else `~/.local/share/selfcloud`.
+    /// Env: `SELFCLOUD_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// Gateway listen address. Default `127.0.0.1:8080`. Env: `SELFCLOUD_LISTEN`.
+    pub listen: SocketAddr,
+    /// The URL users and apps reach the gateway at. Default `http://{listen}`. Env: `SELFCLOUD_PUBLIC_URL`.
+    pub public_url: Option<String>,
+    /// An instance with no request for this long is stopped (hibernated). Default 300.
+    /// Env: `SELFCLOUD_IDLE_TIMEOUT_SECS`.
+    pub idle_timeout_secs: u64,
+    /// Lifetime of app access tokens. Default 900. Env: `SELFCLOUD_ACCESS_TOKEN_TTL_SECS`.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of refresh tokens. Default 30 days. Env: `SELFCLOUD_REFRESH_TOKEN_TTL_SECS`.
+    pub refresh_token_ttl_secs: u64,
+    /// Lifetime of owner sessions. Default 12 hours. Env: `SELFCLOUD_SESSION_TTL_SECS`.
+    pub session_ttl_secs: u64,
+    /// Requests per minute per (instance, caller) for each tier. Defaults from SPEC §3.
+    /// Env: `SELFCLOUD_RATE_FREE_PER_MIN`, `SELFCLOUD_RATE_GROWTH_PER_MIN`, `SELFCLOUD_RATE_PRO_PER_MIN`.
+    pub rate_per_minute: [u32; 3],
+    /// Address-space limit of one instance process per tier, bytes (operator-set, SPEC §3).
+    /// Defaults 1 GiB / 2 GiB / 4 GiB. Env: `SELFCLOUD_MEMORY_FREE_BYTES`, `..._GROWTH_BYTES`, `..._PRO_BYTES`.
+    pub memory_limit_bytes: [u64; 3],
+    /// First uid (and gid) of the range reserved for instances when running as root. Default 200000.
+    /// Env: `SELFCLOUD_INSTANCE_UID_BASE`.
+    pub instance_uid_base: u32,
+    /// How many uids the range holds. Default 100000. Env: `SELFCLOUD_INSTANCE_UID_COUNT`.
+    pub instance_uid_count: u32,
+    /// Largest JSON request body the gateway accepts. Default 2 MiB. Env: `SELFCLOUD_BODY_BYTES_MAX`.
+    pub body_bytes_max: usize,
+    /// A request that takes longer is answered `UNAVAILABLE`. Default 30. Env: `SELFCLOUD_REQUEST_TIMEOUT_SECS`.
+    pub request_timeout_secs: u64,
+    /// How long a starting instance may take to answer. Default 10000. Env: `SELFCLOUD_INSTANCE_START_TIMEOUT_MS`.
+    pub instance_start_timeout_ms: u64,
+    /// Apply the sandbox (namespaces, uid, landlock, seccomp, rlimits). Default true; `0` disables it
+    /// for debugging only, with a loud warning. Env: `SELFCLOUD_SANDBOX`.
+    pub sandbox: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: default_data_dir(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            idle_timeout_secs: 300,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            session_ttl_secs: 12 * 3600,
+            rate_per_minute: [100, 500, 2_000],
+            memory_limit_bytes: [1 << 30, 2 << 30, 4 << 30],
+            instance_uid_base: 200_000,
+            instance_uid_count: 100_000,
+            body_bytes_max: 2 << 20,
+            request_timeout_secs: 30,
+            instance_start_timeout_ms: 10_000,
+            sandbox: true,
+        }
+    }
+}
+
+/// A malformed environment override.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?} is invalid: expected {expected}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+impl Config {
+    /// Defaults, then `SELFCLOUD_*` overrides from the environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(v) = env("SELFCLOUD_DATA_DIR") {
+            c.data_dir = PathBuf::from(v);
+        }
+        parse_into(&mut c.listen, "SELFCLOUD_LISTEN", "HOST:PORT")?;
+        c.public_url = env("SELFCLOUD_PUBLIC_URL").or(c.public_url);
+        parse_into(&mut c.idle_timeout_secs, "SELFCLOUD_IDLE_TIMEOUT_SECS", "seconds")?;
+        parse_into(&mut c.access_token_ttl_secs, "SELFCLOUD_ACCESS_TOKEN_TTL_SECS", "seconds")?;
+        parse_into(&mut c.refresh_token_ttl_secs, "SELFCLOUD_REFRESH_TOKEN_TTL_SECS", "seconds")?;
+        parse_into(&mut c.session_ttl_secs, "SELFCLOUD_SESSION_TTL_SECS", "seconds")?;
+        parse_into(&mut c.rate_per_minute[0], "SELFCLOUD_RATE_FREE_PER_MIN", "requests per minute")?;
+        parse_into(&mut c.rate_per_minute[1], "SELFCLOUD_RATE_GROWTH_PER_MIN", "requests per minute")?;
+        parse_into(&mut c.rate_per_minute[2], "SELFCLOUD_RATE_PRO_PER_MIN", "requests per minute")?;
+        parse_into(&mut c.memory_limit_bytes[0], "SELFCLOUD_MEMORY_FREE_BYTES", "bytes")?;
+        parse_into(&mut c.memory_limit_bytes[1], "SELFCLOUD_MEMORY_GROWTH_BYTES", "bytes")?;
+        parse_into(&mut c.memory_limit_bytes[2], "SELFCLOUD_MEMORY_PRO_BYTES", "bytes")?;
+        parse_into(&mut c.instance_uid_base, "SELFCLOUD_INSTANCE_UID_BASE", "a uid")?;
+        parse_into(&mut c.instance_uid_count, "SELFCLOUD_INSTANCE_UID_COUNT", "a count")?;
+        parse_into(&mut c.body_bytes_max, "SELFCLOUD_BODY_BYTES_MAX", "bytes")?;
+        parse_into(&mut c.request_timeout_secs, "SELFCLOUD_REQUEST_TIMEOUT_SECS", "seconds")?;
+        parse_into(&mut c.instance_start_timeout_ms, "SELFCLOUD_INSTANCE_START_TIMEOUT_MS", "milliseconds")?;
+        if let Some(v) = env("SELFCLOUD_SANDBOX") {
+            c.sandbox = match v.as_str() {
+                "1" | "true" | "on" => true,
+                "0" | "false" | "off" => false,
+                _ => return Err(ConfigError { name: "SELFCLOUD_SANDBOX", value: v, expected: "1 or 0" }),
+            };
+        }
+        if c.rate_per_minute.contains(&0) {
+            return Err(ConfigError { name: "SELFCLOUD_RATE_*_PER_MIN", value: "0".into(), expected: "a positive rate" });
+        }
+        Ok(c)
+    }
+
+    /// The base URL users reach the gateway at, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The instance base URL of a user (SPEC §8).
+    pub fn instance_url(&self, username: &str) -> String {
+        format!("{}/i/{username}", self.public_url())
+    }
+
+    /// Requests per minute for a tier.
+    pub fn rate_for(&self, tier: Tier) -> u32 {
+        self.rate_per_minute[tier_index(tier)]
+    }
+
+    /// Memory limit for a tier.
+    pub fn memory_for(&self, tier: Tier) -> u64 {
+        self.memory_limit_bytes[tier_index(tier)]
+    }
+}
+
+fn tier_index(tier: Tier) -> usize {
+    match tier {
+        Tier::Free => 0,
+        Tier::Growth => 1,
+        Tier::Pro => 2,
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse_into<T: std::str::FromStr>(slot: &mut T, name: &'static str, expected: &'static str) -> Result<(), ConfigError> {
+    if let Some(v) = env(name) {
+        *slot = v.parse().map_err(|_| ConfigError { name, value: v, expected })?;
+    }
+    Ok(())
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = env("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("selfcloud");
+    }
+    match env("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/selfcloud"),
+        None => PathBuf::from("selfcloud-data"),
+    }
+}

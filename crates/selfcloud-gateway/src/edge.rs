@@ -1,0 +1,109 @@
+//! The HTTP edge: request ids, credentials, and parsing request bodies into typed input with the
+//! SPEC's errors (never axum's plain-text rejections).
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use selfcloud_core::caller::REQUEST_ID;
+use selfcloud_core::{ApiError, ErrorCode};
+use serde::de::DeserializeOwned;
+
+/// The name of the owner-session cookie.
+pub const SESSION_COOKIE: &str = "selfcloud_session";
+/// Largest body of a control-plane or OAuth request.
+pub const CONTROL_BODY_BYTES_MAX: usize = 64 << 10;
+
+/// The id of the current request (set by [`request_id_layer`]).
+#[derive(Clone, Debug)]
+pub struct Rid(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Rid {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Rid, Self::Rejection> {
+        Ok(parts.extensions.get::<Rid>().cloned().unwrap_or_else(|| Rid(new_request_id())))
+    }
+}
+
+impl Rid {
+    /// Attach this id to an error.
+    pub fn err(&self, e: ApiError) -> ApiError {
+        e.with_request_id(&self.0)
+    }
+}
+
+/// 16 hex chars: unique enough to find a request in the logs, short enough to quote.
+pub fn new_request_id() -> String {
+    crate::tokens::hex(&selfcloud_core::random_bytes::<8>())
+}
+
+/// Middleware: give every request an id and echo it in `x-request-id`.
+pub async fn request_id_layer(mut request: Request, next: Next) -> Response {
+    let id = new_request_id();
+    request.extensions_mut().insert(Rid(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    response
+}
+
+/// The credential a request carries: `Authorization: Bearer …`, else the session cookie.
+pub fn credential(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// A cookie's value.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Read a whole body, at most `limit` bytes.
+pub async fn read_body(body: Body, limit: usize, rid: &Rid) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| rid.err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {limit} bytes"))))
+}
+
+/// Parse a JSON body.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], rid: &Rid) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| rid.err(ApiError::invalid(format!("malformed JSON body: {e}"))))
+}
+
+/// Parse a form or JSON body by its content type.
+pub fn parse_form_or_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8], rid: &Rid) -> Result<T, ApiError> {
+    if is_form(headers) {
+        serde_urlencoded::from_bytes(bytes).map_err(|e| rid.err(ApiError::invalid(format!("malformed form body: {e}"))))
+    } else {
+        parse_json(bytes, rid)
+    }
+}
+
+/// Whether the body is `application/x-www-form-urlencoded`.
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// A JSON response.
+pub fn json(status: axum::http::StatusCode, value: &serde_json::Value) -> Response {
+    let mut response = Response::new(Body::from(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,99 @@
+//! Instance routes the gateway answers itself because their data is the control plane's: grants,
+//! the access log, permissions, and account deletion.
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use selfcloud_core::{ApiError, AppId, Scope};
+
+use crate::edge::{self, Rid};
+use crate::state::{control_error, Gateway};
+use crate::tokens::{Claims, Subject};
+
+/// Largest page of the access log.
+const AUDIT_LIMIT_MAX: usize = 1000;
+
+/// Answer the route if it is one of ours; `None` means "forward to the instance".
+pub async fn handle(gw: &Arc<Gateway>, claims: &Claims, method: &Method, route: &str, query: &str, rid: &Rid) -> Option<Result<Response, ApiError>> {
+    Some(match (method, route) {
+        (&Method::GET, "/v1/permissions") => Ok(permissions(claims)),
+        (&Method::GET, "/v1/grants") => grants(gw, &claims.username),
+        (&Method::DELETE, r) if r.starts_with("/v1/grants/") => revoke(gw, &claims.username, &r["/v1/grants/".len()..]),
+        (&Method::GET, "/v1/audit") => audit(gw, &claims.username, query).await,
+        (&Method::DELETE, "/v1/account") => delete_account(gw, &claims.username).await,
+        _ => return None,
+    }
+    .map_err(|e| rid.err(e)))
+}
+
+fn permissions(claims: &Claims) -> Response {
+    let body = match &claims.subject {
+        Subject::Owner { .. } => serde_json::json!({ "owner": true, "scopes": Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>() }),
+        Subject::App { app_id, scopes, .. } => serde_json::json!({ "owner": false, "app_id": app_id, "scopes": scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>() }),
+    };
+    edge::json(StatusCode::OK, &body)
+}
+
+fn grants(gw: &Gateway, username: &str) -> Result<Response, ApiError> {
+    let grants = gw.store.grants_of(username).map_err(control_error)?;
+    let list: Vec<serde_json::Value> = grants
+        .into_iter()
+        .filter(|(_, g)| g.active)
+        .map(|(app_id, g)| {
+            let name = gw.store.app(&app_id).ok().flatten().map(|a| a.name).unwrap_or_default();
+            serde_json::json!({ "app_id": app_id, "name": name, "scopes": g.scopes, "granted_at": g.created_at, "updated_at": g.updated_at })
+        })
+        .collect();
+    Ok(edge::json(StatusCode::OK, &serde_json::json!({ "grants": list })))
+}
+
+fn revoke(gw: &Gateway, username: &str, app_id: &str) -> Result<Response, ApiError> {
+    let app_id = AppId::parse(app_id).map_err(|e| ApiError::invalid(e.to_string()))?;
+    match gw.store.revoke_grant(username, app_id.as_str()).map_err(control_error)? {
+        Some(grant) => {
+            // In memory first: from this line on, every token of the grant is refused.
+            gw.tokens.set_grant(username, app_id.as_str(), grant.generation, false);
+            tracing::info!(user = username, app = %app_id, "grant revoked");
+            Ok(edge::json(StatusCode::OK, &serde_json::json!({ "app_id": app_id.as_str(), "revoked": true })))
+        }
+        None => Err(ApiError::not_found("that app has no access to revoke")),
+    }
+}
+
+async fn audit(gw: &Gateway, username: &str, query: &str) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Q {
+        limit: Option<String>,
+        cursor: Option<String>,
+    }
+    let q: Q = serde_urlencoded::from_str(query).map_err(|e| ApiError::invalid(format!("bad query: {e}")))?;
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 100,
+        Some(v) => v.parse::<usize>().ok().filter(|n| (1..=AUDIT_LIMIT_MAX).contains(n)).ok_or_else(|| ApiError::invalid(format!("limit must be 1-{AUDIT_LIMIT_MAX}")))?,
+    };
+    let before = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<u64>().map_err(|_| ApiError::invalid("cursor is not one this API issued"))?),
+    };
+    // Make the log include every call answered before this one.
+    gw.audit.flush().await;
+    let entries = gw.store.audit(username, before, limit).map_err(control_error)?;
+    let next_cursor = if entries.len() == limit { entries.last().map(|e| e.seq.to_string()) } else { None };
+    Ok(edge::json(StatusCode::OK, &serde_json::json!({ "entries": entries, "next_cursor": next_cursor })))
+}
+
+async fn delete_account(gw: &Arc<Gateway>, username: &str) -> Result<Response, ApiError> {
+    gw.supervisor.stop(username).await;
+    gw.pools.forget(username);
+    gw.tokens.deny_user(username);
+    // Deleting the wrapped data key first makes the data unreadable even if removing files fails.
+    gw.store.delete_account(username).map_err(control_error)?;
+    gw.forget_account(username);
+    let dir = gw.supervisor.data_dir(username);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        tracing::error!(user = username, error = %e, "removing the instance directory failed; its data stays crypto-shredded");
+    }
+    tracing::info!(user = username, "account deleted");
+    Ok(edge::json(StatusCode::OK, &serde_json::json!({ "deleted": true })))
+}

@@ -1,0 +1,123 @@
+//! Server-rendered HTML: the sign-in form and the consent screen of the OAuth flow. No scripts, so
+//! they work everywhere and give an attacker no script surface; every interpolated string is escaped.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use selfcloud_core::Scope;
+
+/// Escape text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<title>{title} · selfcloud</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a}}\
+h1{{font-size:1.4rem}}ul{{padding-left:1.2rem}}li{{margin:.4rem 0}}code{{background:#f2f2f2;padding:0 .2rem}}\
+button,input{{font:inherit;padding:.5rem .8rem;margin:.2rem 0}}input{{width:100%;box-sizing:border-box}}.deny{{background:#eee}}.allow{{background:#0b5;color:#fff;border:0}}\
+.error{{color:#b00}}</style></head><body><main>{body}</main></body></html>",
+        title = escape(title)
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            // The consent page must never be framed (clickjacking) nor run foreign scripts.
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// An error page for requests that must not be redirected back (unknown client or redirect URI).
+pub fn error(status: StatusCode, message: &str) -> Response {
+    page(status, "Cannot continue", &format!("<h1>This request cannot continue</h1><p class=\"error\">{}</p>", escape(message)))
+}
+
+/// The sign-in form; posts to `/v1/sessions` and comes back to `return_to`.
+pub fn sign_in(return_to: &str, error: Option<&str>) -> Response {
+    let error = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default();
+    let status = if error.is_empty() { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
+    page(
+        status,
+        "Sign in",
+        &format!(
+            "<h1>Sign in to selfcloud</h1>{error}<form method=\"post\" action=\"/v1/sessions\">\
+<input type=\"hidden\" name=\"return_to\" value=\"{rt}\">\
+<label>Username<input name=\"username\" autocomplete=\"username\" required></label>\
+<label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+<button class=\"allow\" type=\"submit\">Sign in</button></form>",
+            rt = escape(return_to)
+        ),
+    )
+}
+
+/// What the consent screen needs.
+pub struct Consent<'a> {
+    /// The app's display name.
+    pub app_name: &'a str,
+    /// The signed-in user.
+    pub username: &'a str,
+    /// Scopes the app asks for that the user has not granted yet.
+    pub new_scopes: &'a [Scope],
+    /// Scopes already granted (shown for context).
+    pub granted: &'a [String],
+    /// Hidden form fields replaying the request, including the CSRF token.
+    pub hidden: &'a [(&'a str, String)],
+    /// Where the decision goes on allow/deny.
+    pub redirect_uri: &'a str,
+}
+
+/// The consent screen.
+pub fn consent(c: &Consent<'_>) -> Response {
+    let mut items = String::new();
+    for scope in c.new_scopes {
+        items.push_str(&format!("<li><strong>{}</strong> <code>{}</code></li>", escape(scope.description()), scope.as_str()));
+    }
+    let granted = if c.granted.is_empty() {
+        String::new()
+    } else {
+        format!("<p>Already allowed: {}.</p>", c.granted.iter().map(|s| format!("<code>{}</code>", escape(s))).collect::<Vec<_>>().join(", "))
+    };
+    let hidden: String = c.hidden.iter().map(|(k, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(k), escape(v))).collect();
+    let body = format!(
+        "<h1>Allow <em>{app}</em> to use your instance?</h1><p>Signed in as <strong>{user}</strong>. <em>{app}</em> asks to:</p>\
+<ul id=\"scopes\">{items}</ul>{granted}<p>You can revoke this at any time; it then stops working within a second.\
+ You will be sent back to <code>{redirect}</code>.</p><form method=\"post\" action=\"/oauth/authorize\">{hidden}\
+<button class=\"deny\" type=\"submit\" name=\"decision\" value=\"deny\">Deny</button> \
+<button class=\"allow\" type=\"submit\" name=\"decision\" value=\"allow\">Allow</button></form>",
+        app = escape(c.app_name),
+        user = escape(c.username),
+        redirect = escape(c.redirect_uri),
+    );
+    page(StatusCode::OK, "Allow access", &body)
+}
+
+/// The landing page.
+pub fn home(public_url: &str) -> Response {
+    page(
+        StatusCode::OK,
+        "selfcloud",
+        &format!(
+            "<h1>selfcloud is running</h1><p>Your private cloud: an instance per person, reachable only with your consent.</p>\
+<p>API base: <code>{url}</code>. Sign up with <code>POST /v1/accounts</code>; OAuth metadata at \
+<a href=\"/.well-known/oauth-authorization-server\">/.well-known/oauth-authorization-server</a>.</p>",
+            url = escape(public_url)
+        ),
+    )
+}

@@ -1,0 +1,167 @@
+//! The gateway's shared state: the control store plus the in-memory views of it that the hot path
+//! reads (accounts, grant generations, deny lists).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use selfcloud_control::audit::AuditLog;
+use selfcloud_control::keys::HostKeys;
+use selfcloud_control::model::Account;
+use selfcloud_control::store::{ControlStore, RevokedKind};
+use selfcloud_control::supervisor::{LaunchSpec, Supervisor, SupervisorConfig};
+use selfcloud_core::{ApiError, Config, ErrorCode};
+
+use crate::proxy::Pools;
+use crate::ratelimit::RateLimits;
+use crate::tokens::Tokens;
+
+/// Everything a request handler may need.
+pub struct Gateway {
+    /// Host configuration.
+    pub config: Config,
+    /// The control store.
+    pub store: Arc<ControlStore>,
+    /// Host keys.
+    pub keys: HostKeys,
+    /// Token minting and verification.
+    pub tokens: Tokens,
+    /// Instance processes.
+    pub supervisor: Arc<Supervisor>,
+    /// The access log.
+    pub audit: AuditLog,
+    /// Rate limiters.
+    pub limits: RateLimits,
+    /// Connections to instance sockets.
+    pub pools: Pools,
+    accounts: RwLock<HashMap<String, Account>>,
+    csrf_key: [u8; 32],
+}
+
+/// Start-up failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(String);
+
+impl Gateway {
+    /// Open (or create) the host's state under `config.data_dir`. Must run inside a tokio runtime.
+    pub fn open(config: Config, exe: PathBuf) -> Result<Arc<Gateway>, StartError> {
+        let e = |what: &str, err: &dyn std::fmt::Display| StartError(format!("{what}: {err}"));
+        let dir = config.data_dir.clone();
+        for sub in ["", "instances", "models"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(|err| e(&format!("create {}", dir.join(sub).display()), &err))?;
+        }
+        // Others must not traverse into the data dir at all.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(|err| e("chmod data dir", &err))?;
+        }
+        let store = Arc::new(ControlStore::open(&dir.join("control.redb")).map_err(|err| e("open control store", &err))?);
+        let keys = HostKeys::load_or_create(&dir).map_err(|err| e("host keys", &err))?;
+        let tokens = Tokens::new(keys.token_signing.as_bytes()).map_err(|err| e("token key", &err))?;
+        let csrf_key = {
+            use hmac::Mac;
+            let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(keys.token_signing.as_bytes()).map_err(|err| e("csrf key", &err))?;
+            mac.update(b"selfcloud csrf key v1");
+            mac.finalize().into_bytes().into()
+        };
+        let mut accounts = HashMap::new();
+        for account in store.accounts().map_err(|err| e("load accounts", &err))? {
+            accounts.insert(account.username.clone(), account);
+        }
+        for (user, app, grant) in store.all_grants().map_err(|err| e("load grants", &err))? {
+            tokens.set_grant(&user, &app, grant.generation, grant.active);
+        }
+        for (kind, id) in store.revocations().map_err(|err| e("load revocations", &err))? {
+            match kind {
+                RevokedKind::Family => tokens.deny_family(&id),
+                RevokedKind::Token => tokens.deny_token_ids(&[id]),
+                RevokedKind::Session => tokens.deny_session(&id),
+            }
+        }
+        let supervisor = Supervisor::new(SupervisorConfig {
+            exe,
+            instances_dir: dir.join("instances"),
+            models_dir: dir.join("models"),
+            sandbox: config.sandbox,
+            start_timeout: Duration::from_millis(config.instance_start_timeout_ms),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+        });
+        supervisor.start_hibernation_loop();
+        let audit = AuditLog::start(store.clone());
+        let limits = RateLimits::new(&config);
+        tracing::info!(users = accounts.len(), dir = %dir.display(), "control plane loaded");
+        Ok(Arc::new(Gateway {
+            config,
+            store,
+            keys,
+            tokens,
+            supervisor,
+            audit,
+            limits,
+            pools: Pools::default(),
+            accounts: RwLock::new(accounts),
+            csrf_key,
+        }))
+    }
+
+    /// An account, from memory.
+    pub fn account(&self, username: &str) -> Option<Account> {
+        self.accounts.read().unwrap_or_else(|e| e.into_inner()).get(username).cloned()
+    }
+
+    /// Tier of a user, from memory (hot path: no clone of the account).
+    pub fn tier_of(&self, username: &str) -> Option<selfcloud_core::Tier> {
+        self.accounts.read().unwrap_or_else(|e| e.into_inner()).get(username).map(|a| a.tier)
+    }
+
+    pub(crate) fn remember_account(&self, account: Account) {
+        self.accounts.write().unwrap_or_else(|e| e.into_inner()).insert(account.username.clone(), account);
+    }
+
+    pub(crate) fn forget_account(&self, username: &str) {
+        self.accounts.write().unwrap_or_else(|e| e.into_inner()).remove(username);
+    }
+
+    /// The key CSRF tokens are derived from.
+    pub(crate) fn csrf_key(&self) -> &[u8; 32] {
+        &self.csrf_key
+    }
+
+    /// Wake `username`'s instance if it hibernates.
+    pub async fn wake(&self, username: &str) -> Result<(), ApiError> {
+        let result = self
+            .supervisor
+            .ensure_awake(username, || {
+                let account = self.account(username).ok_or_else(|| selfcloud_control::Error::NotFound(format!("user {username}")))?;
+                let data_key = self.keys.unwrap(username, &account.wrapped_data_key)?;
+                Ok(LaunchSpec { username: username.to_owned(), uid: account.uid, memory_bytes: self.config.memory_for(account.tier), data_key })
+            })
+            .await;
+        result.map_err(|err| {
+            tracing::error!(user = username, error = %err, "instance did not start");
+            ApiError::new(ErrorCode::Unavailable, "the instance could not be started; try again shortly")
+        })
+    }
+
+    /// Stop everything cleanly: instances, then the access log.
+    pub async fn shutdown(&self) {
+        self.supervisor.stop_all().await;
+        self.audit.flush().await;
+    }
+}
+
+/// Map a control-plane error to the API's.
+pub fn control_error(err: selfcloud_control::Error) -> ApiError {
+    use selfcloud_control::Error as E;
+    match err {
+        E::AlreadyExists(what) => ApiError::new(ErrorCode::AlreadyExists, format!("{what} already exists")),
+        E::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+        E::Invalid(why) => ApiError::invalid(why),
+        other => {
+            tracing::error!(error = %other, "control plane failure");
+            ApiError::internal()
+        }
+    }
+}

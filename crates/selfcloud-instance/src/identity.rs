@@ -1,0 +1,36 @@
+//! The user's ed25519 identity key: generated inside the instance on first start, stored sealed
+//! under the data key, never returned by any route (only its public half is).
+
+use ed25519_dalek::SigningKey;
+
+use crate::store::{Store, StoreError};
+
+const IDENTITY_META_KEY: &str = "identity.ed25519";
+
+/// The instance's identity.
+pub struct Identity {
+    key: SigningKey,
+}
+
+impl Identity {
+    /// The public key, lowercase hex.
+    pub fn public_hex(&self) -> String {
+        self.key.verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+    /// Sign a message (used by later components: chain, crypto routes).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.key.sign(message).to_bytes()
+    }
+}
+
+/// Load the identity, creating it on first start.
+pub fn load_or_create(store: &Store) -> Result<Identity, StoreError> {
+    if let Some(secret) = store.get_meta_sealed(IDENTITY_META_KEY)? {
+        let bytes: [u8; 32] = secret.as_slice().try_into().map_err(|_| StoreError::Corrupt("identity key has the wrong length"))?;
+        return Ok(Identity { key: SigningKey::from_bytes(&bytes) });
+    }
+    let key = SigningKey::from_bytes(&selfcloud_core::random_bytes::<32>());
+    store.put_meta_sealed(IDENTITY_META_KEY, key.as_bytes())?;
+    Ok(Identity { key })
+}

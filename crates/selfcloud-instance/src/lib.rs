@@ -1,0 +1,107 @@
+//! The per-user daemon: one process per user, confined by `selfcloud-sandbox`, answering HTTP on a
+//! Unix socket inside its own data directory.
+//!
+//! It owns everything that is *the user's*: the encrypted store ([`store::Store`], a redb file whose
+//! values are sealed with the user's data key), the user's ed25519 identity key (generated here, on
+//! first start, and never written anywhere unsealed), and the instance API of SPEC §5 — today the
+//! storage rows, `/v1/info`, `/v1/usage` and `/v1/export`; later components (IPFS, database, chain,
+//! LLM) become modules composed into [`api::router`].
+//!
+//! It trusts the caller headers of [`selfcloud_core::caller`] because only the gateway can open its
+//! socket; it never verifies tokens, never opens a TCP port, and never reads anything outside its
+//! data directory (the sandbox would stop it if it tried).
+//!
+//! The data key arrives on stdin at start (never argv or env, which other processes can read).
+//! When the socket is bound the process prints `ready <identity public key hex>` on stdout, which is
+//! how the supervisor knows it answers.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod api;
+pub mod identity;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use selfcloud_core::seal::Key;
+
+/// How to start an instance.
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    /// The user this instance belongs to.
+    pub username: String,
+    /// The instance's own data directory (already created, owned by the instance's uid).
+    pub data_dir: PathBuf,
+}
+
+impl InstanceConfig {
+    /// The Unix socket the instance listens on.
+    pub fn socket_path(&self) -> PathBuf {
+        socket_path(&self.data_dir)
+    }
+}
+
+/// Where the instance in `data_dir` listens.
+pub fn socket_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("api.sock")
+}
+
+/// Failure to start or run an instance.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store could not be opened or written.
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    /// Socket or stdio trouble.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Run the instance until SIGTERM/SIGINT. Must be called inside a tokio runtime.
+pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
+    let store = {
+        let path = config.data_dir.join("store.redb");
+        tokio::task::spawn_blocking(move || store::Store::open(&path, data_key))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??
+    };
+    let store = Arc::new(store);
+    let identity = identity::load_or_create(&store)?;
+    let socket = config.socket_path();
+    // A previous run killed with -9 leaves its socket file behind; binding needs it gone.
+    match std::fs::remove_file(&socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(&socket)?;
+    set_owner_only(&socket)?;
+    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex() });
+    let app = api::router(state);
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready {}", identity.public_hex())?;
+        out.flush()?;
+    }
+    tracing::info!(user = %config.username, "instance answering");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+fn set_owner_only(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers we can only run until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,128 @@
+//! Process isolation for user instances: the only crate that calls `unshare`, `setresuid`,
+//! landlock or seccomp.
+//!
+//! The work is split in two halves because of how Linux namespaces and threads interact:
+//!
+//! * [`spawn_hook`] runs in the forked child *before* `exec` (so it may only make async-signal-safe
+//!   system calls): it asks for new mount, pid, ipc and uts namespaces (root only) and for the child
+//!   to die with its parent.
+//! * [`enter`] runs first thing in the freshly exec'd instance process, while it still has one thread:
+//!   it forks the namespace's pid 1 (the real instance) and keeps a tiny reaper in front of it, then
+//!   makes `/` private, mounts a fresh `/proc`, sets the hostname, drops to the instance's own
+//!   uid/gid, and applies `no_new_privs`, rlimits, a landlock ruleset and a seccomp filter.
+//!
+//! Without root only landlock, seccomp, `no_new_privs` and rlimits can be applied; [`enter`] logs a
+//! loud warning naming each layer that is not enforced, and returns a [`Report`] saying the same.
+//!
+//! This crate must not know about users, tokens or HTTP: it takes a [`Plan`] and enforces it.
+#![warn(missing_docs, unreachable_pub)]
+
+mod filesystem;
+mod limits;
+mod namespaces;
+mod syscalls;
+
+use std::path::PathBuf;
+
+pub use namespaces::spawn_hook;
+
+/// What one instance may do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The instance's uid and gid (root only). `None` keeps the caller's.
+    pub uid: Option<u32>,
+    /// The one directory the instance may write.
+    pub data_dir: PathBuf,
+    /// Directories and files the instance may read (its binary, libraries, the shared model dir).
+    pub read_only: Vec<PathBuf>,
+    /// Address-space limit in bytes.
+    pub memory_bytes: u64,
+    /// Open-file limit.
+    pub open_files_max: u64,
+    /// Process/thread limit (counted per uid by the kernel, so only meaningful with a private uid).
+    pub processes_max: u64,
+    /// TCP ports the instance may bind or connect to (none today; later components add theirs).
+    pub tcp_ports: Vec<u16>,
+}
+
+/// Which layers of the sandbox are in force.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// New pid, mount, ipc and uts namespaces.
+    pub namespaces: bool,
+    /// Running under a private uid/gid.
+    pub private_uid: bool,
+    /// `PR_SET_NO_NEW_PRIVS`.
+    pub no_new_privs: bool,
+    /// Landlock filesystem rules (and TCP port rules where the kernel has them).
+    pub landlock: String,
+    /// The seccomp deny-list.
+    pub seccomp: bool,
+    /// rlimits on memory, files and processes.
+    pub rlimits: bool,
+}
+
+/// A layer could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// Which step.
+        what: &'static str,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// Landlock refused the ruleset.
+    #[error("landlock: {0}")]
+    Landlock(String),
+    /// The seccomp filter could not be built or loaded.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+}
+
+/// Whether the current process may use the root-only layers.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Enter the sandbox. Call first thing in the instance process, before any thread exists.
+///
+/// With root (and namespaces requested at spawn), this forks: the original process stays behind
+/// as a reaper that forwards SIGTERM/SIGINT and exits with the child's status, and only the child
+/// returns. Everything after this call runs confined.
+pub fn enter(plan: &Plan) -> Result<Report, Error> {
+    let mut report = Report::default();
+    if is_root() {
+        namespaces::become_pid_one()?;
+        namespaces::private_mounts_and_proc()?;
+        report.namespaces = true;
+    }
+    limits::apply(plan)?;
+    report.rlimits = true;
+    if let Some(uid) = plan.uid.filter(|_| is_root()) {
+        namespaces::drop_to(uid)?;
+        report.private_uid = true;
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|source| Error::Sys { what: "no_new_privs", source })?;
+    report.no_new_privs = true;
+    report.landlock = filesystem::restrict(plan)?;
+    syscalls::install_filter()?;
+    report.seccomp = true;
+    log_report(&report);
+    Ok(report)
+}
+
+fn log_report(report: &Report) {
+    if !report.namespaces {
+        tracing::warn!("SANDBOX NOT FULLY ENFORCED: not root, so no pid/mount/ipc/uts namespaces for this instance");
+    }
+    if !report.private_uid {
+        tracing::warn!("SANDBOX NOT FULLY ENFORCED: not root, so this instance shares the operator's uid");
+    }
+    if !report.landlock.starts_with("fully") {
+        tracing::warn!(landlock = %report.landlock, "SANDBOX NOT FULLY ENFORCED: landlock is partial or missing");
+    }
+    tracing::debug!(?report, "sandbox entered");
+}

@@ -1,0 +1,84 @@
+//! Namespaces, the pid-1 reaper, and the uid drop.
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
+
+use crate::Error;
+
+/// The pre-`exec` hook for the instance's `Command` (use it in `pre_exec`).
+///
+/// Async-signal-safe only: `prctl` and `unshare`, no allocation. As root it creates new mount, pid,
+/// ipc and uts namespaces (the pid namespace takes effect for the exec'd process's first child,
+/// which [`crate::enter`] forks). In every case the child is killed if the gateway dies, so a
+/// crashed gateway leaves no orphan instance holding its data.
+pub fn spawn_hook(namespaces: bool) -> std::io::Result<()> {
+    // SAFETY-free: plain syscalls through nix.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+    if namespaces {
+        let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+        unshare(flags).map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Fork the namespace's pid 1 and keep the current process as its reaper. Returns in the child.
+pub(crate) fn become_pid_one() -> Result<(), Error> {
+    // Block the signals we forward before forking so none is lost between fork and sigwait.
+    let mut forwarded = SigSet::empty();
+    forwarded.add(Signal::SIGTERM);
+    forwarded.add(Signal::SIGINT);
+    forwarded.add(Signal::SIGCHLD);
+    forwarded.thread_block().map_err(|source| Error::Sys { what: "block signals", source })?;
+    // SAFETY: we are single-threaded here (enter() is called before any thread is spawned), so the
+    // child may run arbitrary code after fork.
+    match unsafe { fork() }.map_err(|source| Error::Sys { what: "fork pid 1", source })? {
+        ForkResult::Child => {
+            forwarded.thread_unblock().map_err(|source| Error::Sys { what: "unblock signals", source })?;
+            // If the reaper dies, so do we.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|source| Error::Sys { what: "pdeathsig", source })?;
+            Ok(())
+        }
+        ForkResult::Parent { child } => reap_forever(child, &forwarded),
+    }
+}
+
+fn reap_forever(child: Pid, forwarded: &SigSet) -> ! {
+    loop {
+        match forwarded.wait() {
+            Ok(Signal::SIGCHLD) => match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+                Ok(WaitStatus::Signaled(_, signal, _)) => std::process::exit(128 + signal as i32),
+                _ => {}
+            },
+            Ok(signal) => {
+                let _ = kill(child, signal);
+            }
+            Err(_) => std::process::exit(70),
+        }
+    }
+}
+
+/// Make every mount private to this namespace and mount a `/proc` that shows only our pid namespace.
+pub(crate) fn private_mounts_and_proc() -> Result<(), Error> {
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(|source| Error::Sys { what: "make mounts private", source })?;
+    mount(Some("proc"), "/proc", Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, none)
+        .map_err(|source| Error::Sys { what: "mount /proc", source })?;
+    nix::unistd::sethostname("selfcloud-instance").map_err(|source| Error::Sys { what: "sethostname", source })?;
+    Ok(())
+}
+
+/// Drop every privilege: no supplementary groups, then gid, then uid (in that order, or the gid
+/// change would no longer be allowed).
+pub(crate) fn drop_to(uid: u32) -> Result<(), Error> {
+    nix::unistd::setgroups(&[]).map_err(|source| Error::Sys { what: "setgroups", source })?;
+    let gid = Gid::from_raw(uid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|source| Error::Sys { what: "setresgid", source })?;
+    let uid = Uid::from_raw(uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(|source| Error::Sys { what: "setresuid", source })?;
+    Ok(())
+}

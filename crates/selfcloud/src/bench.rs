@@ -1,0 +1,309 @@
+//! `selfcloud bench`: the spine's figures. Each bench starts its own system in a temporary
+//! directory, so it never touches a user's data. Timing lives here, never in tests.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use reqwest::{Method, StatusCode};
+use selfcloud::client::Client;
+use serde_json::json;
+
+use crate::demo::OwnSystem;
+
+#[derive(clap::Subcommand)]
+pub enum Which {
+    /// Sign-up latency, idle memory per instance, wake-from-hibernation latency.
+    Provision {
+        /// Sign-ups to time.
+        #[arg(long, default_value_t = 100)]
+        signups: usize,
+        /// Instances awake while memory is measured.
+        #[arg(long, default_value_t = 200)]
+        instances: usize,
+        /// Wakes to time.
+        #[arg(long, default_value_t = 50)]
+        wakes: usize,
+    },
+    /// Authorized storage GET throughput and p99: through the gateway, straight to the instance
+    /// socket, and through nginx proxying the same socket (when nginx is installed).
+    Gateway {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
+}
+
+pub async fn run(which: Which) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("selfcloud-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = match which {
+        Which::Provision { signups, instances, wakes } => provision(&dir, signups, instances, wakes).await,
+        Which::Gateway { seconds, connections } => gateway(&dir, Duration::from_secs(seconds), connections).await,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+async fn provision(dir: &std::path::Path, signups: usize, instances: usize, wakes: usize) -> anyhow::Result<()> {
+    let system = OwnSystem::start(&dir.join("data"), &[("SELFCLOUD_IDLE_TIMEOUT_SECS", "3600"), ("SELFCLOUD_LOG", "warn")])?;
+    let client = Client::new(&system.url);
+    let total = signups.max(instances);
+    println!("bench provision: {total} sign-ups on {} (root: {})", system.url, nix::unistd::geteuid().is_root());
+    let mut latencies = Vec::new();
+    for i in 0..total {
+        let t = Instant::now();
+        let r = client.sign_up(&format!("bench-{i:05}"), "bench-password", "free").await?;
+        if r.status != StatusCode::CREATED {
+            bail!("sign-up {i} failed: {} {}", r.status, r.text);
+        }
+        if i < signups {
+            latencies.push(t.elapsed());
+        }
+    }
+    latencies.sort();
+    println!("sign-up -> answering instance: p50 {:.1} ms, p99 {:.1} ms (n={})  [target p99 <= 150 ms]", percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.len());
+
+    let (pss, uss, n) = instance_memory(dir)?;
+    println!(
+        "idle awake instances: {n} processes for {total} instances; per instance PSS {:.2} MiB, USS {:.2} MiB  [target <= 20 MiB private]",
+        pss / total as f64 / 1048576.0,
+        uss / total as f64 / 1048576.0
+    );
+
+    // Hibernate everyone by restarting with a 1 s idle timeout, then time first requests.
+    let (data, listen) = system.stop()?;
+    let system = OwnSystem::restart(&data, &listen, &[("SELFCLOUD_IDLE_TIMEOUT_SECS", "1"), ("SELFCLOUD_LOG", "warn")])?;
+    let mut wake = Vec::new();
+    for i in 0..wakes.min(total) {
+        let name = format!("bench-{i:05}");
+        let token = client.sign_in(&name, "bench-password").await?;
+        // Wake once, let it hibernate, then time the wake.
+        let _ = client.call(Method::GET, &format!("/i/{name}/v1/info"), Some(&token), None).await?;
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        let t = Instant::now();
+        let r = client.call(Method::GET, &format!("/i/{name}/v1/info"), Some(&token), None).await?;
+        wake.push(t.elapsed());
+        if r.status != StatusCode::OK {
+            bail!("wake of {name} failed: {} {}", r.status, r.text);
+        }
+    }
+    wake.sort();
+    println!("wake from hibernation (first request): p50 {:.1} ms, p99 {:.1} ms (n={})  [target p99 <= 30 ms]", percentile(&wake, 0.5), percentile(&wake, 0.99), wake.len());
+    system.stop()?;
+    Ok(())
+}
+
+/// Sum of PSS and USS over every `selfcloud instance` process of this bench's data dir.
+fn instance_memory(dir: &std::path::Path) -> anyhow::Result<(f64, f64, usize)> {
+    let marker = dir.to_string_lossy().to_string();
+    let (mut pss, mut uss, mut n) = (0.0, 0.0, 0);
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmd.contains(" instance ") || !cmd.contains(&marker) {
+            continue;
+        }
+        let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else { continue };
+        let field = |name: &str| -> f64 {
+            rollup.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) * 1024.0
+        };
+        pss += field("Pss:");
+        uss += field("Private_Clean:") + field("Private_Dirty:");
+        n += 1;
+    }
+    Ok((pss, uss, n))
+}
+
+struct Load {
+    requests: usize,
+    errors: usize,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Load {
+    fn print(&self, label: &str) {
+        let mut l = self.latencies.clone();
+        l.sort();
+        println!(
+            "{label:<28} {:>9.0} req/s   p50 {:.2} ms   p99 {:.2} ms   errors {}",
+            self.requests as f64 / self.elapsed.as_secs_f64(),
+            percentile(&l, 0.5),
+            percentile(&l, 0.99),
+            self.errors
+        );
+    }
+}
+
+/// `connections` HTTP/1.1 keep-alive connections, each issuing `make()` requests in a loop.
+async fn load<C, F>(connections: usize, duration: Duration, connect: C) -> anyhow::Result<Load>
+where
+    C: Fn() -> F,
+    F: std::future::Future<Output = anyhow::Result<(hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>, hyper::Request<http_body_util::Empty<bytes::Bytes>>)>>,
+{
+    let mut tasks = Vec::new();
+    let deadline = Instant::now() + duration;
+    for _ in 0..connections {
+        let (mut sender, template) = connect().await?;
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut err, mut lat) = (0usize, 0usize, Vec::new());
+            while Instant::now() < deadline {
+                let mut req = hyper::Request::builder().method(template.method()).uri(template.uri());
+                for (k, v) in template.headers() {
+                    req = req.header(k, v);
+                }
+                let Ok(req) = req.body(http_body_util::Empty::new()) else { break };
+                let t = Instant::now();
+                if sender.ready().await.is_err() {
+                    err += 1;
+                    break;
+                }
+                match sender.send_request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                        if status == StatusCode::OK {
+                            ok += 1;
+                        } else {
+                            err += 1;
+                        }
+                    }
+                    Err(_) => err += 1,
+                }
+                lat.push(t.elapsed());
+            }
+            (ok, err, lat)
+        }));
+    }
+    let start = Instant::now();
+    let mut out = Load { requests: 0, errors: 0, latencies: Vec::new(), elapsed: Duration::ZERO };
+    for t in tasks {
+        let (ok, err, lat) = t.await?;
+        out.requests += ok;
+        out.errors += err;
+        out.latencies.extend(lat);
+    }
+    out.elapsed = start.elapsed().max(duration);
+    Ok(out)
+}
+
+async fn tcp_sender(addr: &str) -> anyhow::Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn gateway(dir: &std::path::Path, duration: Duration, connections: usize) -> anyhow::Result<()> {
+    let env = [("SELFCLOUD_RATE_PRO_PER_MIN", "1000000000"), ("SELFCLOUD_LOG", "warn"), ("SELFCLOUD_ACCESS_TOKEN_TTL_SECS", "3600")];
+    let data = dir.join("data");
+    let system = OwnSystem::start(&data, &env)?;
+    let client = Client::new(&system.url);
+    let r = client.sign_up("benchuser", "bench-password", "pro").await?;
+    if r.status != StatusCode::CREATED {
+        bail!("sign-up failed: {}", r.text);
+    }
+    let owner = client.sign_in("benchuser", "bench-password").await?;
+    let app = client.register_app(&owner, "bench", "http://127.0.0.1:9/cb", false).await?;
+    let tokens = client.authorize_app(&app, &owner, "http://127.0.0.1:9/cb", "storage:read storage:write").await?;
+    let value = json!({"title": "bench", "body": "x".repeat(200)});
+    let r = client.call(Method::PUT, "/i/benchuser/v1/storage/bench/key", Some(&tokens.access_token), Some(&json!({"value": value}))).await?;
+    if r.status != StatusCode::OK {
+        bail!("seeding failed: {}", r.text);
+    }
+    println!("bench gateway: GET of a 230-byte value, {connections} keep-alive connections, {} s each", duration.as_secs());
+    let addr = system.url.trim_start_matches("http://").to_owned();
+    let auth = format!("Bearer {}", tokens.access_token);
+    let gw = load(connections, duration, || {
+        let (addr, auth) = (addr.clone(), auth.clone());
+        async move {
+            let sender = tcp_sender(&addr).await?;
+            let req = hyper::Request::get("/i/benchuser/v1/storage/bench/key").header("host", &addr).header("authorization", auth).body(http_body_util::Empty::new())?;
+            Ok((sender, req))
+        }
+    })
+    .await?;
+    gw.print("through the gateway");
+
+    let socket = data.join("instances/benchuser/api.sock");
+    let direct = load(connections, duration, || {
+        let (socket, app_id) = (socket.clone(), app.app_id.clone());
+        async move {
+            let stream = tokio::net::UnixStream::connect(&socket).await.context("instance socket")?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let req = hyper::Request::get(format!("/v1/storage/bench/key?app={app_id}"))
+                .header("host", "instance")
+                .header("x-selfcloud-caller", "owner")
+                .body(http_body_util::Empty::new())?;
+            Ok((sender, req))
+        }
+    })
+    .await?;
+    direct.print("straight to instance socket");
+
+    match nginx_proxy(dir, &socket, &app.app_id) {
+        Ok((mut nginx, nginx_addr)) => {
+            let via = load(connections, duration, || {
+                let addr = nginx_addr.clone();
+                async move {
+                    let sender = tcp_sender(&addr).await?;
+                    let req = hyper::Request::get("/v1/storage/bench/key").header("host", &addr).body(http_body_util::Empty::new())?;
+                    Ok((sender, req))
+                }
+            })
+            .await?;
+            via.print("through nginx (no auth)");
+            let _ = nginx.kill();
+            let _ = nginx.wait();
+        }
+        Err(e) => println!("{:<28} skipped: {e}", "through nginx"),
+    }
+    system.stop()?;
+    Ok(())
+}
+
+/// nginx proxying the same instance socket, setting the owner caller header (no token check at all:
+/// it does strictly less work than the gateway).
+fn nginx_proxy(dir: &std::path::Path, socket: &std::path::Path, app_id: &str) -> anyhow::Result<(std::process::Child, String)> {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists()).context("nginx is not installed (scripts/bench.sh installs it)")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs"))?;
+    let user = if nix::unistd::geteuid().is_root() { "user root;" } else { "" };
+    let conf = format!(
+        "{user}\nworker_processes 2;\ndaemon off;\nerror_log {p}/logs/error.log warn;\npid {p}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
+http {{\n access_log off;\n client_body_temp_path {p}/tmp;\n proxy_temp_path {p}/tmp;\n fastcgi_temp_path {p}/tmp;\n uwsgi_temp_path {p}/tmp;\n scgi_temp_path {p}/tmp;\n\
+ upstream instance {{ server unix:{s}; keepalive 64; }}\n server {{\n  listen 127.0.0.1:{port};\n  location / {{\n   proxy_pass http://instance;\n   proxy_http_version 1.1;\n\
+   proxy_set_header Connection \"\";\n   proxy_set_header Host instance;\n   proxy_set_header x-selfcloud-caller owner;\n   rewrite ^(.*)$ $1?app={app_id} break;\n  }}\n }}\n}}\n",
+        p = prefix.display(),
+        s = socket.display(),
+    );
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let child = std::process::Command::new(nginx).arg("-p").arg(&prefix).arg("-c").arg(&conf_path).spawn().context("starting nginx")?;
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return Ok((child, addr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!("nginx did not start; see {}/logs/error.log", prefix.display())
+}

@@ -1,0 +1,173 @@
+//! `selfcloud`: thin wiring of the workspace's crates into one binary.
+//!
+//! * `selfcloud up` — the gateway and control plane on embedded defaults (SPEC §8).
+//! * `selfcloud instance …` — one user's instance; started by `up`, never by hand.
+//! * `selfcloud demo` — walks SPEC §7 against a running system.
+//! * `selfcloud bench provision|gateway` — the spine's benchmarks.
+
+mod bench;
+
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "selfcloud", version, about = "A private, isolated cloud instance for every person, reachable only with their consent.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the gateway and control plane; instances start on demand.
+    Up {
+        /// Data directory (default: $XDG_DATA_HOME/selfcloud, or SELFCLOUD_DATA_DIR).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Listen address (default 127.0.0.1:8080, or SELFCLOUD_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run one user's instance (internal: started by `selfcloud up`; reads its data key on stdin).
+    #[command(hide = true)]
+    Instance(InstanceArgs),
+    /// Walk the newcomer's path (SPEC §7) against a running system and print each step.
+    Demo {
+        /// The gateway URL. Without it, the demo starts its own system in a temporary directory,
+        /// which also lets it stop and restart it for step 9.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Benchmarks (figures, not pass/fail).
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+#[derive(clap::Args)]
+struct InstanceArgs {
+    /// Whose instance.
+    #[arg(long)]
+    user: String,
+    /// Its data directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Private uid/gid to drop to (root only).
+    #[arg(long)]
+    uid: Option<u32>,
+    /// Address-space limit, bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    memory_bytes: u64,
+    /// Paths the instance may read (binary, libraries, models).
+    #[arg(long)]
+    read_only: Vec<PathBuf>,
+    /// Skip the sandbox (debugging only; logged loudly).
+    #[arg(long)]
+    no_sandbox: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Up { data_dir, listen } => up(data_dir, listen),
+        Command::Instance(args) => instance(args),
+        Command::Demo { url } => runtime()?.block_on(demo::run(url)),
+        Command::Bench { which } => runtime()?.block_on(bench::run(which)),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SELFCLOUD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn up(data_dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let mut config = selfcloud_core::Config::from_env()?;
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(addr) = listen {
+        config.listen = addr;
+    }
+    if !config.sandbox {
+        tracing::warn!("SELFCLOUD_SANDBOX=0: instances run WITHOUT any sandbox (debugging only)");
+    } else if !selfcloud_sandbox::is_root() {
+        tracing::warn!("not running as root: instances get landlock, seccomp and rlimits, but no private uid or namespaces");
+    }
+    let exe = std::env::current_exe().context("finding the selfcloud binary")?;
+    runtime()?.block_on(async move {
+        let gateway = selfcloud_gateway::Gateway::open(config.clone(), exe)?;
+        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let app = selfcloud_gateway::app(gateway.clone());
+        println!("selfcloud is up at {} (data in {})", config.public_url(), config.data_dir.display());
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
+        tracing::info!("shutting down: stopping instances");
+        gateway.shutdown().await;
+        println!("selfcloud stopped cleanly");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn instance(args: InstanceArgs) -> anyhow::Result<()> {
+    // Still single-threaded here: the sandbox must be entered before any thread exists.
+    if args.no_sandbox {
+        tracing::warn!(user = %args.user, "instance running WITHOUT a sandbox");
+    } else {
+        let plan = selfcloud_sandbox::Plan {
+            uid: args.uid,
+            data_dir: args.dir.clone(),
+            read_only: args.read_only.clone(),
+            memory_bytes: args.memory_bytes,
+            open_files_max: 4096,
+            processes_max: 64,
+            tcp_ports: Vec::new(),
+        };
+        selfcloud_sandbox::enter(&plan).with_context(|| format!("entering the sandbox of {}", args.user))?;
+    }
+    let key = read_data_key()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+        .context("starting the instance runtime")?;
+    let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir };
+    runtime.block_on(selfcloud_instance::serve(config, key)).context("instance failed")?;
+    Ok(())
+}
+
+/// The data key arrives as one hex line on stdin (never argv/env, which /proc exposes).
+fn read_data_key() -> anyhow::Result<selfcloud_core::seal::Key> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the data key from stdin")?;
+    let hex = line.trim();
+    if hex.len() != 64 {
+        bail!("the data key on stdin must be 64 hex characters");
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).context("the data key is not hex")?;
+    }
+    Ok(selfcloud_core::seal::Key::from_bytes(bytes))
+}
