@@ -52,12 +52,20 @@ impl Gateway {
         for sub in ["", "instances", "models"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|err| e(&format!("create {}", dir.join(sub).display()), &err))?;
         }
-        // Others must not traverse into the data dir at all.
+        // Instances (other uids) may traverse to their own directory and read the models, nothing
+        // else: listing is denied, and each instance directory is 0700 to its own uid.
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(|err| e("chmod data dir", &err))?;
+            for (sub, mode) in [("", 0o711), ("instances", 0o711), ("models", 0o755)] {
+                std::fs::set_permissions(dir.join(sub), std::fs::Permissions::from_mode(mode)).map_err(|err| e("chmod data dir", &err))?;
+            }
         }
         let store = Arc::new(ControlStore::open(&dir.join("control.redb")).map_err(|err| e("open control store", &err))?);
+        {
+            // Password hashes and wrapped keys: the operator's eyes only.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.join("control.redb"), std::fs::Permissions::from_mode(0o600)).map_err(|err| e("chmod control store", &err))?;
+        }
         let keys = HostKeys::load_or_create(&dir).map_err(|err| e("host keys", &err))?;
         let tokens = Tokens::new(keys.token_signing.as_bytes()).map_err(|err| e("token key", &err))?;
         let csrf_key = {

@@ -66,6 +66,7 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??
     };
+    set_owner_only(&config.data_dir.join("store.redb"))?;
     let store = Arc::new(store);
     let identity = identity::load_or_create(&store)?;
     let socket = config.socket_path();

@@ -95,7 +95,7 @@ pub fn is_root() -> bool {
 pub fn enter(plan: &Plan) -> Result<Report, Error> {
     let mut report = Report::default();
     if is_root() {
-        namespaces::become_pid_one()?;
+        namespaces::become_pid_one(plan.uid)?;
         namespaces::private_mounts_and_proc()?;
         report.namespaces = true;
     }

@@ -25,7 +25,10 @@ pub fn spawn_hook(namespaces: bool) -> std::io::Result<()> {
 }
 
 /// Fork the namespace's pid 1 and keep the current process as its reaper. Returns in the child.
-pub(crate) fn become_pid_one() -> Result<(), Error> {
+///
+/// The reaper drops to the instance's uid and sets `no_new_privs` too: it needs no privilege to
+/// signal a child of its own uid, and must not stay a root process inside the instance's mounts.
+pub(crate) fn become_pid_one(uid: Option<u32>) -> Result<(), Error> {
     // Block the signals we forward before forking so none is lost between fork and sigwait.
     let mut forwarded = SigSet::empty();
     forwarded.add(Signal::SIGTERM);
@@ -41,7 +44,15 @@ pub(crate) fn become_pid_one() -> Result<(), Error> {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|source| Error::Sys { what: "pdeathsig", source })?;
             Ok(())
         }
-        ForkResult::Parent { child } => reap_forever(child, &forwarded),
+        ForkResult::Parent { child } => {
+            if let Some(uid) = uid {
+                if drop_to(uid).is_err() || nix::sys::prctl::set_no_new_privs().is_err() {
+                    let _ = kill(child, Signal::SIGKILL);
+                    std::process::exit(71);
+                }
+            }
+            reap_forever(child, &forwarded)
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use selfcloud::client::Client;
 use serde_json::json;
 
-use crate::demo::OwnSystem;
+use selfcloud::system::OwnSystem;
 
 #[derive(clap::Subcommand)]
 pub enum Which {
@@ -56,7 +56,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 async fn provision(dir: &std::path::Path, signups: usize, instances: usize, wakes: usize) -> anyhow::Result<()> {
-    let system = OwnSystem::start(&dir.join("data"), &[("SELFCLOUD_IDLE_TIMEOUT_SECS", "3600"), ("SELFCLOUD_LOG", "warn")])?;
+    let system = OwnSystem::start(&std::env::current_exe()?, &dir.join("data"), &[("SELFCLOUD_IDLE_TIMEOUT_SECS", "3600"), ("SELFCLOUD_LOG", "warn")])?;
     let client = Client::new(&system.url);
     let total = signups.max(instances);
     println!("bench provision: {total} sign-ups on {} (root: {})", system.url, nix::unistd::geteuid().is_root());
@@ -83,7 +83,7 @@ async fn provision(dir: &std::path::Path, signups: usize, instances: usize, wake
 
     // Hibernate everyone by restarting with a 1 s idle timeout, then time first requests.
     let (data, listen) = system.stop()?;
-    let system = OwnSystem::restart(&data, &listen, &[("SELFCLOUD_IDLE_TIMEOUT_SECS", "1"), ("SELFCLOUD_LOG", "warn")])?;
+    let system = OwnSystem::restart(&std::env::current_exe()?, &data, &listen, &[("SELFCLOUD_IDLE_TIMEOUT_SECS", "1"), ("SELFCLOUD_LOG", "warn")])?;
     let mut wake = Vec::new();
     for i in 0..wakes.min(total) {
         let name = format!("bench-{i:05}");
@@ -213,7 +213,7 @@ async fn tcp_sender(addr: &str) -> anyhow::Result<hyper::client::conn::http1::Se
 async fn gateway(dir: &std::path::Path, duration: Duration, connections: usize) -> anyhow::Result<()> {
     let env = [("SELFCLOUD_RATE_PRO_PER_MIN", "1000000000"), ("SELFCLOUD_LOG", "warn"), ("SELFCLOUD_ACCESS_TOKEN_TTL_SECS", "3600")];
     let data = dir.join("data");
-    let system = OwnSystem::start(&data, &env)?;
+    let system = OwnSystem::start(&std::env::current_exe()?, &data, &env)?;
     let client = Client::new(&system.url);
     let r = client.sign_up("benchuser", "bench-password", "pro").await?;
     if r.status != StatusCode::CREATED {

@@ -2,71 +2,13 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use reqwest::{Method, StatusCode};
 use selfcloud::client::Client;
+use selfcloud::system::OwnSystem;
 use serde_json::json;
 
 const REDIRECT: &str = "http://127.0.0.1:9999/callback";
-
-/// A `selfcloud up` child process the demo started itself.
-pub struct OwnSystem {
-    /// The `selfcloud up` process.
-    pub child: std::process::Child,
-    /// Its URL.
-    pub url: String,
-    data_dir: std::path::PathBuf,
-    listen: String,
-}
-
-impl OwnSystem {
-    /// Start `selfcloud up` on a free loopback port and a fresh data dir.
-    pub fn start(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> anyhow::Result<OwnSystem> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let listen = format!("127.0.0.1:{port}");
-        Self::start_at(data_dir, &listen, extra_env)
-    }
-
-    fn start_at(data_dir: &std::path::Path, listen: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<OwnSystem> {
-        let mut cmd = std::process::Command::new(std::env::current_exe()?);
-        cmd.arg("up").arg("--data-dir").arg(data_dir).arg("--listen").arg(listen);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        cmd.stdout(std::process::Stdio::null());
-        let child = cmd.spawn().context("starting selfcloud up")?;
-        let system = OwnSystem { child, url: format!("http://{listen}"), data_dir: data_dir.to_owned(), listen: listen.to_owned() };
-        system.wait_ready()?;
-        Ok(system)
-    }
-
-    fn wait_ready(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(&self.listen).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        bail!("selfcloud up did not listen on {} within 30 s", self.listen)
-    }
-
-    /// SIGTERM and wait.
-    pub fn stop(mut self) -> anyhow::Result<(std::path::PathBuf, String)> {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("signalling selfcloud up")?;
-        let status = self.child.wait()?;
-        if !status.success() {
-            bail!("selfcloud up exited with {status}");
-        }
-        Ok((self.data_dir.clone(), self.listen.clone()))
-    }
-
-    /// Start again on the same data dir and address.
-    pub fn restart(data_dir: &std::path::Path, listen: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<OwnSystem> {
-        Self::start_at(data_dir, listen, extra_env)
-    }
-}
 
 fn step(n: &str, text: &str) {
     println!("\n== step {n}: {text}");
@@ -88,7 +30,7 @@ pub async fn run(url: Option<String>) -> anyhow::Result<()> {
             let temp = std::env::temp_dir().join(format!("selfcloud-demo-{}", std::process::id()));
             std::fs::create_dir_all(&temp)?;
             println!("starting a private selfcloud in {} for the demo", temp.display());
-            (Some(OwnSystem::start(&temp, &[])?), Some(temp))
+            (Some(OwnSystem::start(&std::env::current_exe()?, &temp, &[])?), Some(temp))
         }
     };
     let base = url.clone().or_else(|| own.as_ref().map(|s| s.url.clone())).unwrap_or_default();
@@ -99,7 +41,7 @@ pub async fn run(url: Option<String>) -> anyhow::Result<()> {
             step("9", "stop everything and start it again: acknowledged writes survive");
             let (dir, listen) = system.stop()?;
             ok("selfcloud up stopped cleanly (SIGTERM)");
-            let again = OwnSystem::restart(&dir, &listen, &[])?;
+            let again = OwnSystem::restart(&std::env::current_exe()?, &dir, &listen, &[])?;
             let owner = client.sign_in(&state.alice, "demo-password-alice").await?;
             let r = client.call(Method::GET, &format!("/i/{}/v1/storage/kept?app={}", state.alice, state.app_id), Some(&owner), None).await?;
             if r.status != StatusCode::OK || r.json["value"] != json!({"kept": true}) {

@@ -4,3 +4,4 @@
 //! The full developer SDK is a separate crate; this client exists so the binary can check itself.
 
 pub mod client;
+pub mod system;

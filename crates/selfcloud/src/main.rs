@@ -8,6 +8,7 @@
 mod bench;
 
 mod demo;
+mod probe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,28 @@ enum Command {
         /// which also lets it stop and restart it for step 9.
         #[arg(long)]
         url: Option<String>,
+    },
+    /// Enter an instance's sandbox and try forbidden things, printing one JSON line per attempt
+    /// (internal: used by the isolation tests to check the real sandbox from the inside).
+    #[command(hide = true)]
+    SandboxProbe {
+        #[command(flatten)]
+        instance: InstanceArgs,
+        /// Files to try to read.
+        #[arg(long)]
+        try_read: Vec<PathBuf>,
+        /// Files to try to create.
+        #[arg(long)]
+        try_write: Vec<PathBuf>,
+        /// Unix sockets to try to connect to.
+        #[arg(long)]
+        try_connect: Vec<PathBuf>,
+        /// Pids to try to ptrace.
+        #[arg(long)]
+        try_ptrace: Vec<i32>,
+        /// TCP addresses to try to connect to.
+        #[arg(long)]
+        try_tcp: Vec<SocketAddr>,
     },
     /// Benchmarks (figures, not pass/fail).
     Bench {
@@ -80,6 +103,11 @@ fn main() -> anyhow::Result<()> {
         Command::Instance(args) => instance(args),
         Command::Demo { url } => runtime()?.block_on(demo::run(url)),
         Command::Bench { which } => runtime()?.block_on(bench::run(which)),
+        Command::SandboxProbe { instance, try_read, try_write, try_connect, try_ptrace, try_tcp } => {
+            selfcloud_sandbox::enter(&sandbox_plan(&instance)).context("entering the sandbox")?;
+            probe::run(&try_read, &try_write, &try_connect, &try_ptrace, &try_tcp);
+            Ok(())
+        }
     }
 }
 
@@ -135,16 +163,7 @@ fn instance(args: InstanceArgs) -> anyhow::Result<()> {
     if args.no_sandbox {
         tracing::warn!(user = %args.user, "instance running WITHOUT a sandbox");
     } else {
-        let plan = selfcloud_sandbox::Plan {
-            uid: args.uid,
-            data_dir: args.dir.clone(),
-            read_only: args.read_only.clone(),
-            memory_bytes: args.memory_bytes,
-            open_files_max: 4096,
-            processes_max: 64,
-            tcp_ports: Vec::new(),
-        };
-        selfcloud_sandbox::enter(&plan).with_context(|| format!("entering the sandbox of {}", args.user))?;
+        selfcloud_sandbox::enter(&sandbox_plan(&args)).with_context(|| format!("entering the sandbox of {}", args.user))?;
     }
     let key = read_data_key()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -155,6 +174,19 @@ fn instance(args: InstanceArgs) -> anyhow::Result<()> {
     let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir };
     runtime.block_on(selfcloud_instance::serve(config, key)).context("instance failed")?;
     Ok(())
+}
+
+/// The one place an instance's sandbox plan is built from its arguments.
+fn sandbox_plan(args: &InstanceArgs) -> selfcloud_sandbox::Plan {
+    selfcloud_sandbox::Plan {
+        uid: args.uid,
+        data_dir: args.dir.clone(),
+        read_only: args.read_only.clone(),
+        memory_bytes: args.memory_bytes,
+        open_files_max: 4096,
+        processes_max: 64,
+        tcp_ports: Vec::new(),
+    }
 }
 
 /// The data key arrives as one hex line on stdin (never argv/env, which /proc exposes).

@@ -1,0 +1,119 @@
+//! Shared set-up for the end-to-end tests: a real `selfcloud up` process on a loopback port, with
+//! its own temporary data directory, driven over real sockets.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use reqwest::Method;
+use selfcloud::client::{AppTokens, Client, RegisteredApp, Reply};
+use selfcloud::system::OwnSystem;
+use serde_json::json;
+
+pub const REDIRECT: &str = "http://127.0.0.1:9999/callback";
+pub const PASSWORD: &str = "test-password-1";
+
+pub fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_selfcloud"))
+}
+
+pub struct TestSystem {
+    pub system: Option<OwnSystem>,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+impl TestSystem {
+    pub fn start(env: &[(&str, &str)]) -> TestSystem {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let system = OwnSystem::start(&exe(), &dir.path().join("data"), env).expect("selfcloud up starts");
+        let client = Client::new(&system.url);
+        TestSystem { system: Some(system), client, dir, env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn listen(&self) -> String {
+        self.client.base.trim_start_matches("http://").to_owned()
+    }
+
+    /// Stop (SIGTERM or SIGKILL) and start again on the same data dir and port.
+    pub fn restart(&mut self, crash: bool) {
+        let system = self.system.take().expect("running");
+        let (dir, listen) = if crash { system.kill9().expect("kill -9") } else { system.stop().expect("clean stop") };
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.system = Some(OwnSystem::restart(&exe(), &dir, &listen, &env).expect("restart"));
+    }
+
+    /// Sign up `name` and return its owner token.
+    pub async fn user(&self, name: &str) -> String {
+        let r = self.client.sign_up(name, PASSWORD, "free").await.expect("sign-up request");
+        assert_eq!(r.status, 201, "sign-up of {name}: {}", r.text);
+        self.client.sign_in(name, PASSWORD).await.expect("sign-in")
+    }
+
+    pub async fn app(&self, owner_token: &str, name: &str) -> RegisteredApp {
+        self.client.register_app(owner_token, name, REDIRECT, false).await.expect("register app")
+    }
+
+    pub async fn grant(&self, app: &RegisteredApp, owner_token: &str, scope: &str) -> AppTokens {
+        self.client.authorize_app(app, owner_token, REDIRECT, scope).await.expect("consent flow")
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<serde_json::Value>) -> Reply {
+        self.client.call(method, path, token, body.as_ref()).await.expect("request")
+    }
+
+    pub async fn put(&self, user: &str, key: &str, token: &str, value: serde_json::Value) -> Reply {
+        self.call(Method::PUT, &format!("/i/{user}/v1/storage/{key}"), Some(token), Some(json!({ "value": value }))).await
+    }
+
+    pub async fn get(&self, user: &str, key: &str, token: &str) -> Reply {
+        self.call(Method::GET, &format!("/i/{user}/v1/storage/{key}"), Some(token), None).await
+    }
+}
+
+impl Drop for TestSystem {
+    fn drop(&mut self) {
+        if let Some(system) = self.system.take() {
+            let _ = system.stop();
+        }
+    }
+}
+
+/// Pids of `selfcloud instance` processes of `user` under `data_dir`: `(reaper or only pid, uid)`
+/// for every process, read from /proc.
+pub fn instance_processes(data_dir: &Path, user: &str) -> Vec<(i32, u32)> {
+    let dir_arg = data_dir.join("instances").join(user).display().to_string();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.get(1).map(String::as_str) != Some("instance") || !args.iter().any(|a| a == &dir_arg) {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|u| u.parse().ok()).unwrap_or(u32::MAX);
+        out.push((pid, uid));
+    }
+    out.sort();
+    out
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Wait (bounded) until `check` holds; for state changes made by another process, not timing.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 10 s");
+}
