@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what selfcloud needs on a fresh Debian machine and builds the release binary.
+# Idempotent: re-running only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  else
+    echo "setup: please install: ${need_apt[*]}" >&2
+    exit 1
+  fi
+fi
+
+echo "setup: building selfcloud (release)…"
+cargo build --release --locked -p selfcloud
+echo "setup: done — binary at target/release/selfcloud"
