@@ -19,6 +19,10 @@ pub struct Account {
     pub wrapped_data_key: Vec<u8>,
     /// Creation time, seconds.
     pub created_at: u64,
+    /// Random id of this account; tokens carry it, so a token of a deleted account never works for
+    /// a later account of the same name.
+    #[serde(default)]
+    pub account_id: String,
     /// Set for test users created by an app's developer.
     #[serde(default)]
     pub test_user_of: Option<String>,

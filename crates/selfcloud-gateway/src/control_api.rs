@@ -27,7 +27,7 @@ const REDIRECT_URI_BYTES_MAX: usize = 2048;
 /// Verify the request's owner credential.
 pub fn owner_claims(gw: &Gateway, headers: &HeaderMap, rid: &Rid) -> Result<Arc<Claims>, ApiError> {
     let token = edge::credential(headers).ok_or_else(|| rid.err(ApiError::unauthenticated("sign in first: no bearer token or session cookie")))?;
-    let claims = gw.tokens.verify(token).map_err(|e| rid.err(ApiError::unauthenticated(e.to_string())))?;
+    let claims = gw.verify_token(token).map_err(|e| rid.err(ApiError::unauthenticated(e.to_string())))?;
     if !matches!(claims.subject, Subject::Owner { .. }) {
         return Err(rid.err(ApiError::permission_denied("this call needs the user's own session, not an app token")));
     }
@@ -88,6 +88,7 @@ pub async fn create_account(gw: &Arc<Gateway>, username: Username, password: Str
         uid: 0,
         wrapped_data_key: gw.keys.wrap(username.as_str(), &data_key),
         created_at: selfcloud_core::unix_now(),
+        account_id: format!("acct_{}", selfcloud_core::random_token()),
         test_user_of,
     };
     let store = gw.store.clone();
@@ -135,7 +136,7 @@ pub async fn sign_in(State(gw): Shared, rid: Rid, headers: HeaderMap, body: Body
     };
     let session = selfcloud_core::random_token();
     let ttl = Duration::from_secs(gw.config.session_ttl_secs);
-    let (token, _) = gw.tokens.mint_owner(&account.username, &session, ttl).map_err(|e| {
+    let (token, _) = gw.tokens.mint_owner(&account.username, &account.account_id, &session, ttl).map_err(|e| {
         tracing::error!(error = %e, "minting an owner token failed");
         rid.err(ApiError::internal())
     })?;

@@ -127,7 +127,7 @@ fn redirect_with(redirect_uri: &str, params: &[(&str, &str)], state: Option<&str
 
 /// The signed-in owner, from the session cookie (or bearer owner token).
 fn session_user(gw: &Gateway, headers: &HeaderMap) -> Option<(String, String)> {
-    let claims = gw.tokens.verify(edge::credential(headers)?).ok()?;
+    let claims = gw.verify_token(edge::credential(headers)?).ok()?;
     match &claims.subject {
         Subject::Owner { session } if gw.account(&claims.username).is_some() => Some((claims.username.clone(), session.clone())),
         _ => None,
@@ -438,7 +438,8 @@ fn refresh_is_live(gw: &Gateway, token: &RefreshToken) -> bool {
 
 fn mint_pair(gw: &Gateway, username: &str, app: &App, scopes: &[Scope], generation: u64, family: &str) -> Result<Response, OAuthError> {
     let ttl = Duration::from_secs(gw.config.access_token_ttl_secs);
-    let (access, _) = gw.tokens.mint_app(username, &app.app_id, scopes, generation, family, ttl).map_err(|e| {
+    let account = gw.account_id(username).ok_or_else(|| OAuthError::new("invalid_grant", "the account no longer exists"))?;
+    let (access, _) = gw.tokens.mint_app(username, &account, &app.app_id, scopes, generation, family, ttl).map_err(|e| {
         tracing::error!(error = %e, "minting an access token failed");
         OAuthError::new("server_error", "could not mint a token")
     })?;
@@ -526,7 +527,7 @@ pub async fn introspect(State(gw): Shared, rid: Rid, headers: HeaderMap, body: B
                 _ => inactive,
             }
         } else {
-            match gw.tokens.verify(token) {
+            match gw.verify_token(token) {
                 Ok(claims) if claims.app_id() == Some(app.app_id.as_str()) => {
                     let scope = match &claims.subject {
                         Subject::App { scopes, .. } => Scope::join(scopes),

@@ -86,7 +86,6 @@ async fn audit(gw: &Gateway, username: &str, query: &str) -> Result<Response, Ap
 async fn delete_account(gw: &Arc<Gateway>, username: &str) -> Result<Response, ApiError> {
     gw.supervisor.stop(username).await;
     gw.pools.forget(username);
-    gw.tokens.deny_user(username);
     // Deleting the wrapped data key first makes the data unreadable even if removing files fails.
     gw.store.delete_account(username).map_err(control_error)?;
     gw.forget_account(username);

@@ -217,7 +217,7 @@ pub async fn instance_route(State(gw): State<Arc<Gateway>>, rid: Rid, Path((user
 /// Token, audience, scope, rate — in that order.
 fn authorize(gw: &Gateway, decision: &mut Decision<'_>, tier: selfcloud_core::Tier, headers: &axum::http::HeaderMap) -> Result<Arc<Claims>, ApiError> {
     let token = edge::credential(headers).ok_or_else(|| ApiError::unauthenticated("no bearer token"))?;
-    let claims = gw.tokens.verify(token).map_err(|e| {
+    let claims = gw.verify_token(token).map_err(|e| {
         // A revoked or expired token of ours still tells the log which app tried.
         if let Some(known) = gw.tokens.inspect(token) {
             decision.app = known.app_id().unwrap_or("owner").to_owned();

@@ -119,6 +119,22 @@ impl Gateway {
         self.accounts.read().unwrap_or_else(|e| e.into_inner()).get(username).cloned()
     }
 
+    /// Verify a token and that the account it was minted for still exists (a deleted and
+    /// re-created username is a different account).
+    pub fn verify_token(&self, token: &str) -> Result<Arc<crate::tokens::Claims>, crate::tokens::TokenError> {
+        let claims = self.tokens.verify(token)?;
+        let accounts = self.accounts.read().unwrap_or_else(|e| e.into_inner());
+        match accounts.get(&claims.username) {
+            Some(account) if account.account_id == claims.account => Ok(claims),
+            _ => Err(crate::tokens::TokenError::Revoked),
+        }
+    }
+
+    /// The account id of a user.
+    pub fn account_id(&self, username: &str) -> Option<String> {
+        self.accounts.read().unwrap_or_else(|e| e.into_inner()).get(username).map(|a| a.account_id.clone())
+    }
+
     /// Tier of a user, from memory (hot path: no clone of the account).
     pub fn tier_of(&self, username: &str) -> Option<selfcloud_core::Tier> {
         self.accounts.read().unwrap_or_else(|e| e.into_inner()).get(username).map(|a| a.tier)

@@ -52,6 +52,8 @@ pub enum Subject {
 pub struct Claims {
     /// The instance (audience).
     pub username: String,
+    /// The account id the token was minted for.
+    pub account: String,
     /// Who.
     pub subject: Subject,
     /// Expiry, seconds.
@@ -106,7 +108,6 @@ struct DenyLists {
     families: HashSet<String>,
     sessions: HashSet<String>,
     grants: HashMap<(String, String), GrantState>,
-    deleted_users: HashSet<String>,
 }
 
 /// Mints and verifies tokens.
@@ -127,14 +128,15 @@ impl Tokens {
     }
 
     /// Mint an owner token.
-    pub fn mint_owner(&self, username: &str, session: &str, ttl: Duration) -> Result<(String, u64), String> {
+    pub fn mint_owner(&self, username: &str, account: &str, session: &str, ttl: Duration) -> Result<(String, u64), String> {
         let mut params = HashMap::new();
         params.insert("session".to_owned(), builder::string(session));
-        self.mint("kind(\"owner\"); session({session});".to_owned(), params, username, ttl)
+        self.mint("kind(\"owner\"); session({session});".to_owned(), params, username, account, ttl)
     }
 
     /// Mint an app token.
-    pub fn mint_app(&self, username: &str, app_id: &str, scopes: &[Scope], generation: u64, family: &str, ttl: Duration) -> Result<(String, u64), String> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn mint_app(&self, username: &str, account: &str, app_id: &str, scopes: &[Scope], generation: u64, family: &str, ttl: Duration) -> Result<(String, u64), String> {
         let mut params = HashMap::new();
         params.insert("app".to_owned(), builder::string(app_id));
         params.insert("family".to_owned(), builder::string(family));
@@ -144,19 +146,20 @@ impl Tokens {
             params.insert(format!("s{i}"), builder::string(scope.as_str()));
             code.push_str(&format!(" scope({{s{i}}});"));
         }
-        self.mint(code, params, username, ttl)
+        self.mint(code, params, username, account, ttl)
     }
 
-    fn mint(&self, mut code: String, mut params: HashMap<String, Term>, username: &str, ttl: Duration) -> Result<(String, u64), String> {
+    fn mint(&self, mut code: String, mut params: HashMap<String, Term>, username: &str, account: &str, ttl: Duration) -> Result<(String, u64), String> {
         let now = selfcloud_core::unix_now();
         let expires_at = now + ttl.as_secs();
         params.insert("user".to_owned(), builder::string(username));
+        params.insert("account".to_owned(), builder::string(account));
         params.insert("exp".to_owned(), builder::date(&(UNIX_EPOCH + Duration::from_secs(expires_at))));
         params.insert("exp_unix".to_owned(), builder::int(expires_at as i64));
         params.insert("iat".to_owned(), builder::int(now as i64));
         // A random nonce makes every token distinct even when minted twice in one second.
         params.insert("nonce".to_owned(), builder::string(&selfcloud_core::random_token()));
-        code.push_str(" user({user}); expires({exp_unix}); issued({iat}); nonce({nonce}); check if time($t), $t < {exp};");
+        code.push_str(" user({user}); account({account}); expires({exp_unix}); issued({iat}); nonce({nonce}); check if time($t), $t < {exp};");
         let token = Biscuit::builder()
             .code_with_params(code, params, HashMap::new())
             .map_err(|e| e.to_string())?
@@ -223,6 +226,7 @@ impl Tokens {
         };
         let username = one_string(&mut authorizer, "data($v) <- user($v)")?;
         let kind = one_string(&mut authorizer, "data($v) <- kind($v)")?;
+        let account = one_string(&mut authorizer, "data($v) <- account($v)")?;
         let expires_at = one_int(&mut authorizer, "data($v) <- expires($v)")?;
         let issued_at = one_int(&mut authorizer, "data($v) <- issued($v)")?;
         let subject = match kind.as_str() {
@@ -241,7 +245,7 @@ impl Tokens {
             _ => return Err(TokenError::Invalid),
         };
         let revocation_ids = biscuit.revocation_identifiers().iter().map(|id| hex(id)).collect();
-        Ok(Claims { username, subject, expires_at, issued_at, revocation_ids })
+        Ok(Claims { username, account, subject, expires_at, issued_at, revocation_ids })
     }
 
     /// Claims of a token we signed even if expired or revoked (for introspection and revocation).
@@ -251,7 +255,7 @@ impl Tokens {
 
     fn is_denied(&self, claims: &Claims) -> bool {
         let deny = self.deny.read().unwrap_or_else(|e| e.into_inner());
-        if deny.deleted_users.contains(&claims.username) || claims.revocation_ids.iter().any(|id| deny.token_ids.contains(id)) {
+        if claims.revocation_ids.iter().any(|id| deny.token_ids.contains(id)) {
             return true;
         }
         match &claims.subject {
@@ -285,10 +289,6 @@ impl Tokens {
     pub fn deny_session(&self, session: &str) {
         self.deny.write().unwrap_or_else(|e| e.into_inner()).sessions.insert(session.to_owned());
     }
-    /// Deny every token of a deleted user.
-    pub fn deny_user(&self, username: &str) {
-        self.deny.write().unwrap_or_else(|e| e.into_inner()).deleted_users.insert(username.to_owned());
-    }
     /// Record a grant's current state (after consent, revocation, or at start-up).
     pub fn set_grant(&self, username: &str, app_id: &str, generation: u64, active: bool) {
         self.deny.write().unwrap_or_else(|e| e.into_inner()).grants.insert((username.to_owned(), app_id.to_owned()), GrantState { generation, active });
@@ -312,7 +312,7 @@ mod tests {
     fn app_token_round_trip_and_grant_revocation() {
         let t = tokens();
         t.set_grant("alice", "app_1", 0, true);
-        let (tok, _) = t.mint_app("alice", "app_1", &[Scope::StorageRead], 0, "fam", Duration::from_secs(60)).unwrap();
+        let (tok, _) = t.mint_app("alice", "acct", "app_1", &[Scope::StorageRead], 0, "fam", Duration::from_secs(60)).unwrap();
         let claims = t.verify(&tok).unwrap();
         assert_eq!(claims.username, "alice");
         assert!(claims.has_scope(Scope::StorageRead));
@@ -324,16 +324,16 @@ mod tests {
     #[test]
     fn tampered_foreign_and_expired_tokens_fail() {
         let t = tokens();
-        let (tok, _) = t.mint_owner("alice", "s1", Duration::from_secs(60)).unwrap();
+        let (tok, _) = t.mint_owner("alice", "acct", "s1", Duration::from_secs(60)).unwrap();
         assert!(t.verify(&tok).is_ok());
         let mut bytes = tok.clone().into_bytes();
         let mid = bytes.len() / 2;
         bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
         assert_eq!(t.verify(std::str::from_utf8(&bytes).unwrap()).unwrap_err(), TokenError::Invalid);
         let foreign = Tokens::new(&[9u8; 32]).unwrap();
-        let (other, _) = foreign.mint_owner("alice", "s1", Duration::from_secs(60)).unwrap();
+        let (other, _) = foreign.mint_owner("alice", "acct", "s1", Duration::from_secs(60)).unwrap();
         assert_eq!(t.verify(&other).unwrap_err(), TokenError::Invalid);
-        let (expired, _) = t.mint_owner("alice", "s2", Duration::from_secs(0)).unwrap();
+        let (expired, _) = t.mint_owner("alice", "acct", "s2", Duration::from_secs(0)).unwrap();
         assert!(t.verify(&expired).is_err());
         t.deny_session("s1");
         assert_eq!(t.verify(&tok).unwrap_err(), TokenError::Revoked);

@@ -46,7 +46,7 @@ pub(crate) fn become_pid_one(uid: Option<u32>) -> Result<(), Error> {
         }
         ForkResult::Parent { child } => {
             if let Some(uid) = uid {
-                if drop_to(uid).is_err() || nix::sys::prctl::set_no_new_privs().is_err() {
+                if drop_to(uid).is_err() || nix::sys::prctl::set_no_new_privs().is_err() || rearm_parent_death().is_err() {
                     let _ = kill(child, Signal::SIGKILL);
                     std::process::exit(71);
                 }
@@ -80,6 +80,18 @@ pub(crate) fn private_mounts_and_proc() -> Result<(), Error> {
     mount(Some("proc"), "/proc", Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, none)
         .map_err(|source| Error::Sys { what: "mount /proc", source })?;
     nix::unistd::sethostname("selfcloud-instance").map_err(|source| Error::Sys { what: "sethostname", source })?;
+    Ok(())
+}
+
+/// Ask to be killed when our parent dies. The kernel clears this setting whenever a process's
+/// credentials change, so it must be set again after every uid/gid drop. If the parent is already
+/// gone (we were reparented), exit at once.
+pub(crate) fn rearm_parent_death() -> Result<(), Error> {
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|source| Error::Sys { what: "pdeathsig", source })?;
+    if parent.as_raw() == 1 || nix::unistd::getppid() != parent {
+        std::process::exit(72);
+    }
     Ok(())
 }
 

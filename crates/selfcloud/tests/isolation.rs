@@ -68,8 +68,8 @@ async fn every_route_refuses_bad_credentials_and_logs_it() {
     let bob_app = sys.grant(&app, &bob, "storage:read storage:write ai:chat files:write chain:read").await.access_token;
     let key: [u8; 32] = std::fs::read(sys.data_dir().join("token.key")).unwrap().try_into().unwrap();
     let real_key = Tokens::new(&key).unwrap();
-    let (expired, _) = real_key.mint_owner("alice", "s-expired", Duration::from_secs(0)).unwrap();
-    let (foreign, _) = Tokens::new(&[42u8; 32]).unwrap().mint_owner("alice", "s-foreign", Duration::from_secs(600)).unwrap();
+    let (expired, _) = real_key.mint_owner("alice", "any-account", "s-expired", Duration::from_secs(0)).unwrap();
+    let (foreign, _) = Tokens::new(&[42u8; 32]).unwrap().mint_owner("alice", "any-account", "s-foreign", Duration::from_secs(600)).unwrap();
     // A token for a grant that is then revoked.
     let other = sys.app(&dev, "other").await;
     let revoked = sys.grant(&other, &alice, "storage:read storage:write ai:chat files:write chain:read").await.access_token;

@@ -1,0 +1,91 @@
+//! Crashes and restarts: acknowledged writes survive `kill -9` of an instance and of
+//! `selfcloud up`; a killed instance comes back on the next request; idle instances hibernate and
+//! wake transparently; a restart brings every user back.
+
+mod common;
+
+use common::{instance_processes, TestSystem};
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_writes_survive_kill_9_of_the_instance_and_of_up() {
+    let mut sys = TestSystem::start(&[("SELFCLOUD_RATE_FREE_PER_MIN", "100000")]);
+    let alice = sys.user("alice").await;
+    for i in 0..50 {
+        assert_eq!(sys.put("alice", &format!("k{i}"), &alice, json!({"n": i})).await.status, 200);
+    }
+
+    // kill -9 every process of alice's instance; the next request restarts it.
+    let procs = instance_processes(&sys.data_dir(), "alice");
+    assert!(!procs.is_empty(), "alice's instance runs");
+    for (pid, _) in &procs {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    let data_dir = sys.data_dir();
+    common::eventually("alice's instance to die", || instance_processes(&data_dir, "alice").iter().all(|p| !procs.contains(p))).await;
+    let r = sys.get("alice", "k7", &alice).await;
+    assert_eq!(r.status, 200, "the killed instance came back: {}", r.text);
+    assert_eq!(r.json["value"], json!({"n": 7}));
+
+    // kill -9 of `selfcloud up` itself (its instances die with it), then restart.
+    for i in 50..60 {
+        assert_eq!(sys.put("alice", &format!("k{i}"), &alice, json!({"n": i})).await.status, 200);
+    }
+    sys.restart(true);
+    common::eventually("orphan instances to die with their gateway", || instance_processes(&data_dir, "alice").is_empty()).await;
+    let alice = sys.client.sign_in("alice", common::PASSWORD).await.expect("accounts survive a crash");
+    for i in 0..60 {
+        let r = sys.get("alice", &format!("k{i}"), &alice).await;
+        assert_eq!(r.json["value"], json!({"n": i}), "k{i} after kill -9: {}", r.text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clean_restart_brings_users_grants_and_revocations_back() {
+    let mut sys = TestSystem::start(&[]);
+    let alice = sys.user("alice").await;
+    let app = sys.app(&alice, "notes").await;
+    let keep = sys.grant(&app, &alice, "storage:read storage:write").await;
+    let other = sys.app(&alice, "other").await;
+    let gone = sys.grant(&other, &alice, "storage:read").await;
+    assert_eq!(sys.put("alice", "kept", &keep.access_token, json!("yes")).await.status, 200);
+    let r = sys.call(Method::DELETE, &format!("/i/alice/v1/grants/{}", other.app_id), Some(&alice), None).await;
+    assert_eq!(r.status, 200);
+
+    sys.restart(false);
+    assert_eq!(sys.get("alice", "kept", &keep.access_token).await.json["value"], json!("yes"), "tokens and data survive a restart");
+    assert_eq!(sys.get("alice", "kept", &gone.access_token).await.code(), Some("UNAUTHENTICATED"), "revocations survive a restart");
+    let grants = sys.call(Method::GET, "/i/alice/v1/grants", Some(&alice), None).await;
+    let ids: Vec<&str> = grants.json["grants"].as_array().unwrap().iter().filter_map(|g| g["app_id"].as_str()).collect();
+    assert_eq!(ids, vec![app.app_id.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_instances_hibernate_and_wake_on_the_next_request() {
+    let sys = TestSystem::start(&[("SELFCLOUD_IDLE_TIMEOUT_SECS", "1")]);
+    let alice = sys.user("alice").await;
+    assert_eq!(sys.put("alice", "k", &alice, json!(1)).await.status, 200);
+    let data_dir = sys.data_dir();
+    common::eventually("alice's idle instance to hibernate", || instance_processes(&data_dir, "alice").is_empty()).await;
+    let r = sys.get("alice", "k", &alice).await;
+    assert_eq!(r.status, 200, "woke transparently: {}", r.text);
+    assert_eq!(r.json["value"], json!(1));
+    assert!(!instance_processes(&data_dir, "alice").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn account_deletion_shreds_the_key_and_data() {
+    let sys = TestSystem::start(&[]);
+    let alice = sys.user("alice").await;
+    assert_eq!(sys.put("alice", "k", &alice, json!("secret")).await.status, 200);
+    let r = sys.call(Method::DELETE, "/i/alice/v1/account", Some(&alice), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(!sys.data_dir().join("instances/alice").exists(), "data removed");
+    assert_eq!(sys.get("alice", "k", &alice).await.code(), Some("NOT_FOUND"));
+    assert!(sys.client.sign_in("alice", common::PASSWORD).await.is_err());
+    // The name is free again, with a fresh, empty instance.
+    let again = sys.user("alice").await;
+    assert_eq!(sys.get("alice", "k", &again).await.code(), Some("NOT_FOUND"));
+    assert_eq!(sys.get("alice", "k", &alice).await.code(), Some("UNAUTHENTICATED"), "the old session died with the account");
+}
