@@ -71,6 +71,18 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// Middleware: refuse control-plane and OAuth bodies larger than [`CONTROL_BODY_BYTES_MAX`] from
+/// their `Content-Length`, before reading them (instance routes apply their own, larger limit).
+pub async fn control_body_limit_layer(request: Request, next: Next) -> Response {
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if !request.uri().path().starts_with("/i/") && declared.is_some_and(|n| n > CONTROL_BODY_BYTES_MAX) {
+        let rid = request.extensions().get::<Rid>().cloned().unwrap_or_else(|| Rid(new_request_id()));
+        let e = rid.err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {CONTROL_BODY_BYTES_MAX} bytes")));
+        return axum::response::IntoResponse::into_response(e);
+    }
+    next.run(request).await
+}
+
 /// Read a whole body, at most `limit` bytes.
 pub async fn read_body(body: Body, limit: usize, rid: &Rid) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, limit)

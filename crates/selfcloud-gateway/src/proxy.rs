@@ -72,8 +72,7 @@ async fn connect(gw: &Gateway, username: &str) -> std::io::Result<SendRequest<Bo
     Ok(sender)
 }
 
-/// A ready connection to a woken instance. If the instance died since we last looked (connection
-/// refused), it is restarted once, transparently.
+/// A ready connection to a woken instance: a pooled one when one is idle, else a new one.
 async fn ready_sender(gw: &Gateway, username: &str) -> Result<SendRequest<Body>, ApiError> {
     gw.wake(username).await?;
     if let Some(sender) = gw.pools.take(username) {
@@ -83,24 +82,47 @@ async fn ready_sender(gw: &Gateway, username: &str) -> Result<SendRequest<Body>,
         Ok(sender) => Ok(sender),
         Err(e) => {
             tracing::warn!(user = username, error = %e, "instance socket refused; restarting the instance");
-            gw.pools.forget(username);
-            gw.supervisor.stop(username).await;
-            gw.wake(username).await?;
-            connect(gw, username).await.map_err(|e| {
-                tracing::error!(user = username, error = %e, "instance unreachable after restart");
-                ApiError::new(ErrorCode::Unavailable, "the instance is not answering; try again shortly")
-            })
+            restart_and_connect(gw, username).await
         }
     }
 }
 
-/// Send a request to an instance and return its response.
+/// The instance died since we last looked (killed, crashed): start it again, transparently.
+async fn restart_and_connect(gw: &Gateway, username: &str) -> Result<SendRequest<Body>, ApiError> {
+    gw.pools.forget(username);
+    gw.supervisor.stop(username).await;
+    gw.wake(username).await?;
+    connect(gw, username).await.map_err(|e| {
+        tracing::error!(user = username, error = %e, "instance unreachable after restart");
+        ApiError::new(ErrorCode::Unavailable, "the instance is not answering; try again shortly")
+    })
+}
+
+/// Send a request to an instance and return its response. A request that never left (the pooled
+/// connection had closed, e.g. because the instance was killed) is sent once more on a fresh
+/// connection to a restarted instance; a request that may have reached the instance is never
+/// repeated.
 async fn forward(gw: &Gateway, username: &str, request: hyper::Request<Body>) -> Result<Response, ApiError> {
     let mut sender = ready_sender(gw, username).await?;
-    let response = sender.send_request(request).await.map_err(|e| {
-        tracing::warn!(user = username, error = %e, "instance request failed");
-        ApiError::new(ErrorCode::Unavailable, "the instance failed to answer; try again")
-    })?;
+    let response = match sender.try_send_request(request).await {
+        Ok(response) => response,
+        Err(mut failed) => {
+            let Some(unsent) = failed.take_message() else {
+                tracing::warn!(user = username, error = %failed.error(), "instance request failed");
+                return Err(ApiError::new(ErrorCode::Unavailable, "the instance failed to answer; try again"));
+            };
+            tracing::info!(user = username, "pooled connection was closed; retrying on a fresh one");
+            gw.pools.forget(username);
+            sender = match connect(gw, username).await {
+                Ok(fresh) => fresh,
+                Err(_) => restart_and_connect(gw, username).await?,
+            };
+            sender.send_request(unsent).await.map_err(|e| {
+                tracing::warn!(user = username, error = %e, "instance request failed after restart");
+                ApiError::new(ErrorCode::Unavailable, "the instance failed to answer; try again")
+            })?
+        }
+    };
     gw.pools.put(username, sender);
     Ok(response.map(Body::new))
 }

@@ -23,6 +23,15 @@ impl RateLimits {
         RateLimits { per_tier: [make(Tier::Free), make(Tier::Growth), make(Tier::Pro)], clock: DefaultClock::default() }
     }
 
+    /// Forget callers whose allowance is full again, so the key map does not grow with every
+    /// caller ever seen.
+    pub fn prune(&self) {
+        for limiter in &self.per_tier {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
     /// `Ok` if the call may proceed, else the seconds to wait.
     pub fn check(&self, tier: Tier, instance: &str, caller: &str) -> Result<(), u64> {
         let limiter = &self.per_tier[match tier {

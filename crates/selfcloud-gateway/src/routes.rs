@@ -30,6 +30,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/i/{username}/{*rest}", any(proxy::instance_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::edge::control_body_limit_layer))
         .layer(axum::middleware::from_fn(crate::edge::request_id_layer))
         .with_state(gw)
 }

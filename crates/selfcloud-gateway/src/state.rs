@@ -99,8 +99,9 @@ impl Gateway {
         supervisor.start_hibernation_loop();
         let audit = AuditLog::start(store.clone());
         let limits = RateLimits::new(&config);
+        let limiter_prune_every = Duration::from_secs(60);
         tracing::info!(users = accounts.len(), dir = %dir.display(), "control plane loaded");
-        Ok(Arc::new(Gateway {
+        let gateway = Arc::new(Gateway {
             config,
             store,
             keys,
@@ -111,7 +112,17 @@ impl Gateway {
             pools: Pools::default(),
             accounts: RwLock::new(accounts),
             csrf_key,
-        }))
+        });
+        let weak = Arc::downgrade(&gateway);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(limiter_prune_every);
+            loop {
+                tick.tick().await;
+                let Some(gw) = weak.upgrade() else { return };
+                gw.limits.prune();
+            }
+        });
+        Ok(gateway)
     }
 
     /// An account, from memory.
