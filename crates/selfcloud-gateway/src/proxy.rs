@@ -157,7 +157,7 @@ pub enum Need {
 /// (default deny), so a route added to an instance without a policy here is never open to apps.
 pub fn required(method: &Method, path: &str) -> Need {
     let read = matches!(*method, Method::GET | Method::HEAD);
-    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    let under = |prefix: &str| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
     match path {
         "/v1/info" | "/v1/permissions" => Need::AnyToken,
         _ if under("/v1/storage") => Need::Scope(if read { Scope::StorageRead } else { Scope::StorageWrite }),

@@ -107,7 +107,8 @@ struct DenyLists {
     token_ids: HashSet<String>,
     families: HashSet<String>,
     sessions: HashSet<String>,
-    grants: HashMap<(String, String), GrantState>,
+    /// Keyed `{username}\0{app_id}`, so a lookup needs one short-lived key, not two clones.
+    grants: HashMap<String, GrantState>,
 }
 
 /// Mints and verifies tokens.
@@ -264,7 +265,7 @@ impl Tokens {
                 if deny.families.contains(family) {
                     return true;
                 }
-                match deny.grants.get(&(claims.username.clone(), app_id.clone())) {
+                match deny.grants.get(&grant_key(&claims.username, app_id)) {
                     Some(g) => !g.active || g.generation != *generation,
                     None => true,
                 }
@@ -291,8 +292,16 @@ impl Tokens {
     }
     /// Record a grant's current state (after consent, revocation, or at start-up).
     pub fn set_grant(&self, username: &str, app_id: &str, generation: u64, active: bool) {
-        self.deny.write().unwrap_or_else(|e| e.into_inner()).grants.insert((username.to_owned(), app_id.to_owned()), GrantState { generation, active });
+        self.deny.write().unwrap_or_else(|e| e.into_inner()).grants.insert(grant_key(username, app_id), GrantState { generation, active });
     }
+}
+
+fn grant_key(username: &str, app_id: &str) -> String {
+    let mut key = String::with_capacity(username.len() + 1 + app_id.len());
+    key.push_str(username);
+    key.push('\0');
+    key.push_str(app_id);
+    key
 }
 
 /// Lowercase hex.

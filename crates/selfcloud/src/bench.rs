@@ -270,7 +270,8 @@ async fn gateway(dir: &std::path::Path, duration: Duration, connections: usize) 
             })
             .await?;
             via.print("through nginx (no auth)");
-            let _ = nginx.kill();
+            // SIGTERM lets the master stop its workers; SIGKILL would orphan them.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(nginx.id() as i32), nix::sys::signal::Signal::SIGTERM);
             let _ = nginx.wait();
         }
         Err(e) => println!("{:<28} skipped: {e}", "through nginx"),
@@ -290,14 +291,22 @@ fn nginx_proxy(dir: &std::path::Path, socket: &std::path::Path, app_id: &str) ->
     let conf = format!(
         "{user}\nworker_processes 2;\ndaemon off;\nerror_log {p}/logs/error.log warn;\npid {p}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
 http {{\n access_log off;\n client_body_temp_path {p}/tmp;\n proxy_temp_path {p}/tmp;\n fastcgi_temp_path {p}/tmp;\n uwsgi_temp_path {p}/tmp;\n scgi_temp_path {p}/tmp;\n\
- upstream instance {{ server unix:{s}; keepalive 64; }}\n server {{\n  listen 127.0.0.1:{port};\n  location / {{\n   proxy_pass http://instance;\n   proxy_http_version 1.1;\n\
+ upstream instance {{ server unix:{s}; keepalive 64; keepalive_requests 100000000; }}\n server {{\n  listen 127.0.0.1:{port};\n  keepalive_requests 100000000;\n  location / {{\n   proxy_pass http://instance;\n   proxy_http_version 1.1;\n\
    proxy_set_header Connection \"\";\n   proxy_set_header Host instance;\n   proxy_set_header x-selfcloud-caller owner;\n   rewrite ^(.*)$ $1?app={app_id} break;\n  }}\n }}\n}}\n",
         p = prefix.display(),
         s = socket.display(),
     );
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
-    let child = std::process::Command::new(nginx).arg("-p").arg(&prefix).arg("-c").arg(&conf_path).spawn().context("starting nginx")?;
+    let child = std::process::Command::new(nginx)
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn().context("starting nginx")?;
     let addr = format!("127.0.0.1:{port}");
     for _ in 0..200 {
         if std::net::TcpStream::connect(&addr).is_ok() {
