@@ -75,6 +75,9 @@ struct Valid {
 }
 
 /// Validate everything that does not depend on who is signed in.
+// The error is the finished HTTP answer (an error page or a redirect back to the app), built at
+// most once per bad request; boxing it would only add an allocation.
+#[allow(clippy::result_large_err)]
 fn validate(gw: &Gateway, p: &AuthorizeParams) -> Result<Valid, Response> {
     let app = p
         .client_id
@@ -193,6 +196,7 @@ pub async fn authorize_get(State(gw): Shared, headers: HeaderMap, RawQuery(query
 }
 
 /// RFC 8707: a `resource` must name the signed-in user's own instance.
+#[allow(clippy::result_large_err)] // as for `validate`: the error is the finished answer
 fn check_resource(gw: &Gateway, valid: &Valid, username: &str) -> Result<(), Response> {
     match &valid.resource {
         Some(resource) if resource.trim_end_matches('/') != gw.config.instance_url(username) => Err(redirect_with(

@@ -187,6 +187,21 @@ async fn code_rules_pkce_redirect_reuse_deny_csrf_and_public_clients() {
     let forged = sys.client.decide(&page, &bob, "allow").await;
     assert!(forged.is_err(), "alice's consent form cannot be submitted with bob's session");
 
+    // Malformed token requests answer in RFC 6749's error shape.
+    let token_url = format!("{}/oauth/token", sys.client.base);
+    let r = http().post(&token_url).basic_auth(&app.app_id, app.app_secret.as_deref()).header("content-type", "application/json").body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_request");
+    let r = http().post(&token_url).basic_auth(&app.app_id, app.app_secret.as_deref()).form(&[("code", "x")]).send().await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_request", "grant_type is required");
+    let r = http().post(&token_url).basic_auth(&app.app_id, Some("sec_wrong")).form(&[("grant_type", "authorization_code")]).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_client");
+    let r = http().post(&token_url).basic_auth(&app.app_id, app.app_secret.as_deref()).form(&[("grant_type", "password")]).send().await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "unsupported_grant_type");
+    let r = http().post(&token_url).basic_auth(&app.app_id, app.app_secret.as_deref()).form(&[("grant_type", "refresh_token"), ("refresh_token", "rt_forged")]).send().await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_grant");
+
     // Public client: PKCE without a secret.
     let public = sys.client.register_app(&owner, "cli", REDIRECT, true).await.unwrap();
     assert!(public.app_secret.is_none());
