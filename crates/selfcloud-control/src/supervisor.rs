@@ -168,7 +168,7 @@ impl Supervisor {
         let mut child = cmd.spawn().map_err(|e| fail(format!("spawn: {e}")))?;
         let pid = child.id().unwrap_or(0);
         let mut stdin = child.stdin.take().ok_or_else(|| fail("no stdin".into()))?;
-        let key_hex: String = spec.data_key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let key_hex = selfcloud_core::hex(spec.data_key.as_bytes());
         stdin.write_all(format!("{key_hex}\n").as_bytes()).await.map_err(|e| fail(format!("send data key: {e}")))?;
         drop(stdin);
         let stdout = child.stdout.take().ok_or_else(|| fail("no stdout".into()))?;

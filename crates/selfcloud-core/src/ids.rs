@@ -73,12 +73,7 @@ impl AppId {
     }
     /// Mint a new random app id.
     pub fn generate() -> AppId {
-        let bytes = crate::random_bytes::<10>();
-        let mut s = String::from("app_");
-        for b in bytes {
-            s.push_str(&format!("{b:02x}"));
-        }
-        AppId(s)
+        AppId(format!("app_{}", crate::hex(&crate::random_bytes::<10>())))
     }
     /// The id.
     pub fn as_str(&self) -> &str {

@@ -48,6 +48,17 @@ pub fn unix_now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Lowercase hex of `bytes` (ids, key hand-off, cursors, token revocation ids).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
 /// `n` bytes from the operating system's CSPRNG.
 ///
 /// Failing to get randomness means the host is broken; there is no safe fallback, so this panics.
@@ -82,6 +93,12 @@ pub fn random_token() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert_eq!(super::hex(&[]), "");
+    }
+
     #[test]
     fn random_tokens_are_distinct_and_urlsafe() {
         let a = super::random_token();

@@ -304,10 +304,7 @@ fn grant_key(username: &str, app_id: &str) -> String {
     key
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use selfcloud_core::hex;
 
 #[cfg(test)]
 mod tests {

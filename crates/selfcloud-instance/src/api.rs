@@ -287,7 +287,7 @@ async fn storage_list(axum::extract::State(state): axum::extract::State<Shared>,
 
 /// Cursors are the last key returned, hex-encoded: opaque to clients, stateless for us.
 fn encode_cursor(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
+    selfcloud_core::hex(key.as_bytes())
 }
 
 fn decode_cursor(cursor: &str) -> Option<String> {

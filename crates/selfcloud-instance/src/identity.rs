@@ -15,7 +15,7 @@ pub struct Identity {
 impl Identity {
     /// The public key, lowercase hex.
     pub fn public_hex(&self) -> String {
-        self.key.verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        selfcloud_core::hex(self.key.verifying_key().as_bytes())
     }
     /// Sign a message (used by later components: chain, crypto routes).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
