@@ -218,11 +218,16 @@ impl Supervisor {
         stop_process(r).await;
     }
 
-    /// Stop every instance (shutdown).
-    pub async fn stop_all(&self) {
+    /// Stop every instance (shutdown), all at once: one instance that ignores SIGTERM costs its
+    /// own grace period, not everyone's.
+    pub async fn stop_all(self: &Arc<Self>) {
         let names: Vec<String> = self.slots.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
-        let stops = names.iter().map(|n| self.stop(n));
-        futures_join_all(stops).await;
+        let mut stops = tokio::task::JoinSet::new();
+        for name in names {
+            let me = self.clone();
+            stops.spawn(async move { me.stop(&name).await });
+        }
+        while stops.join_next().await.is_some() {}
     }
 
     /// Stop instances idle longer than the idle timeout. Returns how many were stopped.
@@ -268,16 +273,6 @@ async fn stop_process(r: Running) {
         tracing::warn!(pid = r.pid, "instance ignored SIGTERM; killing it");
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = tokio::time::timeout(Duration::from_secs(3), exited.wait_for(|e| *e)).await;
-    }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(f);
-    }
-    for f in set {
-        f.await;
     }
 }
 

@@ -44,18 +44,25 @@ fn oauth_client(base: &str, app: &RegisteredApp) -> Oauth {
     client
 }
 
-/// Run the consent part as the browser would; returns the code and the `state` that came back.
-async fn consent(sys: &TestSystem, client: &Oauth, owner: &str, scopes: &[&str], resource: Option<&str>) -> (String, PkceCodeVerifier, CsrfToken) {
+/// Open the authorization URL for `scopes` as the signed-in owner (PKCE challenge included) and
+/// return the page (consent screen, or a redirect) with the verifier and the `state` sent.
+async fn open_consent(sys: &TestSystem, client: &Oauth, owner: &str, scopes: &[&str], extra: &[(&str, String)]) -> (selfcloud::client::Reply, PkceCodeVerifier, CsrfToken) {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut req = client.authorize_url(CsrfToken::new_random).set_pkce_challenge(challenge);
     for s in scopes {
         req = req.add_scope(Scope::new((*s).to_owned()));
     }
-    if let Some(resource) = resource {
-        req = req.add_extra_param("resource", resource);
+    for (k, v) in extra {
+        req = req.add_extra_param(*k, v.clone());
     }
     let (url, csrf) = req.url();
-    let page = sys.client.open_authorize(url.as_str(), owner).await.unwrap();
+    (sys.client.open_authorize(url.as_str(), owner).await.unwrap(), verifier, csrf)
+}
+
+/// Run the consent part as the browser would; returns the code and the `state` that came back.
+async fn consent(sys: &TestSystem, client: &Oauth, owner: &str, scopes: &[&str], resource: Option<&str>) -> (String, PkceCodeVerifier, CsrfToken) {
+    let extra: Vec<(&str, String)> = resource.map(|r| ("resource", r.to_owned())).into_iter().collect();
+    let (page, verifier, csrf) = open_consent(sys, client, owner, scopes, &extra).await;
     let target = if page.status == 303 { location(&page).unwrap() } else { sys.client.decide(&page, owner, "allow").await.unwrap() };
     assert!(target.starts_with(REDIRECT), "redirected to the registered URI: {target}");
     assert_eq!(query_param(&target, "state").as_deref(), Some(csrf.secret().as_str()), "state round-trips");
@@ -72,9 +79,7 @@ async fn full_flow_with_refresh_rotation_reuse_detection_revocation_and_introspe
     let instance_url = format!("{}/i/alice", sys.client.base);
 
     // The consent screen lists each scope in plain words.
-    let (challenge, _v) = PkceCodeChallenge::new_random_sha256();
-    let (url, _) = client.authorize_url(CsrfToken::new_random).add_scope(Scope::new("storage:read".into())).add_scope(Scope::new("ai:chat".into())).set_pkce_challenge(challenge).url();
-    let page = sys.client.open_authorize(url.as_str(), &owner).await.unwrap();
+    let (page, _, _) = open_consent(&sys, &client, &owner, &["storage:read", "ai:chat"], &[]).await;
     assert_eq!(page.status, 200);
     assert!(page.text.contains("Read the data this app saved"), "storage:read described");
     assert!(page.text.contains("Chat with your private AI"), "ai:chat described");
@@ -146,10 +151,8 @@ async fn code_rules_pkce_redirect_reuse_deny_csrf_and_public_clients() {
     assert_eq!(sys.get("alice", "nothing", first.access_token().secret()).await.code(), Some("UNAUTHENTICATED"));
 
     // Mismatched redirect URI: an error page, never a redirect to the unregistered URI.
-    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
     let evil = oauth_client(&sys.client.base, &app).set_redirect_uri(RedirectUrl::new("http://127.0.0.1:9999/evil".into()).unwrap());
-    let (url, _) = evil.authorize_url(CsrfToken::new_random).add_scope(Scope::new("storage:read".into())).set_pkce_challenge(challenge).url();
-    let page = sys.client.open_authorize(url.as_str(), &owner).await.unwrap();
+    let (page, _, _) = open_consent(&sys, &evil, &owner, &["storage:read"], &[]).await;
     assert_eq!(page.status, 400);
     assert!(page.headers.get("location").is_none());
 
@@ -161,29 +164,18 @@ async fn code_rules_pkce_redirect_reuse_deny_csrf_and_public_clients() {
     assert_eq!(query_param(&target, "state").as_deref(), Some("s1"));
 
     // A resource that is not the user's instance.
-    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
-    let (url, _) = client
-        .authorize_url(CsrfToken::new_random)
-        .add_scope(Scope::new("db:read".into()))
-        .add_extra_param("resource", format!("{}/i/bob", sys.client.base))
-        .set_pkce_challenge(challenge)
-        .url();
-    let page = sys.client.open_authorize(url.as_str(), &owner).await.unwrap();
+    let (page, _, _) = open_consent(&sys, &client, &owner, &["db:read"], &[("resource", format!("{}/i/bob", sys.client.base))]).await;
     assert_eq!(query_param(&location(&page).unwrap(), "error").as_deref(), Some("invalid_target"));
 
     // Deny.
-    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
-    let (url, csrf) = client.authorize_url(CsrfToken::new_random).add_scope(Scope::new("ai:chat".into())).set_pkce_challenge(challenge).url();
-    let page = sys.client.open_authorize(url.as_str(), &owner).await.unwrap();
+    let (page, _, csrf) = open_consent(&sys, &client, &owner, &["ai:chat"], &[]).await;
     let target = sys.client.decide(&page, &owner, "deny").await.unwrap();
     assert_eq!(query_param(&target, "error").as_deref(), Some("access_denied"));
     assert_eq!(query_param(&target, "state").as_deref(), Some(csrf.secret().as_str()));
 
     // CSRF: a form whose token was not issued to this session is refused.
     let bob = sys.user("bob").await;
-    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
-    let (url, _) = client.authorize_url(CsrfToken::new_random).add_scope(Scope::new("ai:chat".into())).set_pkce_challenge(challenge).url();
-    let page = sys.client.open_authorize(url.as_str(), &owner).await.unwrap();
+    let (page, _, _) = open_consent(&sys, &client, &owner, &["ai:chat"], &[]).await;
     let forged = sys.client.decide(&page, &bob, "allow").await;
     assert!(forged.is_err(), "alice's consent form cannot be submitted with bob's session");
 
@@ -219,9 +211,7 @@ async fn incremental_consent_shows_only_new_scopes_and_metadata_is_published() {
     let client = oauth_client(&sys.client.base, &app);
     let _ = consent(&sys, &client, &owner, &["storage:read"], None).await;
 
-    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
-    let (url, _) = client.authorize_url(CsrfToken::new_random).add_scope(Scope::new("storage:read".into())).add_scope(Scope::new("storage:write".into())).set_pkce_challenge(challenge).url();
-    let page = sys.client.open_authorize(url.as_str(), &owner).await.unwrap();
+    let (page, _, _) = open_consent(&sys, &client, &owner, &["storage:read", "storage:write"], &[]).await;
     let listed = page.text.split("<ul id=\"scopes\">").nth(1).and_then(|s| s.split("</ul>").next()).unwrap_or("").to_owned();
     assert!(listed.contains("storage:write"), "the new scope is shown");
     assert!(!listed.contains("storage:read"), "the granted scope is not asked again");
@@ -230,9 +220,7 @@ async fn incremental_consent_shows_only_new_scopes_and_metadata_is_published() {
     assert!(!code.is_empty());
 
     // Asking again for nothing new needs no screen.
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, _) = client.authorize_url(CsrfToken::new_random).add_scope(Scope::new("storage:write".into())).set_pkce_challenge(challenge).url();
-    let page = sys.client.open_authorize(url.as_str(), &owner).await.unwrap();
+    let (page, verifier, _) = open_consent(&sys, &client, &owner, &["storage:write"], &[]).await;
     assert_eq!(page.status, 303, "no consent screen for already-granted scopes");
     let code = query_param(&location(&page).unwrap(), "code").unwrap();
     let tokens = client.exchange_code(AuthorizationCode::new(code)).set_pkce_verifier(verifier).request_async(&http()).await.unwrap();
