@@ -47,6 +47,9 @@ pub struct Config {
     /// Apply the sandbox (namespaces, uid, landlock, seccomp, rlimits). Default true; `0` disables it
     /// for debugging only, with a loud warning. Env: `SELFCLOUD_SANDBOX`.
     pub sandbox: bool,
+    /// Gateway threads, each with its own event loop and listening socket (`SO_REUSEPORT`).
+    /// Default 0 = one per CPU. Env: `SELFCLOUD_GATEWAY_THREADS`.
+    pub gateway_threads: usize,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             request_timeout_secs: 30,
             instance_start_timeout_ms: 10_000,
             sandbox: true,
+            gateway_threads: 0,
         }
     }
 }
@@ -104,6 +108,7 @@ impl Config {
         parse_into(&mut c.body_bytes_max, "SELFCLOUD_BODY_BYTES_MAX", "bytes")?;
         parse_into(&mut c.request_timeout_secs, "SELFCLOUD_REQUEST_TIMEOUT_SECS", "seconds")?;
         parse_into(&mut c.instance_start_timeout_ms, "SELFCLOUD_INSTANCE_START_TIMEOUT_MS", "milliseconds")?;
+        parse_into(&mut c.gateway_threads, "SELFCLOUD_GATEWAY_THREADS", "a thread count (0 = one per CPU)")?;
         if let Some(v) = env("SELFCLOUD_SANDBOX") {
             c.sandbox = match v.as_str() {
                 "1" | "true" | "on" => true,
@@ -128,6 +133,14 @@ impl Config {
     /// The instance base URL of a user (SPEC §8).
     pub fn instance_url(&self, username: &str) -> String {
         format!("{}/i/{username}", self.public_url())
+    }
+
+    /// How many gateway threads to run: the configured count, else one per CPU.
+    pub fn gateway_threads(&self) -> usize {
+        match self.gateway_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// Requests per minute for a tier.

@@ -23,6 +23,7 @@ pub mod pages;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod tokens;
 

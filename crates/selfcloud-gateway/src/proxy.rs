@@ -1,14 +1,17 @@
 //! The path into an instance: `/i/{username}/…` → policy → the instance's Unix socket.
 //!
-//! Connections to instance sockets are HTTP/1.1, kept in a small pool per instance (an idle
-//! connection is reused when ready; a busy one is never waited on, a new one is opened instead).
+//! Connections to instance sockets are HTTP/1.1, kept in a small pool per instance and gateway
+//! thread (an idle connection is reused when ready; a busy one is never waited on, a new one is
+//! opened instead).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::client::conn::http1::SendRequest;
@@ -21,43 +24,62 @@ use crate::edge::{self, Rid};
 use crate::state::Gateway;
 use crate::tokens::{Claims, Subject};
 
-/// Idle connections kept per instance.
+/// Idle connections kept per instance and thread.
 const POOL_IDLE_MAX: usize = 32;
 
-/// Idle connections to instance sockets.
-#[derive(Default)]
+/// (pool id, username) → idle connections.
+type IdleConnections = HashMap<(u64, String), Vec<SendRequest<Body>>>;
+
+thread_local! {
+    /// Idle connections, per thread: a connection's task runs on the thread that opened it, so
+    /// reusing it from the same thread keeps a proxied request free of cross-thread wake-ups
+    /// (see [`crate::server`]). Keyed by pool id too, as tests run several gateways per process.
+    static IDLE: RefCell<IdleConnections> = RefCell::new(HashMap::new());
+}
+
+/// Idle connections to instance sockets (held per thread; this is the gateway's handle to them).
 pub struct Pools {
-    idle: Mutex<HashMap<String, Vec<SendRequest<Body>>>>,
+    id: u64,
+}
+
+impl Default for Pools {
+    fn default() -> Pools {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Pools { id: NEXT.fetch_add(1, Ordering::Relaxed) }
+    }
 }
 
 impl Pools {
     fn take(&self, username: &str) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(username)?;
-        while let Some(sender) = list.pop() {
-            if sender.is_ready() {
-                return Some(sender);
+        IDLE.with_borrow_mut(|idle| {
+            let list = idle.get_mut(&(self.id, username.to_owned()))?;
+            while let Some(sender) = list.pop() {
+                if sender.is_ready() {
+                    return Some(sender);
+                }
+                if !sender.is_closed() {
+                    // Still streaming a response: keep it for later, use a fresh connection now.
+                    list.insert(0, sender);
+                    break;
+                }
             }
-            if !sender.is_closed() {
-                // Still streaming a response: keep it for later, use a fresh connection now.
-                list.insert(0, sender);
-                break;
-            }
-        }
-        None
+            None
+        })
     }
 
     fn put(&self, username: &str, sender: SendRequest<Body>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(username.to_owned()).or_default();
-        if list.len() < POOL_IDLE_MAX {
-            list.push(sender);
-        }
+        IDLE.with_borrow_mut(|idle| {
+            let list = idle.entry((self.id, username.to_owned())).or_default();
+            if list.len() < POOL_IDLE_MAX {
+                list.push(sender);
+            }
+        })
     }
 
-    /// Drop every connection to an instance (it stopped).
+    /// Drop this thread's connections to an instance (it stopped). Other threads find theirs
+    /// closed on next use and drop them then; an unsent request is retried on a fresh one.
     pub fn forget(&self, username: &str) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).remove(username);
+        IDLE.with_borrow_mut(|idle| idle.remove(&(self.id, username.to_owned())));
     }
 }
 
@@ -201,23 +223,42 @@ fn is_denial(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::Unauthenticated | ErrorCode::PermissionDenied | ErrorCode::RateLimited | ErrorCode::PayloadTooLarge)
 }
 
-/// `ANY /i/{username}/{*rest}`.
-pub async fn instance_route(State(gw): State<Arc<Gateway>>, rid: Rid, Path((username, rest)): Path<(String, String)>, request: Request) -> Response {
-    let Ok(username) = Username::parse(&username) else {
+/// `ANY /i/{username}/{*rest}` when reached through the router (tests drive the router directly;
+/// `selfcloud up` sends `/i/` requests to [`handle`] without the router, see [`crate::routes::Front`]).
+pub async fn instance_route(State(gw): State<Arc<Gateway>>, rid: Rid, request: Request) -> Response {
+    handle(&gw, &rid, request).await
+}
+
+/// `/i/{username}{route}` → (`username`, `route`), on the raw (still percent-encoded) path: the
+/// policy table and the instance's router both match raw paths, so an encoded path can never be
+/// classified as one route here and served as another there.
+fn split_instance_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/i/")?;
+    let slash = rest.find('/')?;
+    let (username, route) = rest.split_at(slash);
+    (route.len() > 1).then_some((username, route))
+}
+
+/// Authorize, log and forward one request to an instance.
+pub async fn handle(gw: &Arc<Gateway>, rid: &Rid, request: Request) -> Response {
+    let Some((username, route)) = split_instance_path(request.uri().path()) else {
+        return rid.err(ApiError::not_found("no such route")).into_response();
+    };
+    let Ok(username) = Username::parse(username) else {
         return rid.err(ApiError::not_found("no such instance")).into_response();
     };
     let Some(tier) = gw.tier_of(username.as_str()) else {
         return rid.err(ApiError::not_found("no such instance")).into_response();
     };
-    let route = format!("/{rest}");
+    let route = route.to_owned();
     let method = request.method().clone();
-    let mut decision = Decision { username: username.as_str(), app: "-".to_owned(), method: &method, route: &route, rid: &rid };
-    let result = authorize(&gw, &mut decision, tier, request.headers());
+    let mut decision = Decision { username: username.as_str(), app: "-".to_owned(), method: &method, route: &route, rid };
+    let result = authorize(gw, &mut decision, tier, request.headers());
     let response = match result {
         Err(e) => Err(e),
         Ok(claims) => {
             let timeout = Duration::from_secs(gw.config.request_timeout_secs);
-            match tokio::time::timeout(timeout, serve(&gw, &claims, tier, &route, request, &rid)).await {
+            match tokio::time::timeout(timeout, serve(gw, &claims, tier, &route, request, rid)).await {
                 Ok(result) => result,
                 Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the instance took too long to answer")),
             }
@@ -225,12 +266,12 @@ pub async fn instance_route(State(gw): State<Arc<Gateway>>, rid: Rid, Path((user
     };
     match response {
         Ok(response) => {
-            decision.log(&gw, response.status(), None).await;
+            decision.log(gw, response.status(), None).await;
             response
         }
         Err(e) => {
             let e = rid.err(e);
-            decision.log(&gw, e.code.status(), Some(e.code)).await;
+            decision.log(gw, e.code.status(), Some(e.code)).await;
             e.into_response()
         }
     }
@@ -266,23 +307,32 @@ fn authorize(gw: &Gateway, decision: &mut Decision<'_>, tier: selfcloud_core::Ti
 }
 
 async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, route: &str, request: Request, rid: &Rid) -> Result<Response, ApiError> {
-    let query = request.uri().query().unwrap_or("").to_owned();
-    if let Some(response) = crate::owner::handle(gw, claims, request.method(), route, &query, rid).await {
+    let (parts, body) = request.into_parts();
+    let query = parts.uri.query();
+    if let Some(response) = crate::owner::handle(gw, claims, &parts.method, route, query.unwrap_or(""), rid).await {
         return response;
     }
-    let (parts, body) = request.into_parts();
-    if parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > gw.config.body_bytes_max) {
+    let declared = parts.headers.get(header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|v| v.parse::<usize>().ok()));
+    if declared.flatten().is_some_and(|n| n > gw.config.body_bytes_max) {
         return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {} bytes", gw.config.body_bytes_max)));
     }
-    let body = edge::read_body(body, gw.config.body_bytes_max, rid).await?;
-    let path_and_query = match parts.uri.query() {
+    // Bodies are read whole (bounded) so the instance never sees a partial or oversized one.
+    let has_body = declared.is_some_and(|n| n != Some(0)) || parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let body = if has_body { Body::from(edge::read_body(body, gw.config.body_bytes_max, rid).await?) } else { Body::empty() };
+    let path_and_query = match query {
         Some(q) => format!("{route}?{q}"),
         None => route.to_owned(),
     };
-    let mut builder = hyper::Request::builder().method(parts.method.clone()).uri(path_and_query);
-    for (name, value) in parts.headers.iter() {
-        if forwardable(name) {
-            builder = builder.header(name, value);
+    let uri = hyper::Uri::try_from(path_and_query).map_err(|_| ApiError::invalid("the request cannot be forwarded"))?;
+    let mut headers = axum::http::HeaderMap::with_capacity(parts.headers.len() + 5);
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in parts.headers {
+        // `into_iter` names a header once, then yields its further values with `None`.
+        if let Some(name) = name {
+            current = forwardable(&name).then_some(name);
+        }
+        if let Some(name) = &current {
+            headers.append(name.clone(), value);
         }
     }
     let caller = match &claims.subject {
@@ -290,17 +340,19 @@ async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, r
         Subject::App { app_id, .. } => Caller::App(app_id.clone()),
     };
     let scopes = match &claims.subject {
-        Subject::Owner { .. } => "*".to_owned(),
-        Subject::App { scopes, .. } => Scope::join(scopes),
+        Subject::Owner { .. } => HeaderValue::from_static("*"),
+        Subject::App { scopes, .. } => HeaderValue::from_str(&Scope::join(scopes)).map_err(|_| ApiError::internal())?,
     };
-    let request = builder
-        .header(header::HOST, "instance")
-        .header(caller::CALLER, caller.header_value())
-        .header(caller::SCOPES, scopes)
-        .header(caller::REQUEST_ID, HeaderValue::from_str(&rid.0).map_err(|_| ApiError::internal())?)
-        .header(caller::QUOTA_BYTES, tier.storage_quota_bytes().to_string())
-        .body(Body::from(body))
-        .map_err(|_| ApiError::invalid("the request cannot be forwarded"))?;
+    let internal = |v: &str| HeaderValue::from_str(v).map_err(|_| ApiError::internal());
+    headers.insert(header::HOST, HeaderValue::from_static("instance"));
+    headers.insert(caller::CALLER, internal(&caller.header_value())?);
+    headers.insert(caller::SCOPES, scopes);
+    headers.insert(caller::REQUEST_ID, internal(&rid.0)?);
+    headers.insert(caller::QUOTA_BYTES, HeaderValue::from(tier.storage_quota_bytes()));
+    let mut request = hyper::Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
     forward(gw, &claims.username, request).await
 }
 
@@ -341,5 +393,15 @@ mod tests {
         check(Method::GET, "/v1/audit", Need::Owner);
         check(Method::POST, "/api/v0/add", Need::Owner);
         check(Method::GET, "/v1/whatever-new", Need::Owner);
+    }
+
+    #[test]
+    fn instance_paths_split_on_the_raw_path() {
+        assert_eq!(split_instance_path("/i/alice/v1/storage/k"), Some(("alice", "/v1/storage/k")));
+        assert_eq!(split_instance_path("/i/alice/v1/storage/a%2Fb"), Some(("alice", "/v1/storage/a%2Fb")));
+        assert_eq!(split_instance_path("/i/alice/"), None);
+        assert_eq!(split_instance_path("/i/alice"), None);
+        assert_eq!(split_instance_path("/x/alice/v1/info"), None);
+        assert_eq!(split_instance_path("/i//v1/info"), Some(("", "/v1/info")));
     }
 }

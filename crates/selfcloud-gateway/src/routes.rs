@@ -1,12 +1,19 @@
 //! The gateway's route table.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
+use selfcloud_core::caller::REQUEST_ID;
 use selfcloud_core::ApiError;
+use tower::ServiceExt;
 
 use crate::edge::Rid;
 use crate::state::Gateway;
@@ -33,6 +40,62 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .layer(axum::middleware::from_fn(crate::edge::control_body_limit_layer))
         .layer(axum::middleware::from_fn(crate::edge::request_id_layer))
         .with_state(gw)
+}
+
+/// What `selfcloud up` serves: `/i/…` requests go straight to [`proxy::handle`] (the hot path:
+/// no routing table, no per-layer boxing), everything else to the [`router`].
+#[derive(Clone)]
+pub struct Front {
+    gw: Arc<Gateway>,
+    router: Router,
+}
+
+impl Front {
+    /// The front service of a gateway.
+    pub fn new(gw: Arc<Gateway>) -> Front {
+        Front { router: router(gw.clone()), gw }
+    }
+}
+
+impl tower::Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.uri().path().starts_with("/i/") {
+            let gw = self.gw.clone();
+            Box::pin(async move {
+                let rid = Rid(crate::edge::new_request_id());
+                let mut response = proxy::handle(&gw, &rid, request).await;
+                if let Ok(v) = HeaderValue::from_str(&rid.0) {
+                    response.headers_mut().insert(REQUEST_ID, v);
+                }
+                Ok(response)
+            })
+        } else {
+            Box::pin(self.router.clone().oneshot(request))
+        }
+    }
+}
+
+/// `axum::serve` asks for a service per connection: each gets a clone.
+impl<'a, L: axum::serve::Listener> tower::Service<axum::serve::IncomingStream<'a, L>> for Front {
+    type Response = Front;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Front, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: axum::serve::IncomingStream<'a, L>) -> Self::Future {
+        std::future::ready(Ok(self.clone()))
+    }
 }
 
 async fn home(State(gw): State<Arc<Gateway>>) -> Response {

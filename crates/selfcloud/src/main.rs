@@ -134,27 +134,29 @@ fn up(data_dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<(
         tracing::warn!("not running as root: instances get landlock, seccomp and rlimits, but no private uid or namespaces");
     }
     let exe = std::env::current_exe().context("finding the selfcloud binary")?;
-    runtime()?.block_on(async move {
-        let gateway = selfcloud_gateway::Gateway::open(config.clone(), exe)?;
-        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        let app = selfcloud_gateway::app(gateway.clone());
-        println!("selfcloud is up at {} (data in {})", config.public_url(), config.data_dir.display());
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
-        tracing::info!("shutting down: stopping instances");
-        gateway.shutdown().await;
-        println!("selfcloud stopped cleanly");
-        Ok(())
-    })
+    let (public_url, data_dir) = (config.public_url(), config.data_dir.clone());
+    let threads = config.gateway_threads();
+    selfcloud_gateway::server::run(config, exe, shutdown_signal, |addr| {
+        tracing::info!(%addr, threads, "gateway listening");
+        println!("selfcloud is up at {public_url} (data in {})", data_dir.display());
+    })?;
+    println!("selfcloud stopped cleanly");
+    Ok(())
 }
 
-async fn shutdown_signal() {
+/// Registers SIGTERM/SIGINT handlers now (inside the runtime) and resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let handlers = signal(SignalKind::terminate()).and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+    async move {
+        let Ok((mut term, mut int)) = handlers else {
+            tracing::error!("cannot handle SIGTERM/SIGINT; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 

@@ -157,6 +157,10 @@ async fn apps_stay_in_their_namespace_and_bodies_are_checked() {
     for key in ["..%2F..%2Fetc%2Fpasswd", "a%2F..%2Fb", "%2Fabs", "a%00b"] {
         expect(&sys.get("alice", key, &tx).await, 400, "INVALID_ARGUMENT", &format!("key {key}"));
     }
+    // Percent-encoded keys pass through the gateway as sent and are decoded once, by the instance.
+    assert_eq!(sys.put("alice", "caf%C3%A9%20menu", &tx, json!("ok")).await.status, 200);
+    let r = sys.call(Method::GET, "/i/alice/v1/storage?prefix=caf", Some(&tx), None).await;
+    assert_eq!(r.json["keys"], json!(["café menu"]));
     // A raw, un-normalized path cannot climb out of /i/alice into another instance.
     let bob = sys.user("bob").await;
     let tb = sys.grant(&x, &bob, "storage:read storage:write").await.access_token;
