@@ -16,6 +16,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+./scripts/interop-deps.sh
+
 echo "setup: building selfcloud (release)…"
 cargo build --release --locked -p selfcloud
 echo "setup: done — binary at target/release/selfcloud"

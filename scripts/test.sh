@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 export SELFCLOUD_LOG="${SELFCLOUD_LOG:-warn}"
+# The JavaScript peers of the interop tests (real npm packages, pinned by a lock file).
+./scripts/interop-deps.sh
 # Doctests first (nextest does not run them): the crate docs' examples must compile and pass.
 cargo test --workspace --locked --doc
 if cargo nextest --version >/dev/null 2>&1; then

@@ -313,12 +313,21 @@ async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, r
         return response;
     }
     let declared = parts.headers.get(header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|v| v.parse::<usize>().ok()));
-    if declared.flatten().is_some_and(|n| n > gw.config.body_bytes_max) {
-        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {} bytes", gw.config.body_bytes_max)));
-    }
-    // Bodies are read whole (bounded) so the instance never sees a partial or oversized one.
     let has_body = declared.is_some_and(|n| n != Some(0)) || parts.headers.contains_key(header::TRANSFER_ENCODING);
-    let body = if has_body { Body::from(edge::read_body(body, gw.config.body_bytes_max, rid).await?) } else { Body::empty() };
+    let body = if is_upload(&parts.method, route) {
+        // Files stream through (any size up to the tier's quota); the instance imports as they come.
+        let limit = usize::try_from(tier.storage_quota_bytes()).unwrap_or(usize::MAX);
+        if declared.flatten().is_some_and(|n| n > limit) {
+            return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the upload is larger than the tier's {limit}-byte quota")));
+        }
+        Body::new(http_body_util::Limited::new(body, limit))
+    } else {
+        if declared.flatten().is_some_and(|n| n > gw.config.body_bytes_max) {
+            return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {} bytes", gw.config.body_bytes_max)));
+        }
+        // JSON bodies are read whole (bounded) so the instance never sees a partial or oversized one.
+        if has_body { Body::from(edge::read_body(body, gw.config.body_bytes_max, rid).await?) } else { Body::empty() }
+    };
     let path_and_query = match query {
         Some(q) => format!("{route}?{q}"),
         None => route.to_owned(),
@@ -354,6 +363,11 @@ async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, r
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     forward(gw, &claims.username, request).await
+}
+
+/// Routes whose bodies are files, streamed to the instance instead of buffered.
+fn is_upload(method: &Method, route: &str) -> bool {
+    *method == Method::POST && (route == "/v1/files" || route.starts_with("/api/v0/add") || route.starts_with("/api/v0/dag/import") || route.starts_with("/api/v0/block/put"))
 }
 
 /// Headers a client may pass through to the instance. Credentials, hop-by-hop headers and anything

@@ -36,7 +36,7 @@ pub struct State {
     pub identity_public: String,
 }
 
-type Shared = Arc<State>;
+pub(crate) type Shared = Arc<State>;
 
 /// The instance's routes.
 pub fn router(state: Shared) -> Router {
@@ -46,6 +46,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/export", get(export))
         .route("/v1/storage", get(storage_list))
         .route("/v1/storage/{*key}", get(storage_get).put(storage_put).delete(storage_delete))
+        .merge(crate::files::routes())
         .fallback(not_here)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
@@ -53,9 +54,9 @@ pub fn router(state: Shared) -> Router {
 
 /// Who is calling, as the gateway told us, plus the request's id and quota.
 pub struct Ctx {
-    caller: Caller,
-    request_id: String,
-    quota_bytes: u64,
+    pub(crate) caller: Caller,
+    pub(crate) request_id: String,
+    pub(crate) quota_bytes: u64,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {
@@ -74,13 +75,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 }
 
 impl Ctx {
-    fn fail(&self, err: ApiError) -> ApiError {
+    pub(crate) fn fail(&self, err: ApiError) -> ApiError {
         err.with_request_id(&self.request_id)
     }
 
     /// The storage namespace this call acts on: an app's own, or the owner's (or, for the owner
     /// with `?app=`, that app's).
-    fn namespace(&self, app_param: Option<&str>) -> Result<String, ApiError> {
+    pub(crate) fn namespace(&self, app_param: Option<&str>) -> Result<String, ApiError> {
         match (&self.caller, app_param) {
             (Caller::App(own), None) => Ok(format!("app:{own}")),
             (Caller::App(own), Some(asked)) if asked == own => Ok(format!("app:{own}")),
@@ -104,7 +105,7 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 
 /// Run blocking store work (commits with fsync, scans) off the reactor and map its errors to API
 /// errors.
-async fn blocking<T: Send + 'static>(ctx: &Ctx, work: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, ApiError> {
+pub(crate) async fn blocking<T: Send + 'static>(ctx: &Ctx, work: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => store_result(ctx, result),
         Err(e) => {

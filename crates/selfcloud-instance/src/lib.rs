@@ -17,6 +17,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod api;
+pub mod blocks;
+pub mod files;
 pub mod identity;
 pub mod store;
 

@@ -17,9 +17,9 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use selfcloud_core::seal::Key;
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-const USAGE_KEY: &str = "usage.bytes";
+pub(crate) const USAGE_KEY: &str = "usage.bytes";
 /// redb's page cache per instance. Small on purpose: idle instances must stay cheap, and the OS page
 /// cache still holds hot pages.
 const CACHE_BYTES: usize = 2 << 20;
@@ -45,7 +45,7 @@ pub enum StoreError {
 macro_rules! db_err {
     ($($t:ty),*) => {$(impl From<$t> for StoreError { fn from(e: $t) -> Self { StoreError::Db(e.to_string()) } })*};
 }
-db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, redb::SetDurabilityError);
 
 /// One entry of a listing.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -65,8 +65,8 @@ pub struct Record {
 
 /// The store. Cheap to share behind an `Arc`; methods block (call them off the reactor).
 pub struct Store {
-    db: Database,
-    key: Key,
+    pub(crate) db: Database,
+    pub(crate) key: Key,
 }
 
 impl Store {
@@ -77,6 +77,8 @@ impl Store {
         {
             txn.open_table(META)?;
             txn.open_table(KV)?;
+            txn.open_table(crate::blocks::BLOCKS)?;
+            txn.open_table(crate::blocks::PINS)?;
         }
         txn.commit()?;
         let store = Store { db, key };
@@ -227,7 +229,7 @@ fn meta_aad(name: &str) -> String {
     format!("meta\0{name}")
 }
 
-fn decode_u64(bytes: &[u8]) -> u64 {
+pub(crate) fn decode_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_le_bytes).unwrap_or(0)
 }
 

@@ -1,0 +1,563 @@
+//! The instance's IPFS routes (SPEC §5 files rows, the Kubo RPC subset, the trustless gateway).
+//!
+//! Uploads stream: the body is fed piece by piece to the UnixFS importer on a blocking thread, which
+//! writes sealed blocks in batches ([`crate::blocks`]); downloads stream the other way. Neither
+//! holds a whole file in memory.
+//!
+//! Who sees what: an app sees only the CIDs pinned in its own namespace (`GET /v1/files/{cid}` of
+//! anything else is `NOT_FOUND`, whether or not the block exists — no probing for content). The
+//! owner (the only caller the gateway lets reach `/api/v0` and `/ipfs`) sees every block.
+
+use std::pin::Pin as StdPin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use selfcloud_core::caller::Caller;
+use selfcloud_core::{ApiError, ErrorCode};
+use selfcloud_ipfs::export::{self, Entry};
+use selfcloud_ipfs::{BlockSource, Cid, FileImporter, Profile};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::api::{blocking, Ctx, Shared};
+use crate::blocks::Pin;
+use crate::store::Store;
+
+/// Pieces of an upload in flight between the socket and the importer.
+const UPLOAD_QUEUE: usize = 16;
+/// Pieces of a download in flight.
+const DOWNLOAD_QUEUE: usize = 8;
+
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v1/files", post(files_add).get(files_list))
+        .route("/v1/files/{cid}", get(files_get).delete(files_remove))
+        .route("/api/v0/add", post(kubo_add))
+        .route("/api/v0/cat", post(kubo_cat))
+        .route("/api/v0/pin/add", post(kubo_pin_add))
+        .route("/api/v0/pin/rm", post(kubo_pin_rm))
+        .route("/api/v0/pin/ls", post(kubo_pin_ls))
+        .route("/api/v0/block/get", post(kubo_block_get))
+        .route("/api/v0/block/stat", post(kubo_block_stat))
+        .route("/api/v0/dag/export", post(kubo_dag_export))
+        .route("/api/v0/repo/gc", post(kubo_repo_gc))
+        .route("/ipfs/{cid}", get(gateway_get).head(gateway_get))
+        // Uploads are bounded by the tier's quota, not by the JSON body limit.
+        .layer(DefaultBodyLimit::disable())
+}
+
+// ---------- shared machinery ----------
+
+/// A response body fed from a channel (the blocking reader is the sender).
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.rx.poll_recv(cx).map(|item| item.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+/// Stream the file under `root` as a body; errors after the first byte cut the stream short
+/// (the status is already sent), which clients see as a truncated transfer.
+fn stream_file(store: Arc<Store>, root: Cid) -> Body {
+    let (tx, rx) = mpsc::channel(DOWNLOAD_QUEUE);
+    tokio::task::spawn_blocking(move || {
+        for piece in export::FileReader::new(store.as_ref(), root) {
+            let item = piece.map_err(|e| std::io::Error::other(e.to_string()));
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return; // the client went away, or we told it about the failure
+            }
+        }
+    });
+    Body::new(ChannelBody { rx })
+}
+
+/// Stream a CAR v1 of the DAG under `root`.
+fn stream_car(store: Arc<Store>, root: Cid) -> Body {
+    let (tx, rx) = mpsc::channel(DOWNLOAD_QUEUE);
+    tokio::task::spawn_blocking(move || {
+        if tx.blocking_send(Ok(Bytes::from(selfcloud_ipfs::car::header(&[root])))).is_err() {
+            return;
+        }
+        let result = export::walk(store.as_ref(), root, |cid, block| {
+            tx.blocking_send(Ok(Bytes::from(selfcloud_ipfs::car::section(cid, block)))).map_err(|_| selfcloud_ipfs::Error::Store("client went away".into()))
+        });
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    Body::new(ChannelBody { rx })
+}
+
+fn ipfs_error(ctx: &Ctx, e: selfcloud_ipfs::Error) -> ApiError {
+    use selfcloud_ipfs::Error as E;
+    ctx.fail(match e {
+        E::Malformed(_) | E::Unsupported(_) | E::BlockTooLarge(_) => ApiError::invalid(e.to_string()),
+        E::Missing(_) => ApiError::not_found(e.to_string()),
+        E::HashMismatch(_) | E::Store(_) => {
+            tracing::error!(error = %e, request_id = %ctx.request_id, "ipfs failure");
+            ApiError::internal()
+        }
+        _ => ApiError::internal(),
+    })
+}
+
+fn parse_cid(ctx: &Ctx, text: &str) -> Result<Cid, ApiError> {
+    selfcloud_ipfs::parse_cid(text).map_err(|e| ctx.fail(ApiError::invalid(format!("{e}: {text:?}"))))
+}
+
+/// What an upload produced.
+struct Added {
+    cid: Cid,
+    size: u64,
+    dag_size: u64,
+}
+
+/// Import pieces arriving on `rx` as one file, pin it in `namespace`, durably.
+async fn import_stream(ctx: &Ctx, store: Arc<Store>, profile: Profile, namespace: String, name: Option<String>, pieces: &mut (dyn Pieces + Send)) -> Result<Added, ApiError> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
+    let quota = ctx.quota_bytes;
+    let worker = tokio::task::spawn_blocking(move || -> Result<Result<Added, selfcloud_ipfs::Error>, crate::store::StoreError> {
+        let mut writer = store.block_writer(quota)?;
+        let imported = {
+            let mut importer = FileImporter::new(profile, &mut writer);
+            let mut failed = None;
+            while let Some(piece) = rx.blocking_recv() {
+                if let Err(e) = importer.write(&piece) {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            match failed {
+                Some(e) => Err(e),
+                None => importer.finish(),
+            }
+        };
+        match imported {
+            Ok(root) => {
+                let pin = Pin { cid: root.cid.to_string(), size: root.size, name, kind: "recursive".into(), pinned_at: selfcloud_core::unix_now_ms() };
+                writer.finish(Some((&namespace, &pin)))?;
+                Ok(Ok(Added { cid: root.cid, size: root.size, dag_size: root.dag_size }))
+            }
+            Err(_) if writer.over_quota() => Err(crate::store::StoreError::QuotaExceeded { quota_bytes: quota }),
+            Err(e) => Ok(Err(e)),
+        }
+    });
+    let mut upload_error = None;
+    loop {
+        match pieces.next_piece().await {
+            Ok(Some(piece)) => {
+                if tx.send(piece).await.is_err() {
+                    break; // the importer stopped early; its result says why
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                upload_error = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = upload_error {
+        drop(tx);
+        worker.abort();
+        return Err(ctx.fail(e));
+    }
+    drop(tx);
+    let outcome = match worker.await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::error!(error = %e, "import task failed");
+            return Err(ctx.fail(ApiError::internal()));
+        }
+    };
+    match outcome {
+        Ok(Ok(added)) => Ok(added),
+        Ok(Err(e)) => Err(ipfs_error(ctx, e)),
+        Err(crate::store::StoreError::QuotaExceeded { quota_bytes }) => {
+            Err(ctx.fail(ApiError::new(ErrorCode::QuotaExceeded, format!("the tier's storage quota of {quota_bytes} bytes would be exceeded"))))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, request_id = %ctx.request_id, "store failure during import");
+            Err(ctx.fail(ApiError::internal()))
+        }
+    }
+}
+
+/// A source of upload pieces: a raw body or one multipart field.
+trait Pieces {
+    /// The next piece, `None` at the end.
+    fn next_piece(&mut self) -> StdPin<Box<dyn std::future::Future<Output = Result<Option<Bytes>, ApiError>> + Send + '_>>;
+}
+
+impl Pieces for Body {
+    fn next_piece(&mut self) -> StdPin<Box<dyn std::future::Future<Output = Result<Option<Bytes>, ApiError>> + Send + '_>> {
+        Box::pin(async move {
+            loop {
+                match http_body_util::BodyExt::frame(self).await {
+                    None => return Ok(None),
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => return Ok(Some(data)),
+                        Err(_) => continue, // trailers
+                    },
+                    Some(Err(_)) => return Err(ApiError::invalid("the upload was cut short or too large")),
+                }
+            }
+        })
+    }
+}
+
+impl Pieces for axum::extract::multipart::Field<'_> {
+    fn next_piece(&mut self) -> StdPin<Box<dyn std::future::Future<Output = Result<Option<Bytes>, ApiError>> + Send + '_>> {
+        Box::pin(async move { self.chunk().await.map_err(|e| ApiError::invalid(format!("malformed multipart body: {e}"))) })
+    }
+}
+
+// ---------- SPEC §5 files rows ----------
+
+#[derive(Deserialize)]
+struct AddQuery {
+    name: Option<String>,
+    profile: Option<String>,
+}
+
+fn check_name(ctx: &Ctx, name: Option<String>) -> Result<Option<String>, ApiError> {
+    match name {
+        Some(n) if n.is_empty() || n.len() > 255 || n.chars().any(char::is_control) => Err(ctx.fail(ApiError::invalid("a name must be 1-255 characters without control characters"))),
+        other => Ok(other),
+    }
+}
+
+/// `POST /v1/files` — the raw body is the file.
+async fn files_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<AddQuery>, request: Request) -> Result<Response, ApiError> {
+    let namespace = ctx.namespace(None)?;
+    let profile = match q.profile.as_deref() {
+        None => Profile::default(),
+        Some(p) => Profile::named(p).map_err(|e| ctx.fail(ApiError::invalid(e.to_string())))?,
+    };
+    let name = check_name(&ctx, q.name)?;
+    let mut body = request.into_body();
+    let added = import_stream(&ctx, state.store.clone(), profile, namespace, name, &mut body).await?;
+    let body = serde_json::json!({ "cid": added.cid.to_string(), "size": added.size });
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+struct AppParam {
+    app: Option<String>,
+}
+
+/// `GET /v1/files` — the caller's pins.
+async fn files_list(State(state): State<Shared>, ctx: Ctx, Query(q): Query<AppParam>) -> Result<Response, ApiError> {
+    let namespace = ctx.namespace(q.app.as_deref())?;
+    let store = state.store.clone();
+    let pins = blocking(&ctx, move || store.pins(&namespace)).await?;
+    Ok(axum::Json(serde_json::json!({ "files": pins })).into_response())
+}
+
+/// `GET /v1/files/{cid}` — the bytes, if the caller's namespace holds the file.
+async fn files_get(State(state): State<Shared>, ctx: Ctx, Path(cid): Path<String>, Query(q): Query<AppParam>) -> Result<Response, ApiError> {
+    let root = parse_cid(&ctx, &cid)?;
+    let namespace = ctx.namespace(q.app.as_deref())?;
+    let store = state.store.clone();
+    let key = root.to_string();
+    let pinned = blocking(&ctx, move || store.pin(&namespace, &key)).await?;
+    let Some(pin) = pinned else {
+        return Err(ctx.fail(ApiError::not_found("no such file in this namespace")));
+    };
+    let mut response = Response::new(stream_file(state.store.clone(), root));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(pin.size));
+    headers.insert(header::ETAG, HeaderValue::from_str(&format!("\"{root}\"")).map_err(|_| ctx.fail(ApiError::internal()))?);
+    Ok(response)
+}
+
+/// `DELETE /v1/files/{cid}` — unpin from the caller's namespace; unreferenced blocks are then
+/// collected in the background.
+async fn files_remove(State(state): State<Shared>, ctx: Ctx, Path(cid): Path<String>, Query(q): Query<AppParam>) -> Result<Response, ApiError> {
+    let root = parse_cid(&ctx, &cid)?;
+    let namespace = ctx.namespace(q.app.as_deref())?;
+    let store = state.store.clone();
+    let key = root.to_string();
+    if !blocking(&ctx, move || store.remove_pin(&namespace, &key)).await? {
+        return Err(ctx.fail(ApiError::not_found("no such file in this namespace")));
+    }
+    spawn_gc(state.store.clone());
+    Ok(axum::Json(serde_json::json!({ "cid": root.to_string(), "removed": true })).into_response())
+}
+
+fn spawn_gc(store: Arc<Store>) {
+    tokio::task::spawn_blocking(move || match store.collect_garbage() {
+        Ok((blocks, bytes)) => tracing::info!(blocks, bytes, "garbage collected"),
+        Err(e) => tracing::error!(error = %e, "garbage collection failed"),
+    });
+}
+
+// ---------- Kubo RPC subset ----------
+
+/// Kubo's error body `{Message, Code, Type}`.
+fn kubo_error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "Message": message.into(), "Code": 0, "Type": "error" });
+    (status, axum::Json(body)).into_response()
+}
+
+fn kubo_from_api(e: ApiError) -> Response {
+    kubo_error(e.code.status(), e.message)
+}
+
+fn owner_only(ctx: &Ctx) -> Result<(), Response> {
+    // The gateway already lets only the owner through; this is the instance's own guard.
+    match ctx.caller {
+        Caller::Owner => Ok(()),
+        Caller::App(_) => Err(kubo_error(StatusCode::FORBIDDEN, "the Kubo RPC is for the instance's owner")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct KuboAddQuery {
+    cid_version: Option<u64>,
+    raw_leaves: Option<bool>,
+    chunker: Option<String>,
+    pin: Option<bool>,
+    quiet: Option<bool>,
+}
+
+/// `POST /api/v0/add` — multipart; one NDJSON line `{Name, Hash, Size}` per file.
+async fn kubo_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<KuboAddQuery>, mut multipart: Multipart) -> Response {
+    if let Err(r) = owner_only(&ctx) {
+        return r;
+    }
+    let _ = (q.pin, q.quiet);
+    let profile = match Profile::from_kubo_params(q.cid_version, q.raw_leaves, q.chunker.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return kubo_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let mut lines = String::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return kubo_error(StatusCode::BAD_REQUEST, format!("malformed multipart body: {e}")),
+        };
+        let mut field = field;
+        let name = field.file_name().or(field.name()).unwrap_or("").to_owned();
+        let display = if name.is_empty() { None } else { Some(name.clone()) };
+        match import_stream(&ctx, state.store.clone(), profile, "owner".into(), display, &mut field).await {
+            Ok(added) => {
+                let shown = if name.is_empty() { added.cid.to_string() } else { name };
+                lines.push_str(&serde_json::json!({ "Name": shown, "Hash": added.cid.to_string(), "Size": added.dag_size.to_string() }).to_string());
+                lines.push('\n');
+            }
+            Err(e) => return kubo_from_api(e),
+        }
+    }
+    if lines.is_empty() {
+        return kubo_error(StatusCode::BAD_REQUEST, "no file in the multipart body");
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response()
+}
+
+#[derive(Deserialize)]
+struct ArgQuery {
+    arg: Option<String>,
+}
+
+fn arg_cid(q: &ArgQuery) -> Result<Cid, Response> {
+    let arg = q.arg.as_deref().ok_or_else(|| kubo_error(StatusCode::BAD_REQUEST, "argument \"arg\" is required"))?;
+    // Kubo accepts `/ipfs/<cid>` too.
+    let text = arg.strip_prefix("/ipfs/").unwrap_or(arg);
+    selfcloud_ipfs::parse_cid(text).map_err(|e| kubo_error(StatusCode::BAD_REQUEST, format!("invalid path {arg:?}: {e}")))
+}
+
+async fn kubo_cat(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
+    if let Err(r) = owner_only(&ctx) {
+        return r;
+    }
+    let root = match arg_cid(&q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || export::stat(store.as_ref(), &root)).await {
+        Ok(Ok(Entry::File { size })) => {
+            let mut response = Response::new(stream_file(state.store.clone(), root));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            response.headers_mut().insert("x-content-length", HeaderValue::from(size));
+            response
+        }
+        Ok(Ok(Entry::Directory(_))) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, "this dag node is a directory"),
+        Ok(Err(selfcloud_ipfs::Error::Missing(c))) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, format!("block was not found locally (offline): {c}")),
+        Ok(Err(e)) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(_) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
+async fn kubo_pin_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
+    if let Err(r) = owner_only(&ctx) {
+        return r;
+    }
+    let root = match arg_cid(&q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let store = state.store.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        // Pin only what is complete: every block of the DAG must be here.
+        let mut size = 0u64;
+        export::walk(store.as_ref(), root, |_, block| {
+            size += block.len() as u64;
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        let file_size = match export::stat(store.as_ref(), &root) {
+            Ok(Entry::File { size }) => size,
+            _ => size,
+        };
+        let pin = Pin { cid: root.to_string(), size: file_size, name: None, kind: "recursive".into(), pinned_at: selfcloud_core::unix_now_ms() };
+        store.add_pin("owner", &pin).map_err(|e| e.to_string())
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => axum::Json(serde_json::json!({ "Pins": [root.to_string()] })).into_response(),
+        Ok(Err(e)) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(_) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
+async fn kubo_pin_rm(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
+    if let Err(r) = owner_only(&ctx) {
+        return r;
+    }
+    let root = match arg_cid(&q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let store = state.store.clone();
+    let key = root.to_string();
+    match tokio::task::spawn_blocking(move || store.remove_pin("owner", &key)).await {
+        Ok(Ok(true)) => {
+            spawn_gc(state.store.clone());
+            axum::Json(serde_json::json!({ "Pins": [root.to_string()] })).into_response()
+        }
+        Ok(Ok(false)) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, "not pinned or pinned indirectly"),
+        _ => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
+async fn kubo_pin_ls(State(state): State<Shared>, ctx: Ctx) -> Response {
+    if let Err(r) = owner_only(&ctx) {
+        return r;
+    }
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.pins("owner")).await {
+        Ok(Ok(pins)) => {
+            let keys: serde_json::Map<String, serde_json::Value> = pins.into_iter().map(|p| (p.cid, serde_json::json!({ "Type": p.kind }))).collect();
+            axum::Json(serde_json::json!({ "Keys": keys })).into_response()
+        }
+        _ => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
+async fn owner_block(state: &Shared, ctx: &Ctx, q: &ArgQuery) -> Result<(Cid, Vec<u8>), Response> {
+    owner_only(ctx)?;
+    let cid = arg_cid(q)?;
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.get(&cid)).await {
+        Ok(Ok(Some(block))) => Ok((cid, block)),
+        Ok(Ok(None)) => Err(kubo_error(StatusCode::INTERNAL_SERVER_ERROR, format!("block was not found locally (offline): {cid}"))),
+        _ => Err(kubo_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")),
+    }
+}
+
+async fn kubo_block_get(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
+    match owner_block(&state, &ctx, &q).await {
+        Ok((_, block)) => ([(header::CONTENT_TYPE, "application/octet-stream")], block).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn kubo_block_stat(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
+    match owner_block(&state, &ctx, &q).await {
+        Ok((cid, block)) => axum::Json(serde_json::json!({ "Key": cid.to_string(), "Size": block.len() })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn kubo_dag_export(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
+    if let Err(r) = owner_only(&ctx) {
+        return r;
+    }
+    match arg_cid(&q) {
+        Ok(root) => ([(header::CONTENT_TYPE, "application/vnd.ipld.car")], stream_car(state.store.clone(), root)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn kubo_repo_gc(State(state): State<Shared>, ctx: Ctx) -> Response {
+    if let Err(r) = owner_only(&ctx) {
+        return r;
+    }
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.collect_garbage()).await {
+        Ok(Ok((blocks, bytes))) => axum::Json(serde_json::json!({ "RemovedBlocks": blocks, "FreedBytes": bytes })).into_response(),
+        _ => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
+// ---------- trustless gateway ----------
+
+#[derive(Deserialize)]
+struct GatewayQuery {
+    format: Option<String>,
+}
+
+/// `GET|HEAD /ipfs/{cid}` with `format=raw|car` or the matching `Accept`.
+async fn gateway_get(State(state): State<Shared>, ctx: Ctx, Path(cid): Path<String>, Query(q): Query<GatewayQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let root = parse_cid(&ctx, &cid)?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let format = match q.format.as_deref() {
+        Some("raw") => "raw",
+        Some("car") => "car",
+        Some(other) => return Err(ctx.fail(ApiError::invalid(format!("unsupported format {other:?} (raw or car)")))),
+        None if accept.contains("application/vnd.ipld.raw") => "raw",
+        None if accept.contains("application/vnd.ipld.car") => "car",
+        None => return Err(ctx.fail(ApiError::invalid("this is a trustless gateway: ask for format=raw or format=car"))),
+    };
+    let store = state.store.clone();
+    let Some(block) = tokio::task::spawn_blocking(move || store.get(&root)).await.map_err(|_| ctx.fail(ApiError::internal()))?.map_err(|e| ipfs_error(&ctx, e))? else {
+        return Err(ctx.fail(ApiError::not_found(format!("block {root} is not here"))));
+    };
+    let etag = HeaderValue::from_str(&format!("\"{root}.{format}\"")).map_err(|_| ctx.fail(ApiError::internal()))?;
+    let mut response = if format == "raw" {
+        let mut r = Response::new(Body::from(block.clone()));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.ipld.raw"));
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(block.len()));
+        r
+    } else {
+        let mut r = Response::new(stream_car(state.store.clone(), root));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.ipld.car; version=1"));
+        r
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, etag);
+    h.insert("x-ipfs-roots", HeaderValue::from_str(&root.to_string()).map_err(|_| ctx.fail(ApiError::internal()))?);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=29030400, immutable"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    Ok(response)
+}
+
