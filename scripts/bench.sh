@@ -9,6 +9,8 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
     echo "bench: nginx missing and not root; the nginx comparison will be skipped" >&2
   fi
 fi
+./scripts/interop-deps.sh
 cargo build --release --locked -p selfcloud
 ./target/release/selfcloud bench provision "$@"
 ./target/release/selfcloud bench gateway
+./target/release/selfcloud bench ipfs

@@ -319,6 +319,7 @@ fn kubo_from_api(e: ApiError) -> Response {
     kubo_error(e.code.status(), e.message)
 }
 
+#[allow(clippy::result_large_err)] // the error is the finished Kubo-shaped response
 fn owner_only(ctx: &Ctx) -> Result<(), Response> {
     // The gateway already lets only the owner through; this is the instance's own guard.
     match ctx.caller {
@@ -377,6 +378,7 @@ struct ArgQuery {
     arg: Option<String>,
 }
 
+#[allow(clippy::result_large_err)] // the error is the finished Kubo-shaped response
 fn arg_cid(q: &ArgQuery) -> Result<Cid, Response> {
     let arg = q.arg.as_deref().ok_or_else(|| kubo_error(StatusCode::BAD_REQUEST, "argument \"arg\" is required"))?;
     // Kubo accepts `/ipfs/<cid>` too.

@@ -34,6 +34,12 @@ pub enum Which {
         #[arg(long, default_value_t = 32)]
         connections: usize,
     },
+    /// UnixFS add and cat throughput beside `openssl speed -evp sha256` and the JS importer.
+    Ipfs {
+        /// File size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+    },
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
@@ -42,6 +48,10 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
     let result = match which {
         Which::Provision { signups, instances, wakes } => provision(&dir, signups, instances, wakes).await,
         Which::Gateway { seconds, connections } => gateway(&dir, Duration::from_secs(seconds), connections).await,
+        Which::Ipfs { mib } => {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || crate::bench_ipfs::run(&dir, mib)).await?
+        }
     };
     let _ = std::fs::remove_dir_all(&dir);
     result

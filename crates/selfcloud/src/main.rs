@@ -6,6 +6,7 @@
 //! * `selfcloud bench provision|gateway` — the spine's benchmarks.
 
 mod bench;
+mod bench_ipfs;
 
 mod demo;
 mod probe;

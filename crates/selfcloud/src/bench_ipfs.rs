@@ -1,0 +1,126 @@
+//! `selfcloud bench ipfs`: UnixFS add and cat throughput beside the machine's SHA-256 limit
+//! (`openssl speed -evp sha256`) and the JavaScript importer on the same file, in the same run.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use selfcloud_ipfs::{FileImporter, FileReader, NullSink, Profile};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A file of `bytes` pseudo-random bytes (xorshift; incompressible, no repeated chunks).
+fn make_file(path: &Path, bytes: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Single-core SHA-256 bytes/s at 256 KiB blocks, from `openssl speed`.
+fn openssl_sha256() -> anyhow::Result<f64> {
+    let out = Command::new("openssl").args(["speed", "-evp", "sha256", "-bytes", "262144", "-seconds", "2"]).output().context("running openssl")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rfind(|l| l.contains("sha256") || l.starts_with("SHA256")).context("no sha256 line from openssl")?;
+    let field = line.split_whitespace().last().context("empty openssl line")?;
+    let kb: f64 = field.trim_end_matches('k').parse().context("parsing openssl's figure")?;
+    Ok(kb * 1000.0)
+}
+
+fn stream_into(profile: Profile, path: &Path, sink: &mut impl selfcloud_ipfs::BlockSink) -> anyhow::Result<(selfcloud_ipfs::Imported, f64)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let start = Instant::now();
+    let mut importer = FileImporter::new(profile, sink);
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        importer.write(&buf[..n])?;
+    }
+    let root = importer.finish()?;
+    Ok((root, start.elapsed().as_secs_f64()))
+}
+
+pub fn run(dir: &Path, mib: u64) -> anyhow::Result<()> {
+    let bytes = mib << 20;
+    let path = dir.join("bench.bin");
+    make_file(&path, bytes)?;
+    // Warm the page cache so every contender reads the file from memory.
+    std::io::copy(&mut std::fs::File::open(&path)?, &mut std::io::sink())?;
+    let size = bytes as f64 / MIB;
+    println!("bench ipfs: a {mib} MiB file, profile unixfs-v0-2015 unless noted");
+
+    let sha = openssl_sha256();
+    match &sha {
+        Ok(rate) => println!("{:<44} {:>8.0} MiB/s", "SHA-256 limit (openssl speed -evp sha256)", rate / MIB),
+        Err(e) => println!("{:<44} skipped: {e}", "SHA-256 limit (openssl)"),
+    }
+    let pct = |rate: f64| sha.as_ref().map(|s| format!("{:.0}% of SHA-256", 100.0 * rate / s)).unwrap_or_default();
+
+    let (root, secs) = stream_into(selfcloud_ipfs::profile::UNIXFS_V0_2015, &path, &mut NullSink)?;
+    let ours = size / secs;
+    println!("{:<44} {:>8.0} MiB/s   {}   {}", "add, hashing+encoding only", ours, pct(ours * MIB), root.cid);
+    let (root1, secs1) = stream_into(selfcloud_ipfs::profile::UNIXFS_V1_2025, &path, &mut NullSink)?;
+    println!("{:<44} {:>8.0} MiB/s   {}   {}", "add, unixfs-v1-2025, hashing only", size / secs1, pct(size / secs1 * MIB), root1.cid);
+
+    let store_dir = dir.join("store");
+    std::fs::create_dir_all(&store_dir)?;
+    let key = selfcloud_core::seal::Key::from_bytes(selfcloud_core::random_bytes::<32>());
+    let store = selfcloud_instance::store::Store::open(&store_dir.join("store.redb"), key)?;
+    let start = Instant::now();
+    let mut writer = store.block_writer(0)?;
+    let (stored, _) = stream_into(selfcloud_ipfs::profile::UNIXFS_V0_2015, &path, &mut writer)?;
+    writer.finish(None)?;
+    let secs = start.elapsed().as_secs_f64();
+    println!("{:<44} {:>8.0} MiB/s   {}   (sealed, in redb, fsync'd)", "add into the encrypted store", size / secs, pct(size / secs * MIB));
+
+    let start = Instant::now();
+    let mut read = 0u64;
+    for piece in FileReader::new(&store, stored.cid) {
+        read += piece?.len() as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    anyhow::ensure!(read == bytes, "cat returned {read} of {bytes} bytes");
+    println!("{:<44} {:>8.0} MiB/s", "cat from the encrypted store", size / secs);
+
+    match js_importer(&path) {
+        Ok((cid, secs)) => {
+            let js = size / secs;
+            println!("{:<44} {:>8.0} MiB/s   {}   ours is {:.1}×", "JS ipfs-unixfs-importer (node)", js, cid, ours / js);
+            anyhow::ensure!(cid == root.cid.to_string(), "the JS importer made {cid}, we made {}", root.cid);
+        }
+        Err(e) => println!("{:<44} skipped: {e}", "JS ipfs-unixfs-importer"),
+    }
+    println!("{:<44} not measured: Bitswap is not implemented yet", "Bitswap 64 MiB");
+    Ok(())
+}
+
+fn js_importer(path: &Path) -> anyhow::Result<(String, f64)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/js/unixfs-import.mjs");
+    anyhow::ensure!(script.exists(), "interop/js is not next to this binary's sources");
+    let out = Command::new("node").arg(&script).arg("unixfs-v0-2015").arg(path).output().context("running node (scripts/interop-deps.sh installs the importer)")?;
+    anyhow::ensure!(out.status.success(), "node failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_default());
+    let entry = lines.next().context("no entry from the JS importer")?;
+    let summary = lines.next().context("no summary from the JS importer")?;
+    Ok((entry["cid"].as_str().unwrap_or("").to_owned(), summary["seconds"].as_f64().context("no seconds")?))
+}
