@@ -387,10 +387,7 @@ fn arg_cid(q: &ArgQuery) -> Result<Cid, Response> {
 }
 
 async fn kubo_cat(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
-    if let Err(r) = owner_only(&ctx) {
-        return r;
-    }
-    let root = match arg_cid(&q) {
+    let root = match owner_arg(&ctx, &q) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -410,10 +407,7 @@ async fn kubo_cat(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuer
 }
 
 async fn kubo_pin_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
-    if let Err(r) = owner_only(&ctx) {
-        return r;
-    }
-    let root = match arg_cid(&q) {
+    let root = match owner_arg(&ctx, &q) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -442,10 +436,7 @@ async fn kubo_pin_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<Arg
 }
 
 async fn kubo_pin_rm(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
-    if let Err(r) = owner_only(&ctx) {
-        return r;
-    }
-    let root = match arg_cid(&q) {
+    let root = match owner_arg(&ctx, &q) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -475,9 +466,15 @@ async fn kubo_pin_ls(State(state): State<Shared>, ctx: Ctx) -> Response {
     }
 }
 
-async fn owner_block(state: &Shared, ctx: &Ctx, q: &ArgQuery) -> Result<(Cid, Vec<u8>), Response> {
+/// The owner check and the `arg` CID every Kubo call that names a CID starts with.
+#[allow(clippy::result_large_err)] // the error is the finished Kubo-shaped response
+fn owner_arg(ctx: &Ctx, q: &ArgQuery) -> Result<Cid, Response> {
     owner_only(ctx)?;
-    let cid = arg_cid(q)?;
+    arg_cid(q)
+}
+
+async fn owner_block(state: &Shared, ctx: &Ctx, q: &ArgQuery) -> Result<(Cid, Vec<u8>), Response> {
+    let cid = owner_arg(ctx, q)?;
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || store.get(&cid)).await {
         Ok(Ok(Some(block))) => Ok((cid, block)),
@@ -501,10 +498,7 @@ async fn kubo_block_stat(State(state): State<Shared>, ctx: Ctx, Query(q): Query<
 }
 
 async fn kubo_dag_export(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
-    if let Err(r) = owner_only(&ctx) {
-        return r;
-    }
-    match arg_cid(&q) {
+    match owner_arg(&ctx, &q) {
         Ok(root) => ([(header::CONTENT_TYPE, "application/vnd.ipld.car")], stream_car(state.store.clone(), root)).into_response(),
         Err(r) => r,
     }
