@@ -27,8 +27,9 @@ use crate::tokens::{Claims, Subject};
 /// Idle connections kept per instance and thread.
 const POOL_IDLE_MAX: usize = 32;
 
-/// (pool id, username) → idle connections.
-type IdleConnections = HashMap<(u64, String), Vec<SendRequest<Body>>>;
+/// pool id → username → idle connections. Nested so a lookup borrows the username instead of
+/// allocating a key on every proxied request.
+type IdleConnections = HashMap<u64, HashMap<String, Vec<SendRequest<Body>>>>;
 
 thread_local! {
     /// Idle connections, per thread: a connection's task runs on the thread that opened it, so
@@ -52,7 +53,7 @@ impl Default for Pools {
 impl Pools {
     fn take(&self, username: &str) -> Option<SendRequest<Body>> {
         IDLE.with_borrow_mut(|idle| {
-            let list = idle.get_mut(&(self.id, username.to_owned()))?;
+            let list = idle.get_mut(&self.id)?.get_mut(username)?;
             while let Some(sender) = list.pop() {
                 if sender.is_ready() {
                     return Some(sender);
@@ -69,7 +70,11 @@ impl Pools {
 
     fn put(&self, username: &str, sender: SendRequest<Body>) {
         IDLE.with_borrow_mut(|idle| {
-            let list = idle.entry((self.id, username.to_owned())).or_default();
+            let users = idle.entry(self.id).or_default();
+            let list = match users.get_mut(username) {
+                Some(list) => list,
+                None => users.entry(username.to_owned()).or_default(),
+            };
             if list.len() < POOL_IDLE_MAX {
                 list.push(sender);
             }
@@ -79,7 +84,7 @@ impl Pools {
     /// Drop this thread's connections to an instance (it stopped). Other threads find theirs
     /// closed on next use and drop them then; an unsent request is retried on a fresh one.
     pub fn forget(&self, username: &str) {
-        IDLE.with_borrow_mut(|idle| idle.remove(&(self.id, username.to_owned())));
+        IDLE.with_borrow_mut(|idle| idle.get_mut(&self.id).and_then(|users| users.remove(username)));
     }
 }
 

@@ -111,18 +111,6 @@ impl Store {
         Ok(existed)
     }
 
-    /// Whether any namespace pins `cid` (as a root).
-    pub fn is_pinned_anywhere(&self, cid: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read()?;
-        for row in txn.open_table(PINS)?.iter()? {
-            let (k, _) = row?;
-            if k.value().split_once('\0').is_some_and(|(_, c)| c == cid) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// Delete every block not reachable from a pin. Runs in one write transaction, so an import
     /// in flight (whose blocks are not yet committed) cannot lose blocks to it, and nothing pinned
     /// is ever removed. Returns (blocks removed, bytes freed).

@@ -334,16 +334,15 @@ struct KuboAddQuery {
     cid_version: Option<u64>,
     raw_leaves: Option<bool>,
     chunker: Option<String>,
-    pin: Option<bool>,
-    quiet: Option<bool>,
 }
 
-/// `POST /api/v0/add` — multipart; one NDJSON line `{Name, Hash, Size}` per file.
+/// `POST /api/v0/add` — multipart; one NDJSON line `{Name, Hash, Size}` per file. Every add is
+/// pinned in the owner's namespace (an unpinned add would be the next GC's to take), so Kubo's
+/// `pin` and `quiet` parameters are accepted and ignored.
 async fn kubo_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<KuboAddQuery>, mut multipart: Multipart) -> Response {
     if let Err(r) = owner_only(&ctx) {
         return r;
     }
-    let _ = (q.pin, q.quiet);
     let profile = match Profile::from_kubo_params(q.cid_version, q.raw_leaves, q.chunker.as_deref()) {
         Ok(p) => p,
         Err(e) => return kubo_error(StatusCode::BAD_REQUEST, e.to_string()),

@@ -40,11 +40,6 @@ impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
         FileImporter { chunk: Vec::with_capacity(profile.chunk_bytes), profile, sink, levels: vec![Vec::new()], total: 0 }
     }
 
-    /// File bytes so far.
-    pub fn bytes_in(&self) -> u64 {
-        self.total
-    }
-
     /// Feed the next bytes of the file.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), Error> {
         self.total += data.len() as u64;
