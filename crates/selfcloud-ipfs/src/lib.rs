@@ -8,6 +8,7 @@
 //! returns [`Error::Malformed`] instead of panicking.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bitswap;
 pub mod car;
 pub mod export;
 pub mod import;
