@@ -1,0 +1,78 @@
+// A real Helia node (helia 5's parts: @helia/utils with bitswap from @helia/block-brokers, on
+// libp2p 2 with tcp/noise/yamux/identify) for selfcloud's Bitswap interop tests and benchmark.
+//
+//   node helia-peer.mjs fetch <multiaddr> <cid>   dial the peer, cat the file over Bitswap, print
+//                                                 {"bytes", "sha256", "seconds"}
+//   node helia-peer.mjs serve <file>              add the file (Helia's defaults: CIDv1, raw
+//                                                 leaves), print {"cid", "sha256", "addrs"}, serve
+//                                                 until stdin closes
+//
+// Built from parts rather than createHelia(): the full `helia` package pulls in webrtc, whose
+// install script downloads a native binary.
+// Node 20 lacks Promise.withResolvers, which libp2p's queues use; install it before they load.
+import './with-resolvers.mjs'
+import { Helia } from '@helia/utils'
+import { bitswap } from '@helia/block-brokers'
+import { libp2pRouting } from '@helia/routers'
+import { unixfs } from '@helia/unixfs'
+import { createLibp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { MemoryBlockstore } from 'blockstore-core'
+import { MemoryDatastore } from 'datastore-core'
+import { multiaddr } from '@multiformats/multiaddr'
+import { CID } from 'multiformats/cid'
+import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+
+const [mode, ...args] = process.argv.slice(2)
+if (!((mode === 'fetch' && args.length === 2) || (mode === 'serve' && args.length === 1))) {
+  console.error('usage: node helia-peer.mjs fetch <multiaddr> <cid> | serve <file>')
+  process.exit(2)
+}
+
+const libp2p = await createLibp2p({
+  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+  transports: [tcp()],
+  connectionEncrypters: [noise()],
+  streamMuxers: [yamux()],
+  services: { identify: identify() }
+})
+const helia = new Helia({
+  libp2p,
+  blockstore: new MemoryBlockstore(),
+  datastore: new MemoryDatastore(),
+  blockBrokers: [bitswap()],
+  routers: [libp2pRouting(libp2p)]
+})
+await helia.start()
+const fs = unixfs(helia)
+
+if (mode === 'fetch') {
+  const [addr, cid] = args
+  await libp2p.dial(multiaddr(addr))
+  const started = process.hrtime.bigint()
+  const hash = createHash('sha256')
+  let bytes = 0
+  for await (const chunk of fs.cat(CID.parse(cid), { signal: AbortSignal.timeout(120_000) })) {
+    hash.update(chunk)
+    bytes += chunk.byteLength
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9
+  console.log(JSON.stringify({ bytes, sha256: hash.digest('hex'), seconds }))
+  await helia.stop()
+  process.exit(0)
+} else {
+  const data = readFileSync(args[0])
+  const cid = await fs.addBytes(data)
+  const sha256 = createHash('sha256').update(data).digest('hex')
+  const addrs = libp2p.getMultiaddrs().map(String)
+  console.log(JSON.stringify({ cid: cid.toString(), sha256, addrs }))
+  process.stdin.resume()
+  process.stdin.on('end', async () => {
+    await helia.stop()
+    process.exit(0)
+  })
+}
