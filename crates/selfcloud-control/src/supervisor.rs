@@ -32,6 +32,8 @@ pub struct SupervisorConfig {
     pub start_timeout: Duration,
     /// Stop instances idle this long.
     pub idle_timeout: Duration,
+    /// Where instances' p2p nodes listen (`None`: offline).
+    pub p2p_host: Option<std::net::IpAddr>,
 }
 
 /// What one launch needs besides the config.
@@ -150,6 +152,10 @@ impl Supervisor {
         let mut cmd = tokio::process::Command::new(&self.config.exe);
         cmd.arg("instance").arg("--user").arg(&spec.username).arg("--dir").arg(&dir);
         cmd.arg("--memory-bytes").arg(spec.memory_bytes.to_string());
+        if let Some(host) = self.config.p2p_host {
+            let port = p2p_port(&dir, host).map_err(|e| fail(format!("choosing its p2p port: {e}")))?;
+            cmd.arg("--p2p-host").arg(host.to_string()).arg("--p2p-port").arg(port.to_string());
+        }
         if self.config.sandbox {
             cmd.arg("--uid").arg(spec.uid.to_string());
             for path in self.read_only_paths() {
@@ -305,4 +311,20 @@ fn chown_tree(dir: &Path, uid: u32) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The instance's p2p port: the one it had before (kept in `p2p-port` in its directory, so peers
+/// that knew its address find it again after hibernation) when still free, else a fresh one the
+/// kernel picks. The instance's sandbox lets it bind only this port.
+fn p2p_port(dir: &Path, host: std::net::IpAddr) -> std::io::Result<u16> {
+    let file = dir.join("p2p-port");
+    let previous = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<u16>().ok()).filter(|p| *p != 0);
+    if let Some(port) = previous {
+        if std::net::TcpListener::bind((host, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    let port = std::net::TcpListener::bind((host, 0))?.local_addr()?.port();
+    std::fs::write(&file, port.to_string())?;
+    Ok(port)
 }

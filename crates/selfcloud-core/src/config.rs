@@ -50,6 +50,11 @@ pub struct Config {
     /// Gateway threads, each with its own event loop and listening socket (`SO_REUSEPORT`).
     /// Default 0 = one per CPU. Env: `SELFCLOUD_GATEWAY_THREADS`.
     pub gateway_threads: usize,
+    /// Address each instance's p2p (IPFS/Bitswap) node listens on, on a TCP port of its own that
+    /// the supervisor picks and keeps across restarts. Default `127.0.0.1` (reachable from this
+    /// host only; set `0.0.0.0` or a public address to join the wider network). `None` runs every
+    /// instance offline. Env: `SELFCLOUD_P2P_HOST` (`off` for none).
+    pub p2p_host: Option<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -71,6 +76,7 @@ impl Default for Config {
             instance_start_timeout_ms: 10_000,
             sandbox: true,
             gateway_threads: 0,
+            p2p_host: Some(std::net::IpAddr::from([127, 0, 0, 1])),
         }
     }
 }
@@ -114,6 +120,12 @@ impl Config {
                 "1" | "true" | "on" => true,
                 "0" | "false" | "off" => false,
                 _ => return Err(ConfigError { name: "SELFCLOUD_SANDBOX", value: v, expected: "1 or 0" }),
+            };
+        }
+        if let Some(v) = env("SELFCLOUD_P2P_HOST") {
+            c.p2p_host = match v.as_str() {
+                "off" | "none" => None,
+                _ => Some(v.parse().map_err(|_| ConfigError { name: "SELFCLOUD_P2P_HOST", value: v, expected: "an IP address or off" })?),
             };
         }
         if c.rate_per_minute.contains(&0) {

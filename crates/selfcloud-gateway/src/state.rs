@@ -95,6 +95,7 @@ impl Gateway {
             sandbox: config.sandbox,
             start_timeout: Duration::from_millis(config.instance_start_timeout_ms),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            p2p_host: config.p2p_host,
         });
         supervisor.start_hibernation_loop();
         let audit = AuditLog::start(store.clone());

@@ -34,6 +34,8 @@ pub struct State {
     pub store: Arc<Store>,
     /// The identity public key, hex.
     pub identity_public: String,
+    /// The p2p node (absent when the instance runs offline).
+    pub p2p: Option<selfcloud_p2p::Node>,
 }
 
 pub(crate) type Shared = Arc<State>;
@@ -47,6 +49,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/storage", get(storage_list))
         .route("/v1/storage/{*key}", get(storage_get).put(storage_put).delete(storage_delete))
         .merge(crate::files::routes())
+        .merge(crate::network::routes())
         .fallback(not_here)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
@@ -129,6 +132,7 @@ fn store_result<T>(ctx: &Ctx, result: Result<T, StoreError>) -> Result<T, ApiErr
         Err(StoreError::QuotaExceeded { quota_bytes }) => {
             Err(ctx.fail(ApiError::new(ErrorCode::QuotaExceeded, format!("the tier's storage quota of {quota_bytes} bytes would be exceeded"))))
         }
+        Err(StoreError::Dag(reason)) => Err(ctx.fail(ApiError::invalid(reason))),
         Err(e) => {
             tracing::error!(error = %e, request_id = %ctx.request_id, "store failure");
             Err(ctx.fail(ApiError::internal()))
@@ -137,11 +141,12 @@ fn store_result<T>(ctx: &Ctx, result: Result<T, StoreError>) -> Result<T, ApiErr
 }
 
 async fn info(axum::extract::State(state): axum::extract::State<Shared>, _ctx: Ctx) -> Response {
+    let (peer_id, multiaddrs) = crate::network::identity(&state).await;
     let body = serde_json::json!({
         "username": state.username,
         "chain_address": null,
-        "peer_id": null,
-        "multiaddrs": [],
+        "peer_id": peer_id,
+        "multiaddrs": multiaddrs,
         "identity_public_key": state.identity_public,
         "versions": { "selfcloud": env!("CARGO_PKG_VERSION"), "api": "v1" },
     });

@@ -115,7 +115,7 @@ fn ipfs_error(ctx: &Ctx, e: selfcloud_ipfs::Error) -> ApiError {
     })
 }
 
-fn parse_cid(ctx: &Ctx, text: &str) -> Result<Cid, ApiError> {
+pub(crate) fn parse_cid(ctx: &Ctx, text: &str) -> Result<Cid, ApiError> {
     selfcloud_ipfs::parse_cid(text).map_err(|e| ctx.fail(ApiError::invalid(format!("{e}: {text:?}"))))
 }
 
@@ -256,8 +256,8 @@ async fn files_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<AddQue
 }
 
 #[derive(Deserialize)]
-struct AppParam {
-    app: Option<String>,
+pub(crate) struct AppParam {
+    pub(crate) app: Option<String>,
 }
 
 /// `GET /v1/files` — the caller's pins.
@@ -310,7 +310,7 @@ fn spawn_gc(store: Arc<Store>) {
 // ---------- Kubo RPC subset ----------
 
 /// Kubo's error body `{Message, Code, Type}`.
-fn kubo_error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn kubo_error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = serde_json::json!({ "Message": message.into(), "Code": 0, "Type": "error" });
     (status, axum::Json(body)).into_response()
 }
@@ -320,7 +320,7 @@ fn kubo_from_api(e: ApiError) -> Response {
 }
 
 #[allow(clippy::result_large_err)] // the error is the finished Kubo-shaped response
-fn owner_only(ctx: &Ctx) -> Result<(), Response> {
+pub(crate) fn owner_only(ctx: &Ctx) -> Result<(), Response> {
     // The gateway already lets only the owner through; this is the instance's own guard.
     match ctx.caller {
         Caller::Owner => Ok(()),
@@ -405,32 +405,34 @@ async fn kubo_cat(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuer
     }
 }
 
+/// `pin/add` — pin a DAG in the owner's namespace; blocks not held here are fetched from
+/// connected peers over Bitswap first.
 async fn kubo_pin_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
     let root = match owner_arg(&ctx, &q) {
         Ok(c) => c,
         Err(r) => return r,
     };
     let store = state.store.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+    let local = tokio::task::spawn_blocking(move || -> Result<(), selfcloud_ipfs::Error> {
         // Pin only what is complete: every block of the DAG must be here.
-        let mut size = 0u64;
-        export::walk(store.as_ref(), root, |_, block| {
-            size += block.len() as u64;
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-        let file_size = match export::stat(store.as_ref(), &root) {
-            Ok(Entry::File { size }) => size,
-            _ => size,
+        export::walk(store.as_ref(), root, |_, _| Ok(()))?;
+        let size = match export::stat(store.as_ref(), &root)? {
+            Entry::File { size } => size,
+            Entry::Directory(entries) => entries.iter().map(|(_, _, size)| size).sum(),
         };
-        let pin = Pin { cid: root.to_string(), size: file_size, name: None, kind: "recursive".into(), pinned_at: selfcloud_core::unix_now_ms() };
-        store.add_pin("owner", &pin).map_err(|e| e.to_string())
+        let pin = Pin { cid: root.to_string(), size, name: None, kind: "recursive".into(), pinned_at: selfcloud_core::unix_now_ms() };
+        store.add_pin("owner", &pin).map_err(|e| selfcloud_ipfs::Error::Store(e.to_string()))
     })
     .await;
-    match result {
-        Ok(Ok(())) => axum::Json(serde_json::json!({ "Pins": [root.to_string()] })).into_response(),
-        Ok(Err(e)) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(_) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    let pinned = match local {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(selfcloud_ipfs::Error::Missing(_))) if state.p2p.is_some() => crate::network::fetch_and_pin(&state, ctx.quota_bytes, root).await.map(|_| ()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("internal error".into()),
+    };
+    match pinned {
+        Ok(()) => axum::Json(serde_json::json!({ "Pins": [root.to_string()] })).into_response(),
+        Err(e) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 

@@ -17,6 +17,11 @@ impl Identity {
     pub fn public_hex(&self) -> String {
         selfcloud_core::hex(self.key.verifying_key().as_bytes())
     }
+    /// The secret key bytes, to derive the libp2p identity from (so the peer id is this key's);
+    /// they stay inside this process.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
     /// Sign a message (used by later components: chain, crypto routes).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer;

@@ -3,13 +3,13 @@
 //!
 //! It owns everything that is *the user's*: the encrypted store ([`store::Store`], a redb file whose
 //! values are sealed with the user's data key), the user's ed25519 identity key (generated here, on
-//! first start, and never written anywhere unsealed), and the instance API of SPEC §5 — today the
-//! storage rows, `/v1/info`, `/v1/usage` and `/v1/export`; later components (IPFS, database, chain,
-//! LLM) become modules composed into [`api::router`].
+//! first start, and never written anywhere unsealed), the user's IPFS node (blocks and pins in the
+//! store, a libp2p node from `selfcloud-p2p` serving only what the owner published), and the
+//! instance API of SPEC §5, composed in [`api::router`].
 //!
 //! It trusts the caller headers of [`selfcloud_core::caller`] because only the gateway can open its
-//! socket; it never verifies tokens, never opens a TCP port, and never reads anything outside its
-//! data directory (the sandbox would stop it if it tried).
+//! socket; it never verifies tokens, binds no TCP port but its own p2p port, and never reads
+//! anything outside its data directory (the sandbox would stop it if it tried).
 //!
 //! The data key arrives on stdin at start (never argv or env, which other processes can read).
 //! When the socket is bound the process prints `ready <identity public key hex>` on stdout, which is
@@ -20,6 +20,8 @@ pub mod api;
 pub mod blocks;
 pub mod files;
 pub mod identity;
+mod network;
+pub mod publish;
 pub mod store;
 
 use std::path::PathBuf;
@@ -34,6 +36,9 @@ pub struct InstanceConfig {
     pub username: String,
     /// The instance's own data directory (already created, owned by the instance's uid).
     pub data_dir: PathBuf,
+    /// Where the p2p node listens (a multiaddr such as `/ip4/127.0.0.1/tcp/40123`); `None` runs
+    /// offline: nothing is published or fetched.
+    pub p2p_listen: Option<String>,
 }
 
 impl InstanceConfig {
@@ -58,6 +63,9 @@ pub enum Error {
     /// Socket or stdio trouble.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The p2p node could not start.
+    #[error("p2p: {0}")]
+    P2p(String),
 }
 
 /// Run the instance until SIGTERM/SIGINT. Must be called inside a tokio runtime.
@@ -79,7 +87,11 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
     }
     let listener = tokio::net::UnixListener::bind(&socket)?;
     set_owner_only(&socket)?;
-    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex() });
+    let p2p = match &config.p2p_listen {
+        Some(listen) => Some(start_p2p(listen, &identity, &store).await?),
+        None => None,
+    };
+    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), p2p });
     let app = api::router(state);
     {
         use std::io::Write;
@@ -90,6 +102,18 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
     tracing::info!(user = %config.username, "instance answering");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
+}
+
+/// How long one wanted block may take to arrive from peers.
+const WANT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn start_p2p(listen: &str, identity: &identity::Identity, store: &Arc<store::Store>) -> Result<selfcloud_p2p::Node, Error> {
+    let listen = listen.parse().map_err(|e| Error::P2p(format!("listen address {listen:?}: {e}")))?;
+    let keypair = selfcloud_p2p::Keypair::ed25519_from_bytes(identity.secret_bytes()).map_err(|e| Error::P2p(e.to_string()))?;
+    let config = selfcloud_p2p::Config { listen, agent: concat!("selfcloud/", env!("CARGO_PKG_VERSION")).into(), want_timeout: WANT_TIMEOUT };
+    let node = selfcloud_p2p::Node::start(keypair, config, Arc::new(publish::Served(store.clone()))).await.map_err(|e| Error::P2p(e.to_string()))?;
+    tracing::info!(peer_id = %node.peer_id(), "p2p node listening");
+    Ok(node)
 }
 
 fn set_owner_only(path: &std::path::Path) -> std::io::Result<()> {

@@ -40,6 +40,9 @@ pub enum StoreError {
         /// The quota.
         quota_bytes: u64,
     },
+    /// A DAG the operation needs whole is not (a block is missing or malformed).
+    #[error("{0}")]
+    Dag(String),
 }
 
 macro_rules! db_err {
@@ -79,6 +82,7 @@ impl Store {
             txn.open_table(KV)?;
             txn.open_table(crate::blocks::BLOCKS)?;
             txn.open_table(crate::blocks::PINS)?;
+            crate::publish::create_tables(&txn)?;
         }
         txn.commit()?;
         let store = Store { db, key };

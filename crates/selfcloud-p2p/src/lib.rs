@@ -18,10 +18,10 @@ use std::time::Duration;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use cid::Cid;
-use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 pub use libp2p::identity::Keypair;
+pub use libp2p::{Multiaddr, PeerId};
 
 /// What the node may serve. Called from blocking threads; implementations may do I/O.
 pub trait Blocks: Send + Sync + 'static {

@@ -1,5 +1,6 @@
 //! Landlock: the instance sees its own data directory read-write and a few paths read-only;
-//! TCP bind/connect only on its own ports; no signals or abstract sockets outside its domain.
+//! TCP bind only on its own ports, TCP connect only when it runs a p2p node; no signals or abstract
+//! sockets outside its domain.
 
 use landlock::{
     Access,
@@ -17,7 +18,7 @@ pub(crate) fn restrict(plan: &Plan) -> Result<String, Error> {
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(TARGET_ABI))
         .map_err(|e| err(&e))?
-        .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
+        .handle_access(if plan.tcp_connect_any { AccessNet::BindTcp.into() } else { AccessNet::BindTcp | AccessNet::ConnectTcp })
         .map_err(|e| err(&e))?
         .scope(Scope::AbstractUnixSocket | Scope::Signal)
         .map_err(|e| err(&e))?
@@ -31,8 +32,8 @@ pub(crate) fn restrict(plan: &Plan) -> Result<String, Error> {
         let access = if path.is_dir() { AccessFs::from_read(TARGET_ABI) } else { AccessFs::from_file(TARGET_ABI) & AccessFs::from_read(TARGET_ABI) };
         ruleset = ruleset.add_rule(PathBeneath::new(fd, access)).map_err(|e| err(&e))?;
     }
-    for port in &plan.tcp_ports {
-        ruleset = ruleset.add_rule(NetPort::new(*port, AccessNet::BindTcp | AccessNet::ConnectTcp)).map_err(|e| err(&e))?;
+    for port in &plan.tcp_bind_ports {
+        ruleset = ruleset.add_rule(NetPort::new(*port, AccessNet::BindTcp)).map_err(|e| err(&e))?;
     }
     let status = ruleset.restrict_self().map_err(|e| err(&e))?;
     Ok(match status.ruleset {

@@ -41,8 +41,11 @@ pub struct Plan {
     pub open_files_max: u64,
     /// Process/thread limit (counted per uid by the kernel, so only meaningful with a private uid).
     pub processes_max: u64,
-    /// TCP ports the instance may bind or connect to (none today; later components add theirs).
-    pub tcp_ports: Vec<u16>,
+    /// TCP ports the instance may bind (its p2p port); every other bind is refused.
+    pub tcp_bind_ports: Vec<u16>,
+    /// Whether it may connect to any TCP port (a p2p node dials peers wherever they listen).
+    /// When false, every TCP connect is refused.
+    pub tcp_connect_any: bool,
 }
 
 /// Which layers of the sandbox are in force.

@@ -94,6 +94,12 @@ struct InstanceArgs {
     /// Skip the sandbox (debugging only; logged loudly).
     #[arg(long)]
     no_sandbox: bool,
+    /// Address the p2p node listens on (with --p2p-port); without it the instance runs offline.
+    #[arg(long, requires = "p2p_port")]
+    p2p_host: Option<std::net::IpAddr>,
+    /// The p2p node's TCP port: the only port the sandbox lets the instance bind.
+    #[arg(long, requires = "p2p_host")]
+    p2p_port: Option<u16>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -174,7 +180,12 @@ fn instance(args: InstanceArgs) -> anyhow::Result<()> {
         .max_blocking_threads(4)
         .build()
         .context("starting the instance runtime")?;
-    let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir };
+    let p2p_listen = match (args.p2p_host, args.p2p_port) {
+        (Some(std::net::IpAddr::V4(host)), Some(port)) => Some(format!("/ip4/{host}/tcp/{port}")),
+        (Some(std::net::IpAddr::V6(host)), Some(port)) => Some(format!("/ip6/{host}/tcp/{port}")),
+        _ => None,
+    };
+    let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir, p2p_listen };
     runtime.block_on(selfcloud_instance::serve(config, key)).context("instance failed")?;
     Ok(())
 }
@@ -188,7 +199,8 @@ fn sandbox_plan(args: &InstanceArgs) -> selfcloud_sandbox::Plan {
         memory_bytes: args.memory_bytes,
         open_files_max: 4096,
         processes_max: 64,
-        tcp_ports: Vec::new(),
+        tcp_bind_ports: args.p2p_port.into_iter().collect(),
+        tcp_connect_any: args.p2p_port.is_some(),
     }
 }
 

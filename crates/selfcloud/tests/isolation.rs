@@ -38,6 +38,8 @@ fn routes() -> Vec<Route> {
         r(Method::DELETE, "/v1/account", None, None),
         r(Method::POST, "/v1/ai/chat", Some(json!({"message": "hi"})), Some(Scope::AiChat)),
         r(Method::POST, "/v1/files", Some(json!({})), Some(Scope::FilesWrite)),
+        r(Method::POST, "/v1/files/QmNLei78zWmzUdbeRB3CiUfAizWUrbeeZh5K1rhAQKCh51/publish", None, Some(Scope::FilesWrite)),
+        r(Method::DELETE, "/v1/files/QmNLei78zWmzUdbeRB3CiUfAizWUrbeeZh5K1rhAQKCh51/publish", None, Some(Scope::FilesWrite)),
         r(Method::GET, "/v1/chain/info", None, Some(Scope::ChainRead)),
     ]
 }

@@ -1,0 +1,140 @@
+//! Instances on the IPFS network, end to end through a real `selfcloud up`: publishing, Bitswap
+//! between two users' instances, a real Helia node from npm fetching from an instance and
+//! serving one, and nothing unpublished leaving an instance.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::TestSystem;
+use reqwest::Method;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+async fn send(sys: &TestSystem, method: Method, path: &str, token: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let resp = reqwest::Client::new().request(method, format!("{}{path}", sys.client.base)).bearer_auth(token).body(body).send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.bytes().await.expect("body").to_vec())
+}
+
+fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or(Value::Null)
+}
+
+async fn add(sys: &TestSystem, user: &str, token: &str, data: &[u8]) -> String {
+    let (status, body) = send(sys, Method::POST, &format!("/i/{user}/v1/files"), token, data.to_vec()).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    json(&body)["cid"].as_str().unwrap().to_owned()
+}
+
+/// Publish and return the instance's first multiaddr.
+async fn publish(sys: &TestSystem, user: &str, token: &str, cid: &str) -> String {
+    let (status, body) = send(sys, Method::POST, &format!("/i/{user}/v1/files/{cid}/publish"), token, vec![]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = json(&body);
+    assert_eq!(answer["published"], true);
+    answer["multiaddrs"][0].as_str().expect("the instance listens").to_owned()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn helia_script() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/js");
+    assert!(dir.join("node_modules/@helia/utils").exists(), "Helia is not installed: run scripts/setup.sh (it runs `npm ci` in interop/js)");
+    dir.join("helia-peer.mjs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_exchange_published_files_and_nothing_else() {
+    let sys = TestSystem::start(&[]);
+    let alice = sys.user("alice").await;
+    let bob = sys.user("bob").await;
+    let data = pattern(5 * 262_144 + 99, 0xdead_beef);
+    let cid = add(&sys, "alice", &alice, &data).await;
+    let secret = add(&sys, "alice", &alice, b"alice's diary").await;
+
+    // /v1/info names the node; an app cannot publish what its namespace does not pin.
+    let (_, info) = send(&sys, Method::GET, "/i/alice/v1/info", &alice, vec![]).await;
+    assert!(json(&info)["peer_id"].as_str().is_some_and(|p| p.starts_with("12D3Koo")), "{}", String::from_utf8_lossy(&info));
+    let app = sys.app(&alice, "x").await;
+    let app_token = sys.grant(&app, &alice, "files:write").await.access_token;
+    let (status, body) = send(&sys, Method::POST, &format!("/i/alice/v1/files/{cid}/publish"), &app_token, vec![]).await;
+    assert_eq!((status, json(&body)["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
+    let addr = publish(&sys, "alice", &alice, &cid).await;
+
+    // Bob's instance dials Alice's and fetches the published file over Bitswap.
+    let (status, body) = send(&sys, Method::POST, &format!("/i/bob/api/v0/swarm/connect?arg={addr}"), &bob, vec![]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = send(&sys, Method::POST, &format!("/i/bob/api/v0/pin/add?arg={cid}"), &bob, vec![]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, got) = send(&sys, Method::POST, &format!("/i/bob/api/v0/cat?arg={cid}"), &bob, vec![]).await;
+    assert_eq!(status, 200);
+    assert!(got == data, "bob's copy differs");
+
+    // The unpublished file is refused like a missing one.
+    let (status, body) = send(&sys, Method::POST, &format!("/i/bob/api/v0/pin/add?arg={secret}"), &bob, vec![]).await;
+    assert_eq!(status, 500);
+    assert!(json(&body)["Message"].as_str().is_some_and(|m| m.contains("no connected peer has block")), "{}", String::from_utf8_lossy(&body));
+
+    // Unpublished again: a fresh fetch is refused too.
+    let (status, _) = send(&sys, Method::DELETE, &format!("/i/alice/v1/files/{cid}/publish"), &alice, vec![]).await;
+    assert_eq!(status, 200);
+    let (status, body) = send(&sys, Method::DELETE, &format!("/i/alice/v1/files/{cid}/publish"), &alice, vec![]).await;
+    assert_eq!((status, json(&body)["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
+    send(&sys, Method::POST, &format!("/i/bob/api/v0/pin/rm?arg={cid}"), &bob, vec![]).await;
+    send(&sys, Method::POST, "/i/bob/api/v0/repo/gc", &bob, vec![]).await;
+    let (status, _) = send(&sys, Method::POST, &format!("/i/bob/api/v0/pin/add?arg={cid}"), &bob, vec![]).await;
+    assert_eq!(status, 500, "an unpublished file must not be fetched");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helia_fetches_from_an_instance_and_an_instance_fetches_from_helia() {
+    let sys = TestSystem::start(&[]);
+    let alice = sys.user("alice").await;
+
+    // Helia ← instance.
+    let data = pattern(6 * 262_144 + 7, 0x1357_9bdf);
+    let cid = add(&sys, "alice", &alice, &data).await;
+    let addr = publish(&sys, "alice", &alice, &cid).await;
+    let script = helia_script();
+    let out = tokio::task::spawn_blocking(move || Command::new("node").arg(script).args(["fetch", &addr, &cid]).output().expect("node")).await.unwrap();
+    assert!(out.status.success(), "Helia fetch failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&out.stdout);
+    assert_eq!(report["bytes"], data.len());
+    assert_eq!(report["sha256"], hex(&Sha256::digest(&data)));
+
+    // Instance ← Helia.
+    let theirs = pattern(3 * 1_048_576 + 5, 0x2468_ace0);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &theirs).unwrap();
+    let mut helia = Command::new("node").arg(helia_script()).arg("serve").arg(file.path()).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(helia.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let served = json(line.as_bytes());
+    let (their_cid, their_addr) = (served["cid"].as_str().unwrap(), served["addrs"][0].as_str().unwrap());
+    let (status, body) = send(&sys, Method::POST, &format!("/i/alice/api/v0/swarm/connect?arg={their_addr}"), &alice, vec![]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = send(&sys, Method::POST, &format!("/i/alice/api/v0/pin/add?arg={their_cid}"), &alice, vec![]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, got) = send(&sys, Method::GET, &format!("/i/alice/v1/files/{their_cid}"), &alice, vec![]).await;
+    assert_eq!(status, 200);
+    assert!(got == theirs, "the file fetched from Helia differs");
+    drop(helia.stdin.take());
+    assert!(helia.wait().unwrap().success());
+}
