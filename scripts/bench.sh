@@ -14,3 +14,4 @@ cargo build --release --locked -p selfcloud
 ./target/release/selfcloud bench provision "$@"
 ./target/release/selfcloud bench gateway
 ./target/release/selfcloud bench ipfs
+./target/release/selfcloud bench bitswap

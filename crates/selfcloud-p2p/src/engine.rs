@@ -120,7 +120,7 @@ impl Engine {
             Err(_) => {
                 let waiter = self.state().wants.remove(&cid);
                 if let Some(w) = waiter {
-                    self.cancel(cid, &w.asked, None).await;
+                    self.cancel(cid, &w.asked).await;
                     w.fail(|| Error::Timeout(cid));
                 }
                 Err(Error::Timeout(cid))
@@ -128,11 +128,12 @@ impl Engine {
         }
     }
 
-    /// Withdraw a want from the peers we asked (except the one that answered).
-    async fn cancel(self: &Arc<Self>, cid: Cid, asked: &HashSet<PeerId>, except: Option<PeerId>) {
+    /// Withdraw a want from the peers we asked.
+    async fn cancel(self: &Arc<Self>, cid: Cid, asked: &HashSet<PeerId>) {
         let outboxes: Vec<_> = {
             let mut state = self.state();
-            asked.iter().filter(|p| Some(**p) != except && state.peers.contains(p)).copied().collect::<Vec<_>>().into_iter().map(|p| self.outbox(&mut state, p)).collect()
+            let connected: Vec<PeerId> = asked.iter().filter(|p| state.peers.contains(p)).copied().collect();
+            connected.into_iter().map(|p| self.outbox(&mut state, p)).collect()
         };
         let cancel = Want { cid, priority: 1, cancel: true, want_type: WantType::Block, send_dont_have: false };
         for outbox in outboxes {
@@ -158,7 +159,10 @@ impl Engine {
                         let decoded = Message::decode(&buffer[at..at + len]);
                         buffer.drain(..at + len);
                         match decoded {
-                            Ok(message) => self.handle(peer, message).await,
+                            Ok(message) => {
+                                tracing::trace!(%peer, wants = message.wants.len(), blocks = message.blocks.len(), presences = message.presences.len(), bytes = len, "bitswap message in");
+                                self.handle(peer, message).await
+                            }
                             Err(e) => {
                                 tracing::debug!(%peer, error = %e, "dropping a peer's stream after a malformed Bitswap message");
                                 return;
@@ -193,9 +197,9 @@ impl Engine {
         for (cid, data) in message.blocks {
             let waiter = self.state().wants.remove(&cid);
             if let Some(w) = waiter {
-                if w.asked.len() > 1 {
-                    self.cancel(cid, &w.asked, Some(peer)).await;
-                }
+                // Cancel everywhere, the sender included: a peer keeps a want in its ledger
+                // until cancelled, and Helia sends the block again on our next wantlist update.
+                self.cancel(cid, &w.asked).await;
                 for reply in w.replies {
                     let _ = reply.send(Ok(data.clone()));
                 }
@@ -273,6 +277,7 @@ async fn write_loop(mut control: libp2p_stream::Control, peer: PeerId, mut queue
             frame.presences.extend(next.presences);
         }
         let bytes = frame.encode_framed();
+        tracing::trace!(%peer, wants = frame.wants.len(), blocks = frame.blocks.len(), presences = frame.presences.len(), bytes = bytes.len(), "bitswap message out");
         for _attempt in 0..2 {
             if stream.is_none() {
                 match control.open_stream(peer, protocol.clone()).await {

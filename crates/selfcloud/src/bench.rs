@@ -40,6 +40,12 @@ pub enum Which {
         #[arg(long, default_value_t = 1024)]
         mib: u64,
     },
+    /// Time to move a file over Bitswap: Rust → Rust, instance → instance, and both ways with Helia.
+    Bitswap {
+        /// File size in MiB.
+        #[arg(long, default_value_t = 64)]
+        mib: usize,
+    },
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
@@ -52,6 +58,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || crate::bench_ipfs::run(&dir, mib)).await?
         }
+        Which::Bitswap { mib } => crate::bench_bitswap::run(&dir, mib).await,
     };
     let _ = std::fs::remove_dir_all(&dir);
     result

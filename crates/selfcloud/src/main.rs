@@ -6,6 +6,7 @@
 //! * `selfcloud bench provision|gateway` — the spine's benchmarks.
 
 mod bench;
+mod bench_bitswap;
 mod bench_ipfs;
 
 mod demo;
@@ -119,7 +120,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SELFCLOUD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SELFCLOUD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_swarm=warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
