@@ -37,6 +37,19 @@ try {
 } catch (e) {
   missing = e.message
 }
+// A CAR out and back in, a raw block, and the file as a tar archive.
+const carParts = []
+for await (const part of ipfs.dag.export(added.cid)) carParts.push(part)
+const car = Buffer.concat(carParts)
+const imported = []
+for await (const result of ipfs.dag.import([car])) imported.push(result.root.cid.toString())
+const block = await ipfs.block.put(new TextEncoder().encode('raw block'))
+const tarParts = []
+for await (const part of ipfs.get(added.cid)) tarParts.push(part)
+const tar = Buffer.concat(tarParts)
+const tarName = tar.subarray(0, 100).toString('utf8').replace(/\0.*$/s, '')
+const tarSize = parseInt(tar.subarray(124, 136).toString('utf8').replace(/\0.*$/s, '').trim(), 8)
+
 console.log(JSON.stringify({
   cid: added.cid.toString(),
   size: added.size,
@@ -46,5 +59,11 @@ console.log(JSON.stringify({
   pins,
   block_size: stat.size,
   removed: removed.toString(),
-  missing_error: missing
+  missing_error: missing,
+  car_bytes: car.length,
+  imported,
+  block_put: block.toString(),
+  tar_name: tarName,
+  tar_size: tarSize,
+  tar_bytes: tar.length
 }))

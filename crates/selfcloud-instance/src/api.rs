@@ -50,6 +50,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/storage/{*key}", get(storage_get).put(storage_put).delete(storage_delete))
         .merge(crate::files::routes())
         .merge(crate::network::routes())
+        .merge(crate::dag_io::routes())
         .fallback(not_here)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)

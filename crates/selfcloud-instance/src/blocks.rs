@@ -250,6 +250,38 @@ impl BlockWriter<'_> {
     }
 }
 
+/// Per root: its file size once pinned, or why it was not.
+pub type RootOutcomes = Vec<(Cid, Result<u64, String>)>;
+
+impl BlockWriter<'_> {
+    /// Make every block durable and, in the same commit, pin in `namespace` each root whose
+    /// whole DAG is now here (written by this writer or before). Returns, per root, its file
+    /// size or why it was not pinned.
+    pub fn finish_pinning_complete(mut self, namespace: &str, roots: &[Cid]) -> Result<RootOutcomes, StoreError> {
+        let mut outcomes = Vec::with_capacity(roots.len());
+        let store = self.store;
+        {
+            let txn = self.txn()?;
+            let blocks = txn.open_table(BLOCKS)?;
+            let source = TxnBlocks { store, table: &blocks };
+            let mut pins = txn.open_table(PINS)?;
+            for root in roots {
+                let outcome = selfcloud_ipfs::export::walk(&source, *root, |_, _| Ok(())).and_then(|()| selfcloud_ipfs::export::stat(&source, root)).map(|entry| match entry {
+                    selfcloud_ipfs::export::Entry::File { size } => size,
+                    selfcloud_ipfs::export::Entry::Directory(entries) => entries.iter().map(|(_, _, size)| size).sum(),
+                });
+                if let Ok(size) = outcome {
+                    let pin = Pin { cid: root.to_string(), size, name: None, kind: "recursive".into(), pinned_at: selfcloud_core::unix_now_ms() };
+                    pins.insert(pin_key(namespace, &pin.cid).as_str(), serde_json::to_vec(&pin).unwrap_or_default().as_slice())?;
+                }
+                outcomes.push((*root, outcome.map_err(|e| e.to_string())));
+            }
+        }
+        self.commit_usage()?;
+        Ok(outcomes)
+    }
+}
+
 impl BlockSink for BlockWriter<'_> {
     fn put(&mut self, cid: &Cid, block: &[u8]) -> Result<(), selfcloud_ipfs::Error> {
         self.put_sealed(cid, block).map_err(|e| {

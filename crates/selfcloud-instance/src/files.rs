@@ -31,9 +31,9 @@ use crate::blocks::Pin;
 use crate::store::Store;
 
 /// Pieces of an upload in flight between the socket and the importer.
-const UPLOAD_QUEUE: usize = 16;
+pub(crate) const UPLOAD_QUEUE: usize = 16;
 /// Pieces of a download in flight.
-const DOWNLOAD_QUEUE: usize = 8;
+pub(crate) const DOWNLOAD_QUEUE: usize = 8;
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -56,8 +56,8 @@ pub(crate) fn routes() -> Router<Shared> {
 // ---------- shared machinery ----------
 
 /// A response body fed from a channel (the blocking reader is the sender).
-struct ChannelBody {
-    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+pub(crate) struct ChannelBody {
+    pub(crate) rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
 }
 
 impl http_body::Body for ChannelBody {
@@ -198,7 +198,7 @@ async fn import_stream(ctx: &Ctx, store: Arc<Store>, profile: Profile, namespace
 }
 
 /// A source of upload pieces: a raw body or one multipart field.
-trait Pieces {
+pub(crate) trait Pieces {
     /// The next piece, `None` at the end.
     fn next_piece(&mut self) -> StdPin<Box<dyn std::future::Future<Output = Result<Option<Bytes>, ApiError>> + Send + '_>>;
 }
@@ -373,8 +373,8 @@ async fn kubo_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<KuboAdd
 }
 
 #[derive(Deserialize)]
-struct ArgQuery {
-    arg: Option<String>,
+pub(crate) struct ArgQuery {
+    pub(crate) arg: Option<String>,
 }
 
 #[allow(clippy::result_large_err)] // the error is the finished Kubo-shaped response
@@ -469,7 +469,7 @@ async fn kubo_pin_ls(State(state): State<Shared>, ctx: Ctx) -> Response {
 
 /// The owner check and the `arg` CID every Kubo call that names a CID starts with.
 #[allow(clippy::result_large_err)] // the error is the finished Kubo-shaped response
-fn owner_arg(ctx: &Ctx, q: &ArgQuery) -> Result<Cid, Response> {
+pub(crate) fn owner_arg(ctx: &Ctx, q: &ArgQuery) -> Result<Cid, Response> {
     owner_only(ctx)?;
     arg_cid(q)
 }

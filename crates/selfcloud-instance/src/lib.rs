@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod blocks;
+mod dag_io;
 pub mod files;
 pub mod identity;
 mod network;

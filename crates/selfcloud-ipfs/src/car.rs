@@ -13,17 +13,6 @@ fn varint(mut n: u64, out: &mut Vec<u8>) {
     out.push(n as u8);
 }
 
-fn read_varint(bytes: &[u8]) -> Result<(u64, usize), Error> {
-    let mut n: u64 = 0;
-    for (i, b) in bytes.iter().enumerate().take(10) {
-        n |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok((n, i + 1));
-        }
-    }
-    Err(Error::Malformed("bad varint in CAR"))
-}
-
 /// The CAR v1 header for `roots`: dag-cbor `{"roots": [CID…], "version": 1}`, length-prefixed.
 pub fn header(roots: &[Cid]) -> Vec<u8> {
     // dag-cbor by hand is small here: a 2-entry map, keys in canonical (length, then bytewise) order.
@@ -64,28 +53,72 @@ pub fn section(cid: &Cid, block: &[u8]) -> Vec<u8> {
 /// Read a whole CAR v1 from memory: each block is verified against its CID and handed to `sink`.
 /// Returns the header's roots.
 pub fn read(car: &[u8], sink: &mut (impl BlockSink + ?Sized)) -> Result<Vec<Cid>, Error> {
-    let (header_len, used) = read_varint(car)?;
-    let header_len = usize::try_from(header_len).map_err(|_| Error::Malformed("CAR header too large"))?;
-    if header_len > HEADER_BYTES_MAX || used + header_len > car.len() {
-        return Err(Error::Malformed("CAR header length out of range"));
+    let mut reader = CarReader::new(car)?;
+    while let Some((cid, block)) = reader.next_block()? {
+        sink.put(&cid, &block)?;
     }
-    let roots = parse_header(&car[used..used + header_len])?;
-    let mut rest = &car[used + header_len..];
-    while !rest.is_empty() {
-        let (len, used) = read_varint(rest)?;
-        let len = usize::try_from(len).map_err(|_| Error::Malformed("CAR section too large"))?;
-        if len > crate::BLOCK_BYTES_MAX + 128 || used + len > rest.len() {
-            return Err(Error::Malformed("CAR section length out of range"));
-        }
-        let body = &rest[used..used + len];
-        let mut cursor = std::io::Cursor::new(body);
+    Ok(reader.roots)
+}
+
+/// Reads a CAR v1 from any byte stream, one verified block at a time, holding at most one
+/// section in memory (so a CAR larger than memory imports fine).
+pub struct CarReader<R: std::io::Read> {
+    input: R,
+    /// The header's roots.
+    pub roots: Vec<Cid>,
+}
+
+impl<R: std::io::Read> CarReader<R> {
+    /// Read and check the header.
+    pub fn new(mut input: R) -> Result<CarReader<R>, Error> {
+        let header_len = read_varint_from(&mut input)?.ok_or(Error::Malformed("empty CAR"))?;
+        let header_len = usize::try_from(header_len).ok().filter(|n| *n <= HEADER_BYTES_MAX).ok_or(Error::Malformed("CAR header length out of range"))?;
+        let mut header = vec![0u8; header_len];
+        input.read_exact(&mut header).map_err(|_| Error::Malformed("CAR header is truncated"))?;
+        let roots = parse_header(&header)?;
+        Ok(CarReader { input, roots })
+    }
+
+    /// The next block, verified against its CID; `None` at the end of the stream.
+    pub fn next_block(&mut self) -> Result<Option<(Cid, Vec<u8>)>, Error> {
+        let Some(len) = read_varint_from(&mut self.input)? else { return Ok(None) };
+        let len = usize::try_from(len).ok().filter(|n| *n <= crate::BLOCK_BYTES_MAX + 128).ok_or(Error::Malformed("CAR section length out of range"))?;
+        let mut body = vec![0u8; len];
+        self.input.read_exact(&mut body).map_err(|_| Error::Malformed("CAR section is truncated"))?;
+        let mut cursor = std::io::Cursor::new(&body[..]);
         let cid = Cid::read_bytes(&mut cursor).map_err(|_| Error::Malformed("bad CID in CAR section"))?;
-        let block = &body[cursor.position() as usize..];
-        crate::verify_block(&cid, block)?;
-        sink.put(&cid, block)?;
-        rest = &rest[used + len..];
+        let at = cursor.position() as usize;
+        body.drain(..at);
+        crate::verify_block(&cid, &body)?;
+        Ok(Some((cid, body)))
     }
-    Ok(roots)
+}
+
+/// A varint from a stream; `None` at a clean end of stream (before its first byte).
+fn read_varint_from(input: &mut impl std::io::Read) -> Result<Option<u64>, Error> {
+    let mut n: u64 = 0;
+    for i in 0..10 {
+        let Some(byte) = read_byte(input)? else {
+            return if i == 0 { Ok(None) } else { Err(Error::Malformed("CAR is truncated inside a varint")) };
+        };
+        n |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(Some(n));
+        }
+    }
+    Err(Error::Malformed("bad varint in CAR"))
+}
+
+fn read_byte(input: &mut impl std::io::Read) -> Result<Option<u8>, Error> {
+    let mut byte = [0u8];
+    loop {
+        match input.read(&mut byte) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(byte[0])),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::Store(format!("reading the CAR: {e}"))),
+        }
+    }
 }
 
 /// The roots of a CAR v1 header. Only what CAR writers emit is accepted: a map with `roots`

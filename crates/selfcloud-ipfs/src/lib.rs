@@ -15,7 +15,7 @@ pub mod import;
 pub mod profile;
 pub mod unixfs;
 
-pub use cid::Cid;
+pub use cid::{self, Cid};
 pub use export::FileReader;
 pub use import::{DirectoryBuilder, FileImporter, Imported};
 pub use profile::Profile;

@@ -51,10 +51,78 @@ async fn kubo_rpc_client_adds_cats_and_pins() {
     assert!(pins.contains(&want.as_str()) && pins.contains(&"bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"), "{pins:?}");
     assert_eq!(report["removed"], "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e");
     assert!(report["missing_error"].as_str().is_some_and(|m| !m.is_empty()), "a missing block is an error: {report}");
+    let car_len: usize = blocks.blocks.iter().map(|(c, b)| selfcloud_ipfs::car::section(c, b).len()).sum::<usize>() + selfcloud_ipfs::car::header(&[want.parse().unwrap()]).len();
+    assert_eq!(report["car_bytes"], car_len);
+    assert_eq!(report["imported"], serde_json::json!([want]));
+    let raw = selfcloud_ipfs::cid_of(selfcloud_ipfs::cid::Version::V1, selfcloud_ipfs::RAW, b"raw block");
+    assert_eq!(report["block_put"], raw.to_string());
+    assert_eq!(report["tar_name"], want.as_str());
+    assert_eq!(report["tar_size"], data.len());
+    assert!(report["tar_bytes"].as_u64().unwrap() >= data.len() as u64 + 1024);
 
     // An app's token never reaches the Kubo RPC, whatever its scopes.
     let app = sys.app(&alice, "x").await;
     let app_token = sys.grant(&app, &alice, "files:read files:write").await.access_token;
     let out = tokio::task::spawn_blocking(move || run_client(&url, &app_token, file.path())).await.unwrap();
     assert!(!out.status.success(), "an app token must be refused");
+}
+
+/// A multipart body with one file field.
+fn multipart(content: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "selfcloud-test-boundary";
+    let mut body = format!("--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"x.car\"\r\ncontent-type: application/octet-stream\r\n\r\n").into_bytes();
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn car_of(root: &selfcloud_ipfs::Cid, blocks: &selfcloud_ipfs::MemoryBlocks, skip: Option<&selfcloud_ipfs::Cid>) -> Vec<u8> {
+    let mut car = selfcloud_ipfs::car::header(&[*root]);
+    for (cid, block) in blocks.blocks.iter().filter(|(c, _)| Some(*c) != skip) {
+        car.extend_from_slice(&selfcloud_ipfs::car::section(cid, block));
+    }
+    car
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dag_import_pins_complete_roots_and_refuses_bad_cars() {
+    let sys = TestSystem::start(&[]);
+    let alice = sys.user("alice").await;
+    let post = |path: String, (content_type, body): (String, Vec<u8>)| {
+        let (client, token) = (sys.client.clone(), alice.clone());
+        async move { client.call_raw(reqwest::Method::POST, &path, Some(&token), &content_type, body).await.unwrap() }
+    };
+
+    let data = pattern(600 << 10);
+    let mut blocks = selfcloud_ipfs::MemoryBlocks::default();
+    let root = selfcloud_ipfs::import::import_bytes(selfcloud_ipfs::profile::UNIXFS_V0_2015, &data, &mut blocks).unwrap().cid;
+    let r = post("/i/alice/api/v0/dag/import".into(), multipart(&car_of(&root, &blocks, None))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let line: serde_json::Value = serde_json::from_str(r.text.lines().next().unwrap()).unwrap();
+    assert_eq!((line["Root"]["Cid"]["/"].as_str(), line["Root"]["PinErrorMsg"].as_str()), (Some(root.to_string().as_str()), Some("")));
+    let cat = reqwest::Client::new().post(format!("{}/i/alice/api/v0/cat?arg={root}", sys.client.base)).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(cat.status(), 200);
+    assert!(cat.bytes().await.unwrap() == data, "imported file differs");
+
+    // A CAR missing a leaf imports its blocks but pins nothing.
+    let other = pattern(300 << 10).into_iter().rev().collect::<Vec<u8>>();
+    let mut other_blocks = selfcloud_ipfs::MemoryBlocks::default();
+    let other_root = selfcloud_ipfs::import::import_bytes(selfcloud_ipfs::profile::UNIXFS_V0_2015, &other, &mut other_blocks).unwrap().cid;
+    let leaf = *other_blocks.blocks.keys().find(|c| **c != other_root).unwrap();
+    let r = post("/i/alice/api/v0/dag/import".into(), multipart(&car_of(&other_root, &other_blocks, Some(&leaf)))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("incomplete"), "{}", r.text);
+    let pins = post("/i/alice/api/v0/pin/ls".into(), ("text/plain".into(), vec![])).await;
+    assert!(!pins.text.contains(&other_root.to_string()), "{}", pins.text);
+
+    // A block that does not hash to its CID, and garbage, are refused.
+    let mut tampered = car_of(&root, &blocks, None);
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let r = post("/i/alice/api/v0/dag/import".into(), multipart(&tampered)).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("does not match"), "{}", r.text);
+    let r = post("/i/alice/api/v0/dag/import".into(), multipart(b"\xff\xff\xff\xff not a car")).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json["Type"], "error");
 }
