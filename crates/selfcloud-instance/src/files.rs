@@ -21,7 +21,7 @@ use axum::Router;
 use bytes::Bytes;
 use selfcloud_core::caller::Caller;
 use selfcloud_core::{ApiError, ErrorCode};
-use selfcloud_ipfs::export::{self, Entry};
+use selfcloud_ipfs::export::{self, ByteRange, DagScope, Entry};
 use selfcloud_ipfs::{BlockSource, Cid, FileImporter, Profile};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -86,13 +86,13 @@ fn stream_file(store: Arc<Store>, root: Cid) -> Body {
 }
 
 /// Stream a CAR v1 of the DAG under `root`.
-fn stream_car(store: Arc<Store>, root: Cid) -> Body {
+fn stream_car(store: Arc<Store>, root: Cid, scope: DagScope, range: Option<ByteRange>) -> Body {
     let (tx, rx) = mpsc::channel(DOWNLOAD_QUEUE);
     tokio::task::spawn_blocking(move || {
         if tx.blocking_send(Ok(Bytes::from(selfcloud_ipfs::car::header(&[root])))).is_err() {
             return;
         }
-        let result = export::walk(store.as_ref(), root, |cid, block| {
+        let result = export::walk_scoped(store.as_ref(), root, scope, range, |cid, block| {
             tx.blocking_send(Ok(Bytes::from(selfcloud_ipfs::car::section(cid, block)))).map_err(|_| selfcloud_ipfs::Error::Store("client went away".into()))
         });
         if let Err(e) = result {
@@ -500,7 +500,7 @@ async fn kubo_block_stat(State(state): State<Shared>, ctx: Ctx, Query(q): Query<
 
 async fn kubo_dag_export(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
     match owner_arg(&ctx, &q) {
-        Ok(root) => ([(header::CONTENT_TYPE, "application/vnd.ipld.car")], stream_car(state.store.clone(), root)).into_response(),
+        Ok(root) => ([(header::CONTENT_TYPE, "application/vnd.ipld.car")], stream_car(state.store.clone(), root, DagScope::All, None)).into_response(),
         Err(r) => r,
     }
 }
@@ -519,8 +519,11 @@ async fn kubo_repo_gc(State(state): State<Shared>, ctx: Ctx) -> Response {
 // ---------- trustless gateway ----------
 
 #[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
 struct GatewayQuery {
     format: Option<String>,
+    dag_scope: Option<String>,
+    entity_bytes: Option<String>,
 }
 
 /// `GET|HEAD /ipfs/{cid}` with `format=raw|car` or the matching `Accept`.
@@ -535,18 +538,34 @@ async fn gateway_get(State(state): State<Shared>, ctx: Ctx, Path(cid): Path<Stri
         None if accept.contains("application/vnd.ipld.car") => "car",
         None => return Err(ctx.fail(ApiError::invalid("this is a trustless gateway: ask for format=raw or format=car"))),
     };
+    let scope = match q.dag_scope.as_deref() {
+        None | Some("all") => DagScope::All,
+        Some("entity") => DagScope::Entity,
+        Some("block") => DagScope::Block,
+        Some(other) => return Err(ctx.fail(ApiError::invalid(format!("unsupported dag-scope {other:?} (block, entity or all)")))),
+    };
+    let range = match q.entity_bytes.as_deref() {
+        None => None,
+        Some(_) if format != "car" || scope != DagScope::Entity => return Err(ctx.fail(ApiError::invalid("entity-bytes goes with format=car and dag-scope=entity"))),
+        Some(text) => Some(ByteRange::parse(text).map_err(|e| ctx.fail(ApiError::invalid(e.to_string())))?),
+    };
     let store = state.store.clone();
     let Some(block) = tokio::task::spawn_blocking(move || store.get(&root)).await.map_err(|_| ctx.fail(ApiError::internal()))?.map_err(|e| ipfs_error(&ctx, e))? else {
         return Err(ctx.fail(ApiError::not_found(format!("block {root} is not here"))));
     };
-    let etag = HeaderValue::from_str(&format!("\"{root}.{format}\"")).map_err(|_| ctx.fail(ApiError::internal()))?;
+    // A CAR's bytes depend on its scope and range, so they are part of its entity tag.
+    let variant = match (format, scope) {
+        ("raw", _) | (_, DagScope::All) if range.is_none() => String::new(),
+        _ => format!(".{scope:?}.{}", q.entity_bytes.as_deref().unwrap_or("")).to_lowercase(),
+    };
+    let etag = HeaderValue::from_str(&format!("\"{root}.{format}{variant}\"")).map_err(|_| ctx.fail(ApiError::internal()))?;
     let mut response = if format == "raw" {
         let mut r = Response::new(Body::from(block.clone()));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.ipld.raw"));
         r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(block.len()));
         r
     } else {
-        let mut r = Response::new(stream_car(state.store.clone(), root));
+        let mut r = Response::new(stream_car(state.store.clone(), root, scope, range));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.ipld.car; version=1"));
         r
     };

@@ -149,4 +149,32 @@ async fn the_owner_speaks_kubo_rpc_and_trustless_gateway() {
     assert_eq!(status, 400, "a trustless gateway needs format or Accept");
     let (status, body, _) = send(&sys, Method::POST, "/i/alice/api/v0/add", Some(&alice), Some("multipart/form-data; boundary=x"), b"garbage".to_vec()).await;
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+
+    // dag-scope and entity-bytes pick blocks of a multi-block file.
+    let data = pattern(3 * 262_144 + 5);
+    let (status, body, _) = send(&sys, Method::POST, "/i/alice/v1/files", Some(&alice), None, data.clone()).await;
+    assert_eq!(status, 201);
+    let big = json(&body)["cid"].as_str().unwrap().to_owned();
+    let car_blocks = |query: String| {
+        let path = format!("/i/alice/ipfs/{big}?format=car&{query}");
+        let (sys, token) = (&sys, alice.clone());
+        async move {
+            let (status, car, headers) = send(sys, Method::GET, &path, Some(&token), None, vec![]).await;
+            assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&car));
+            let mut sink = selfcloud_ipfs::MemoryBlocks::default();
+            selfcloud_ipfs::car::read(&car, &mut sink).unwrap();
+            (sink.blocks.len(), headers["etag"].to_str().unwrap().to_owned())
+        }
+    };
+    let (all, all_tag) = car_blocks("dag-scope=all".into()).await;
+    assert_eq!(all, 5, "root and four leaves");
+    assert_eq!(car_blocks("dag-scope=block".into()).await.0, 1);
+    let (first, first_tag) = car_blocks("dag-scope=entity&entity-bytes=0:99".into()).await;
+    assert_eq!(first, 2, "root and the first leaf");
+    assert_ne!(all_tag, first_tag, "different bytes, different entity tags");
+    assert_eq!(car_blocks("dag-scope=entity&entity-bytes=-1:*".into()).await.0, 2, "root and the last leaf");
+    for bad in ["dag-scope=everything", "entity-bytes=0:1", "dag-scope=entity&entity-bytes=x:y"] {
+        let (status, body, _) = send(&sys, Method::GET, &format!("/i/alice/ipfs/{big}?format=car&{bad}"), Some(&alice), None, vec![]).await;
+        assert_eq!((status, code(&body).as_str()), (400, "INVALID_ARGUMENT"), "{bad}");
+    }
 }
