@@ -282,9 +282,62 @@ impl BlockWriter<'_> {
     }
 }
 
+impl BlockWriter<'_> {
+    /// Seal the new blocks of a batch on up to one thread per core, then insert them in order.
+    fn put_sealed_many(&mut self, blocks: &[(Cid, &[u8])]) -> Result<(), StoreError> {
+        let fresh: Vec<&(Cid, &[u8])> = {
+            let txn = self.txn()?;
+            let table = txn.open_table(BLOCKS)?;
+            let mut fresh = Vec::with_capacity(blocks.len());
+            for entry in blocks {
+                if table.get(entry.0.to_bytes().as_slice())?.is_none() {
+                    fresh.push(entry);
+                }
+            }
+            fresh
+        };
+        let key = &self.store.key;
+        let seal = |part: &[&(Cid, &[u8])]| part.iter().map(|(cid, block)| key.seal(&block_aad(cid), block)).collect::<Vec<_>>();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(fresh.len()).min(8);
+        let sealed: Vec<Vec<u8>> = if threads <= 1 {
+            seal(&fresh)
+        } else {
+            let per_thread = fresh.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let parts: Vec<_> = fresh.chunks(per_thread).map(|part| scope.spawn(move || seal(part))).collect();
+                parts.into_iter().zip(fresh.chunks(per_thread)).flat_map(|(h, part)| h.join().unwrap_or_else(|_| seal(part))).collect()
+            })
+        };
+        let mut added = 0usize;
+        {
+            let txn = self.txn()?;
+            let mut table = txn.open_table(BLOCKS)?;
+            for ((cid, _), sealed) in fresh.iter().map(|e| (e.0, e.1)).zip(&sealed) {
+                // A batch may hold the same block twice (a file of repeated chunks).
+                if table.insert(cid.to_bytes().as_slice(), sealed.as_slice())?.is_none() {
+                    added += sealed.len();
+                }
+            }
+        }
+        self.added_bytes += added as u64;
+        self.pending_bytes += added;
+        if self.pending_bytes >= COMMIT_EVERY_BYTES {
+            self.commit_usage()?;
+        }
+        Ok(())
+    }
+}
+
 impl BlockSink for BlockWriter<'_> {
     fn put(&mut self, cid: &Cid, block: &[u8]) -> Result<(), selfcloud_ipfs::Error> {
         self.put_sealed(cid, block).map_err(|e| {
+            self.over_quota |= matches!(e, StoreError::QuotaExceeded { .. });
+            to_ipfs(e)
+        })
+    }
+
+    fn put_many(&mut self, blocks: &[(Cid, &[u8])]) -> Result<(), selfcloud_ipfs::Error> {
+        self.put_sealed_many(blocks).map_err(|e| {
             self.over_quota |= matches!(e, StoreError::QuotaExceeded { .. });
             to_ipfs(e)
         })

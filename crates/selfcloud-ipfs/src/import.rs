@@ -5,6 +5,10 @@
 //! balanced builder: leaves fill a node of `links_max` links; full nodes become the links of the
 //! next level; at the end every partial level is closed bottom-up, so a partial subtree keeps full
 //! depth (a lone last leaf under a deep root sits under one-link nodes, as Kubo puts it).
+//!
+//! Leaves are hashed in batches of [`BATCH_BYTES`] across the machine's cores (hashing is the
+//! cost of an import, and leaves do not depend on each other), then handed to the sink in file
+//! order with [`BlockSink::put_many`], so the sink may seal or write them in parallel too.
 
 use bytes::Bytes;
 use cid::Version;
@@ -24,11 +28,17 @@ pub struct Imported {
     pub dag_size: u64,
 }
 
+/// Leaf bytes hashed together (at most this much more memory than one chunk).
+pub const BATCH_BYTES: usize = 8 << 20;
+
 /// Streams one file into blocks.
 pub struct FileImporter<'s, S: BlockSink + ?Sized> {
     profile: Profile,
     sink: &'s mut S,
     chunk: Vec<u8>,
+    /// Encoded leaf blocks not yet hashed, with the file bytes each holds.
+    batch: Vec<(Vec<u8>, u64)>,
+    batch_bytes: usize,
     /// `levels[0]` holds leaves, `levels[1]` nodes over leaves, …
     levels: Vec<Vec<Imported>>,
     total: u64,
@@ -37,7 +47,7 @@ pub struct FileImporter<'s, S: BlockSink + ?Sized> {
 impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
     /// Start a file.
     pub fn new(profile: Profile, sink: &'s mut S) -> Self {
-        FileImporter { chunk: Vec::with_capacity(profile.chunk_bytes), profile, sink, levels: vec![Vec::new()], total: 0 }
+        FileImporter { chunk: Vec::with_capacity(profile.chunk_bytes), batch: Vec::new(), batch_bytes: 0, profile, sink, levels: vec![Vec::new()], total: 0 }
     }
 
     /// Feed the next bytes of the file.
@@ -70,6 +80,7 @@ impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
             let chunk = std::mem::take(&mut self.chunk);
             self.leaf(&chunk)?;
         }
+        self.flush_batch()?;
         let mut level = 0;
         loop {
             let higher_pending = self.levels[level + 1..].iter().any(|l| !l.is_empty());
@@ -88,18 +99,35 @@ impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
     }
 
     fn leaf(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let leaf = if self.profile.raw_leaves {
-            let cid = cid_of(Version::V1, RAW, bytes);
-            self.sink.put(&cid, bytes)?;
-            Imported { cid, size: bytes.len() as u64, dag_size: bytes.len() as u64 }
+        let block = if self.profile.raw_leaves {
+            bytes.to_vec()
         } else {
             let data = Data { data: (!bytes.is_empty()).then_some(bytes), filesize: Some(bytes.len() as u64), ..Data::new(Kind::File) };
-            let block = PbNode { links: Vec::new(), data: Some(Bytes::from(data.encode())) }.into_bytes();
-            let cid = cid_of(self.profile.cid_version, DAG_PB, &block);
-            self.sink.put(&cid, &block)?;
-            Imported { cid, size: bytes.len() as u64, dag_size: block.len() as u64 }
+            PbNode { links: Vec::new(), data: Some(Bytes::from(data.encode())) }.into_bytes().to_vec()
         };
-        self.push(0, leaf)
+        self.batch_bytes += block.len();
+        self.batch.push((block, bytes.len() as u64));
+        if self.batch_bytes >= BATCH_BYTES {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Hash the batched leaves (in parallel), store them, and link them in file order.
+    fn flush_batch(&mut self) -> Result<(), Error> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let (version, codec) = if self.profile.raw_leaves { (Version::V1, RAW) } else { (self.profile.cid_version, DAG_PB) };
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let cids = hash_all(&batch, version, codec);
+        let blocks: Vec<(Cid, &[u8])> = cids.iter().zip(&batch).map(|(cid, (block, _))| (*cid, block.as_slice())).collect();
+        self.sink.put_many(&blocks)?;
+        for (cid, (block, size)) in cids.into_iter().zip(&batch) {
+            self.push(0, Imported { cid, size: *size, dag_size: block.len() as u64 })?;
+        }
+        Ok(())
     }
 
     fn push(&mut self, level: usize, node: Imported) -> Result<(), Error> {
@@ -125,6 +153,20 @@ impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
         let dag_size = block.len() as u64 + children.iter().map(|c| c.dag_size).sum::<u64>();
         Ok(Imported { cid, size, dag_size })
     }
+}
+
+/// The CIDs of `blocks`, in order, hashed on up to one thread per core.
+fn hash_all(blocks: &[(Vec<u8>, u64)], version: Version, codec: u64) -> Vec<Cid> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blocks.len()).min(8);
+    if threads <= 1 {
+        return blocks.iter().map(|(b, _)| cid_of(version, codec, b)).collect();
+    }
+    let per_thread = blocks.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = blocks.chunks(per_thread).map(|part| scope.spawn(move || part.iter().map(|(b, _)| cid_of(version, codec, b)).collect::<Vec<_>>())).collect();
+        // A hashing thread cannot panic short of a bug; fall back to hashing here if one did.
+        parts.into_iter().zip(blocks.chunks(per_thread)).flat_map(|(h, part)| h.join().unwrap_or_else(|_| part.iter().map(|(b, _)| cid_of(version, codec, b)).collect())).collect()
+    })
 }
 
 /// One directory level (not sharded): named links to files or directories.

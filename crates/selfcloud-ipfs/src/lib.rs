@@ -62,6 +62,14 @@ pub enum Error {
 pub trait BlockSink {
     /// Store one block under its CID.
     fn put(&mut self, cid: &Cid, block: &[u8]) -> Result<(), Error>;
+
+    /// Store several blocks, in order (a sink may work on them in parallel).
+    fn put_many(&mut self, blocks: &[(Cid, &[u8])]) -> Result<(), Error> {
+        for (cid, block) in blocks {
+            self.put(cid, block)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where blocks are read from.
