@@ -43,12 +43,44 @@ pub fn stat(source: &(impl BlockSource + ?Sized), cid: &Cid) -> Result<Entry, Er
             match data.kind {
                 Kind::File | Kind::Raw => Ok(Entry::File { size: data.filesize.unwrap_or(data.data.map_or(0, |d| d.len() as u64)) }),
                 Kind::Directory => Ok(Entry::Directory(node.links.into_iter().map(|l| (l.name.unwrap_or_default(), l.cid, l.size.unwrap_or(0))).collect())),
-                Kind::HamtShard => Err(Error::Unsupported("sharded directories")),
+                Kind::HamtShard => {
+                    let mut entries = Vec::new();
+                    shard_entries(source, node, &mut entries, 0)?;
+                    Ok(Entry::Directory(entries))
+                }
                 Kind::Symlink | Kind::Metadata => Err(Error::Unsupported("symlinks and metadata nodes")),
             }
         }
         _ => Err(Error::Unsupported("files in codecs other than dag-pb and raw")),
     }
+}
+
+/// Collect a HAMT shard's entries: links named `XX` + name are entries; links named just `XX`
+/// (two hex digits) are sub-shards, followed. Bounded depth and entry count.
+fn shard_entries(source: &(impl BlockSource + ?Sized), node: PbNode, entries: &mut Vec<(String, Cid, u64)>, depth: usize) -> Result<(), Error> {
+    if depth > 64 {
+        return Err(Error::Malformed("HAMT too deep"));
+    }
+    for link in node.links {
+        let name = link.name.unwrap_or_default();
+        if name.len() < 2 || !name.is_char_boundary(2) || !name[..2].bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Malformed("HAMT link name lacks its index prefix"));
+        }
+        if name.len() == 2 {
+            let child = decode_pb(fetch(source, &link.cid)?)?;
+            let data = Data::decode(child.data.as_deref().ok_or(Error::Malformed("dag-pb node without UnixFS data"))?)?;
+            if data.kind != Kind::HamtShard {
+                return Err(Error::Malformed("HAMT sub-shard link to a node that is not a shard"));
+            }
+            shard_entries(source, child, entries, depth + 1)?;
+        } else {
+            if entries.len() >= PENDING_LINKS_MAX {
+                return Err(Error::Malformed("directory too large"));
+            }
+            entries.push((name[2..].to_owned(), link.cid, link.size.unwrap_or(0)));
+        }
+    }
+    Ok(())
 }
 
 /// The bytes of a file, in order, as an iterator of pieces (one per leaf).

@@ -15,6 +15,7 @@ use cid::Version;
 use ipld_dagpb::{PbLink, PbNode};
 
 use crate::unixfs::{Data, Kind};
+use crate::profile::{ShardEstimate, SHARD_THRESHOLD_BYTES};
 use crate::{cid_of, BlockSink, Cid, Error, Profile, DAG_PB, RAW};
 
 /// A node of the DAG, as its parent links to it.
@@ -169,7 +170,7 @@ fn hash_all(blocks: &[(Vec<u8>, u64)], version: Version, codec: u64) -> Vec<Cid>
     })
 }
 
-/// One directory level (not sharded): named links to files or directories.
+/// One directory level: named links to files or directories.
 #[derive(Debug, Default)]
 pub struct DirectoryBuilder {
     entries: Vec<(String, Imported)>,
@@ -196,12 +197,25 @@ impl DirectoryBuilder {
         Ok(())
     }
 
-    /// Write the directory node; links are sorted by name (dag-pb's canonical order).
-    pub fn finish(self, profile: &Profile, sink: &mut (impl BlockSink + ?Sized)) -> Result<Imported, Error> {
+    /// Write the directory: one node with links sorted by name (dag-pb's canonical order), or,
+    /// when the profile's size estimate exceeds Kubo's 256 KiB threshold, a HAMT
+    /// ([`crate::hamt`]).
+    pub fn finish(mut self, profile: &Profile, sink: &mut (impl BlockSink + ?Sized)) -> Result<Imported, Error> {
+        self.entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let size = self.entries.iter().map(|(_, e)| e.size).sum();
         let children_dag: u64 = self.entries.iter().map(|(_, e)| e.dag_size).sum();
-        let links = self.entries.into_iter().map(|(name, e)| PbLink { cid: e.cid, name: Some(name), size: Some(e.dag_size) }).collect();
+        let estimate = match profile.shard_estimate {
+            ShardEstimate::LinkBytes => self.entries.iter().map(|(name, e)| name.len() + e.cid.encoded_len()).sum(),
+            ShardEstimate::BlockBytes => 0, // measured on the encoded node below
+        };
+        if estimate > SHARD_THRESHOLD_BYTES {
+            return crate::hamt::build(self.entries, profile, sink);
+        }
+        let links: Vec<PbLink> = self.entries.iter().map(|(name, e)| PbLink { cid: e.cid, name: Some(name.clone()), size: Some(e.dag_size) }).collect();
         let block = PbNode { links, data: Some(Bytes::from(Data::new(Kind::Directory).encode())) }.into_bytes();
+        if profile.shard_estimate == ShardEstimate::BlockBytes && block.len() > SHARD_THRESHOLD_BYTES {
+            return crate::hamt::build(self.entries, profile, sink);
+        }
         let cid = cid_of(profile.cid_version, DAG_PB, &block);
         sink.put(&cid, &block)?;
         Ok(Imported { cid, size, dag_size: block.len() as u64 + children_dag })

@@ -11,6 +11,7 @@
 pub mod bitswap;
 pub mod car;
 pub mod export;
+pub mod hamt;
 pub mod import;
 pub mod profile;
 pub mod unixfs;

@@ -15,13 +15,28 @@ pub struct Profile {
     pub chunk_bytes: usize,
     /// Most links in one internal node of the balanced layout.
     pub links_max: usize,
+    /// How a directory's size is estimated against [`SHARD_THRESHOLD_BYTES`] to decide whether
+    /// it becomes a HAMT.
+    pub shard_estimate: ShardEstimate,
 }
 
+/// Kubo's directory-size estimates for the sharding decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardEstimate {
+    /// Sum of each link's name bytes and CID bytes (go-unixfs, the 2015 profile).
+    LinkBytes,
+    /// The flat directory node's exact encoded size (the 2025 profile).
+    BlockBytes,
+}
+
+/// A directory whose estimate exceeds this becomes a HAMT (Kubo's `HAMTShardingSize`).
+pub const SHARD_THRESHOLD_BYTES: usize = 262_144;
+
 /// Kubo's default (`unixfs-v0-2015`): CIDv0, dag-pb leaves, 256 KiB chunks, 174 links per node.
-pub const UNIXFS_V0_2015: Profile = Profile { cid_version: Version::V0, raw_leaves: false, chunk_bytes: 262_144, links_max: 174 };
+pub const UNIXFS_V0_2015: Profile = Profile { cid_version: Version::V0, raw_leaves: false, chunk_bytes: 262_144, links_max: 174, shard_estimate: ShardEstimate::LinkBytes };
 
 /// Kubo's `unixfs-v1-2025`: CIDv1, raw leaves, 1 MiB chunks, 1024 links per node.
-pub const UNIXFS_V1_2025: Profile = Profile { cid_version: Version::V1, raw_leaves: true, chunk_bytes: 1_048_576, links_max: 1024 };
+pub const UNIXFS_V1_2025: Profile = Profile { cid_version: Version::V1, raw_leaves: true, chunk_bytes: 1_048_576, links_max: 1024, shard_estimate: ShardEstimate::BlockBytes };
 
 /// Largest chunk Kubo accepts (and the Bitswap block limit minus headroom).
 pub const CHUNK_BYTES_MAX: usize = 1_048_576;

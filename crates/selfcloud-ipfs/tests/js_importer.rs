@@ -95,3 +95,38 @@ fn a_directory_matches_the_js_importer() {
         assert_eq!(ours.dag_size, *js_size, "{name}: directory size");
     }
 }
+
+#[test]
+fn a_directory_over_the_threshold_is_sharded_like_the_js_importer() {
+    // 2,300 entries with 100-byte names: over 256 KiB by either profile's estimate, and deep
+    // enough that some indices hold sub-shards.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("big");
+    std::fs::create_dir(&dir).unwrap();
+    let names: Vec<String> = (0..2_300).map(|i| format!("{i:05}-{}", "n".repeat(94))).collect();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(dir.join(name), format!("file number {i}")).unwrap();
+    }
+    for profile_name in ["unixfs-v0-2015", "unixfs-v1-2025"] {
+        let profile = Profile::named(profile_name).unwrap();
+        let js = js_import(profile_name, &[&dir]);
+        let (_, js_cid, js_size) = js.iter().find(|(p, _, _)| p == "big").expect("the JS importer reports the directory");
+        let mut blocks = MemoryBlocks::default();
+        let mut builder = DirectoryBuilder::new();
+        for name in &names {
+            builder.add(name, import_bytes(profile, &std::fs::read(dir.join(name)).unwrap(), &mut blocks).unwrap()).unwrap();
+        }
+        let ours = builder.finish(&profile, &mut blocks).unwrap();
+        assert_eq!(&ours.cid.to_string(), js_cid, "{profile_name}: sharded directory CID");
+        assert_eq!(ours.dag_size, *js_size, "{profile_name}: sharded directory size");
+        // And it reads back as the same directory.
+        match selfcloud_ipfs::export::stat(&blocks, &ours.cid).unwrap() {
+            selfcloud_ipfs::export::Entry::Directory(entries) => {
+                let mut listed: Vec<String> = entries.into_iter().map(|(n, _, _)| n).collect();
+                listed.sort();
+                assert_eq!(listed, names, "{profile_name}: entries read back");
+            }
+            other => panic!("{profile_name}: a directory, not {other:?}"),
+        }
+    }
+}
