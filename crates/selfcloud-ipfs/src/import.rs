@@ -6,9 +6,11 @@
 //! next level; at the end every partial level is closed bottom-up, so a partial subtree keeps full
 //! depth (a lone last leaf under a deep root sits under one-link nodes, as Kubo puts it).
 //!
-//! Leaves are hashed in batches of [`BATCH_BYTES`] across the machine's cores (hashing is the
-//! cost of an import, and leaves do not depend on each other), then handed to the sink in file
-//! order with [`BlockSink::put_many`], so the sink may seal or write them in parallel too.
+//! Leaves are hashed in batches of [`BATCH_BYTES`] on background threads, one per core (hashing
+//! is the cost of an import, and leaves do not depend on each other), while the caller goes on
+//! feeding the next batch; a hashed batch is handed to the sink in file order with
+//! [`BlockSink::put_many`], so the sink may seal or write it in parallel too. At most two batches
+//! are in memory: the one being filled and the one being hashed.
 
 use bytes::Bytes;
 use cid::Version;
@@ -40,6 +42,8 @@ pub struct FileImporter<'s, S: BlockSink + ?Sized> {
     /// Encoded leaf blocks not yet hashed, with the file bytes each holds.
     batch: Vec<(Vec<u8>, u64)>,
     batch_bytes: usize,
+    /// The previous batch, being hashed in the background.
+    hashing: Option<Hashing>,
     /// `levels[0]` holds leaves, `levels[1]` nodes over leaves, …
     levels: Vec<Vec<Imported>>,
     total: u64,
@@ -48,7 +52,7 @@ pub struct FileImporter<'s, S: BlockSink + ?Sized> {
 impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
     /// Start a file.
     pub fn new(profile: Profile, sink: &'s mut S) -> Self {
-        FileImporter { chunk: Vec::with_capacity(profile.chunk_bytes), batch: Vec::new(), batch_bytes: 0, profile, sink, levels: vec![Vec::new()], total: 0 }
+        FileImporter { chunk: Vec::with_capacity(profile.chunk_bytes), batch: Vec::new(), batch_bytes: 0, hashing: None, profile, sink, levels: vec![Vec::new()], total: 0 }
     }
 
     /// Feed the next bytes of the file.
@@ -82,6 +86,9 @@ impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
             self.leaf(&chunk)?;
         }
         self.flush_batch()?;
+        if let Some(last) = self.hashing.take() {
+            self.store_hashed(last)?;
+        }
         let mut level = 0;
         loop {
             let higher_pending = self.levels[level + 1..].iter().any(|l| !l.is_empty());
@@ -100,12 +107,7 @@ impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
     }
 
     fn leaf(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let block = if self.profile.raw_leaves {
-            bytes.to_vec()
-        } else {
-            let data = Data { data: (!bytes.is_empty()).then_some(bytes), filesize: Some(bytes.len() as u64), ..Data::new(Kind::File) };
-            PbNode { links: Vec::new(), data: Some(Bytes::from(data.encode())) }.into_bytes().to_vec()
-        };
+        let block = if self.profile.raw_leaves { bytes.to_vec() } else { dag_pb_leaf(bytes) };
         self.batch_bytes += block.len();
         self.batch.push((block, bytes.len() as u64));
         if self.batch_bytes >= BATCH_BYTES {
@@ -114,18 +116,27 @@ impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
         Ok(())
     }
 
-    /// Hash the batched leaves (in parallel), store them, and link them in file order.
+    /// Start hashing the filled batch in the background, then store the previous one (whose
+    /// hashing ran while this one filled).
     fn flush_batch(&mut self) -> Result<(), Error> {
-        if self.batch.is_empty() {
-            return Ok(());
+        let previous = self.hashing.take();
+        if !self.batch.is_empty() {
+            let (version, codec) = if self.profile.raw_leaves { (Version::V1, RAW) } else { (self.profile.cid_version, DAG_PB) };
+            self.batch_bytes = 0;
+            self.hashing = Some(Hashing::start(std::mem::take(&mut self.batch), version, codec));
         }
-        let (version, codec) = if self.profile.raw_leaves { (Version::V1, RAW) } else { (self.profile.cid_version, DAG_PB) };
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        let cids = hash_all(&batch, version, codec);
-        let blocks: Vec<(Cid, &[u8])> = cids.iter().zip(&batch).map(|(cid, (block, _))| (*cid, block.as_slice())).collect();
+        match previous {
+            Some(hashed) => self.store_hashed(hashed),
+            None => Ok(()),
+        }
+    }
+
+    /// Hand a hashed batch to the sink and link its leaves, in file order.
+    fn store_hashed(&mut self, hashing: Hashing) -> Result<(), Error> {
+        let (batch, cids) = hashing.finish();
+        let blocks: Vec<(Cid, &[u8])> = cids.iter().zip(batch.iter()).map(|(cid, (block, _))| (*cid, block.as_slice())).collect();
         self.sink.put_many(&blocks)?;
-        for (cid, (block, size)) in cids.into_iter().zip(&batch) {
+        for (cid, (block, size)) in cids.into_iter().zip(batch.iter()) {
             self.push(0, Imported { cid, size: *size, dag_size: block.len() as u64 })?;
         }
         Ok(())
@@ -156,18 +167,85 @@ impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
     }
 }
 
-/// The CIDs of `blocks`, in order, hashed on up to one thread per core.
-fn hash_all(blocks: &[(Vec<u8>, u64)], version: Version, codec: u64) -> Vec<Cid> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blocks.len()).min(8);
-    if threads <= 1 {
-        return blocks.iter().map(|(b, _)| cid_of(version, codec, b)).collect();
+/// A dag-pb leaf holding `bytes`, written in one pass: the node's only field is `Data` (1), the
+/// UnixFS message `{Type: File, Data: bytes, filesize}`. Equal to encoding it through
+/// [`Data::encode`] and `ipld-dagpb` (a test checks), without their two extra copies of the chunk,
+/// which cost as much as hashing it.
+fn dag_pb_leaf(bytes: &[u8]) -> Vec<u8> {
+    fn varint(mut n: u64, out: &mut Vec<u8>) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
     }
-    let per_thread = blocks.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = blocks.chunks(per_thread).map(|part| scope.spawn(move || part.iter().map(|(b, _)| cid_of(version, codec, b)).collect::<Vec<_>>())).collect();
-        // A hashing thread cannot panic short of a bug; fall back to hashing here if one did.
-        parts.into_iter().zip(blocks.chunks(per_thread)).flat_map(|(h, part)| h.join().unwrap_or_else(|_| part.iter().map(|(b, _)| cid_of(version, codec, b)).collect())).collect()
-    })
+    fn varint_len(n: u64) -> usize {
+        (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+    }
+    let len = bytes.len() as u64;
+    let data_field = if bytes.is_empty() { 0 } else { 1 + varint_len(len) + bytes.len() };
+    let unixfs_len = 2 + data_field + 1 + varint_len(len);
+    let mut out = Vec::with_capacity(1 + varint_len(unixfs_len as u64) + unixfs_len);
+    out.push(0x0a);
+    varint(unixfs_len as u64, &mut out);
+    out.extend_from_slice(&[0x08, 0x02]);
+    if !bytes.is_empty() {
+        out.push(0x12);
+        varint(len, &mut out);
+        out.extend_from_slice(bytes);
+    }
+    out.push(0x18);
+    varint(len, &mut out);
+    out
+}
+
+/// Encoded leaf blocks with the file bytes each holds.
+type Batch = std::sync::Arc<Vec<(Vec<u8>, u64)>>;
+/// A contiguous part of a batch and the thread hashing it (none if it could not start).
+type Part = (std::ops::Range<usize>, Option<std::thread::JoinHandle<Vec<Cid>>>);
+
+/// A batch of leaves being hashed on background threads, one contiguous part per core.
+struct Hashing {
+    batch: Batch,
+    parts: Vec<Part>,
+    version: Version,
+    codec: u64,
+}
+
+fn hash_range(batch: &[(Vec<u8>, u64)], range: std::ops::Range<usize>, version: Version, codec: u64) -> Vec<Cid> {
+    batch[range].iter().map(|(block, _)| cid_of(version, codec, block)).collect()
+}
+
+impl Hashing {
+    fn start(batch: Vec<(Vec<u8>, u64)>, version: Version, codec: u64) -> Hashing {
+        let batch = std::sync::Arc::new(batch);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(batch.len().max(1));
+        let per_thread = batch.len().div_ceil(threads).max(1);
+        let parts = (0..batch.len())
+            .step_by(per_thread)
+            .map(|start| {
+                let range = start..(start + per_thread).min(batch.len());
+                let (shared, r) = (batch.clone(), range.clone());
+                // If a thread cannot be started, the part is hashed when the batch is finished.
+                let handle = std::thread::Builder::new().name("unixfs-hash".into()).spawn(move || hash_range(&shared, r, version, codec)).ok();
+                (range, handle)
+            })
+            .collect();
+        Hashing { batch, parts, version, codec }
+    }
+
+    /// Wait for every part; returns the batch and its CIDs in order.
+    fn finish(self) -> (Batch, Vec<Cid>) {
+        let mut cids = Vec::with_capacity(self.batch.len());
+        for (range, handle) in self.parts {
+            // A hashing thread cannot panic short of a bug; hash here if one did.
+            match handle.map(std::thread::JoinHandle::join) {
+                Some(Ok(part)) => cids.extend(part),
+                _ => cids.extend(hash_range(&self.batch, range, self.version, self.codec)),
+            }
+        }
+        (self.batch, cids)
+    }
 }
 
 /// One directory level: named links to files or directories.
@@ -227,4 +305,19 @@ pub fn import_bytes(profile: Profile, bytes: &[u8], sink: &mut (impl BlockSink +
     let mut importer = FileImporter::new(profile, sink);
     importer.write(bytes)?;
     importer.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_one_pass_leaf_equals_the_general_encoding() {
+        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 262_144, 1_048_576] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let data = Data { data: (!bytes.is_empty()).then_some(&bytes[..]), filesize: Some(len as u64), ..Data::new(Kind::File) };
+            let general = PbNode { links: Vec::new(), data: Some(Bytes::from(data.encode())) }.into_bytes();
+            assert!(dag_pb_leaf(&bytes) == general[..], "leaf of {len} bytes");
+        }
+    }
 }
