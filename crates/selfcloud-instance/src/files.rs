@@ -405,28 +405,42 @@ async fn kubo_cat(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuer
     }
 }
 
-/// `pin/add` — pin a DAG in the owner's namespace; blocks not held here are fetched from
-/// connected peers over Bitswap first.
-async fn kubo_pin_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuery>) -> Response {
-    let root = match owner_arg(&ctx, &q) {
+#[derive(Deserialize)]
+struct PinAddQuery {
+    arg: Option<String>,
+    recursive: Option<bool>,
+}
+
+/// `pin/add` — pin a DAG in the owner's namespace (`recursive=false`: the root block only, a
+/// direct pin); blocks not held here are fetched from connected peers over Bitswap first.
+async fn kubo_pin_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<PinAddQuery>) -> Response {
+    let root = match owner_arg(&ctx, &ArgQuery { arg: q.arg }) {
         Ok(c) => c,
         Err(r) => return r,
     };
+    let recursive = q.recursive.unwrap_or(true);
     let store = state.store.clone();
     let local = tokio::task::spawn_blocking(move || -> Result<(), selfcloud_ipfs::Error> {
-        // Pin only what is complete: every block of the DAG must be here.
-        export::walk(store.as_ref(), root, |_, _| Ok(()))?;
-        let size = match export::stat(store.as_ref(), &root)? {
-            Entry::File { size } => size,
-            Entry::Directory(entries) => entries.iter().map(|(_, _, size)| size).sum(),
+        // Pin only what is complete: every block of the DAG (or the root, for a direct pin).
+        if recursive {
+            export::walk(store.as_ref(), root, |_, _| Ok(()))?;
+        } else {
+            export::fetch(store.as_ref(), &root)?;
+        }
+        let size = match export::stat(store.as_ref(), &root) {
+            Ok(Entry::File { size }) => size,
+            Ok(Entry::Directory(entries)) => entries.iter().map(|(_, _, size)| size).sum(),
+            Err(_) if !recursive => 0,
+            Err(e) => return Err(e),
         };
-        let pin = Pin { cid: root.to_string(), size, name: None, kind: "recursive".into(), pinned_at: selfcloud_core::unix_now_ms() };
+        let kind = if recursive { "recursive" } else { "direct" };
+        let pin = Pin { cid: root.to_string(), size, name: None, kind: kind.into(), pinned_at: selfcloud_core::unix_now_ms() };
         store.add_pin("owner", &pin).map_err(|e| selfcloud_ipfs::Error::Store(e.to_string()))
     })
     .await;
     let pinned = match local {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(selfcloud_ipfs::Error::Missing(_))) if state.p2p.is_some() => crate::network::fetch_and_pin(&state, ctx.quota_bytes, root).await.map(|_| ()),
+        Ok(Err(selfcloud_ipfs::Error::Missing(_))) if recursive && state.p2p.is_some() => crate::network::fetch_and_pin(&state, ctx.quota_bytes, root).await.map(|_| ()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("internal error".into()),
     };

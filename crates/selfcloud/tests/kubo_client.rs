@@ -125,4 +125,19 @@ async fn dag_import_pins_complete_roots_and_refuses_bad_cars() {
     let r = post("/i/alice/api/v0/dag/import".into(), multipart(b"\xff\xff\xff\xff not a car")).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.json["Type"], "error");
+
+    // A direct pin keeps the root block only: after GC the leaves are gone, the root is not.
+    let direct = pattern(400 << 10).into_iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>();
+    let mut direct_blocks = selfcloud_ipfs::MemoryBlocks::default();
+    let direct_root = selfcloud_ipfs::import::import_bytes(selfcloud_ipfs::profile::UNIXFS_V0_2015, &direct, &mut direct_blocks).unwrap().cid;
+    let r = post("/i/alice/api/v0/dag/import?pin-roots=false".into(), multipart(&car_of(&direct_root, &direct_blocks, None))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = post(format!("/i/alice/api/v0/pin/add?arg={direct_root}&recursive=false"), ("text/plain".into(), vec![])).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let pins = post("/i/alice/api/v0/pin/ls".into(), ("text/plain".into(), vec![])).await;
+    assert_eq!(pins.json["Keys"][direct_root.to_string()]["Type"], "direct");
+    assert_eq!(post("/i/alice/api/v0/repo/gc".into(), ("text/plain".into(), vec![])).await.status, 200);
+    let leaf = *direct_blocks.blocks.keys().find(|c| **c != direct_root).unwrap();
+    assert_eq!(post(format!("/i/alice/api/v0/block/stat?arg={direct_root}"), ("text/plain".into(), vec![])).await.status, 200);
+    assert_eq!(post(format!("/i/alice/api/v0/block/stat?arg={leaf}"), ("text/plain".into(), vec![])).await.status, 500, "GC took the unpinned leaf");
 }
