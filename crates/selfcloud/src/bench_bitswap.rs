@@ -68,7 +68,29 @@ pub async fn run(dir: &Path, mib: usize) -> anyhow::Result<()> {
         Ok(secs) => line("Helia → Rust (we fetch Helia's DAG)", bytes, secs, "Helia's defaults: CIDv1, raw leaves"),
         Err(e) => println!("{:<44} skipped: {e:#}", "Helia → Rust"),
     }
+    match helia_to_helia(&path).await {
+        Ok(secs) => line("Helia → Helia (the JS peer on its own)", bytes, secs, "timed inside node"),
+        Err(e) => println!("{:<44} skipped: {e:#}", "Helia → Helia"),
+    }
     Ok(())
+}
+
+/// The peer's own figure: one Helia node fetching from another, same file, same machine.
+async fn helia_to_helia(path: &Path) -> anyhow::Result<f64> {
+    let mut serving = Command::new("node").arg(script()?).arg("serve").arg(path).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("running node")?;
+    let mut first = String::new();
+    BufReader::new(serving.stdout.take().context("no stdout")?).read_line(&mut first)?;
+    let served: serde_json::Value = serde_json::from_str(&first).with_context(|| format!("Helia said {first:?}"))?;
+    let (addr, cid) = (served["addrs"][0].as_str().context("no address")?.to_owned(), served["cid"].as_str().context("no cid")?.to_owned());
+    let secs = tokio::task::spawn_blocking(move || helia_fetch(&addr, &cid)).await?;
+    drop(serving.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while matches!(serving.try_wait(), Ok(None)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = serving.kill();
+    let _ = serving.wait();
+    secs
 }
 
 fn script() -> anyhow::Result<std::path::PathBuf> {
@@ -107,8 +129,15 @@ async fn from_helia(path: &Path, bytes: usize) -> anyhow::Result<f64> {
     node.fetch_dag(root, |_| None, tx).await?;
     let secs = start.elapsed().as_secs_f64();
     let got = drain.await?;
+    // Closing its stdin stops the Helia node; it gets a few seconds to say goodbye to ours.
     drop(helia.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while matches!(helia.try_wait(), Ok(None)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = helia.kill();
     let _ = helia.wait();
+    drop(node);
     anyhow::ensure!(got == bytes, "fetched {got} file bytes of {bytes}");
     Ok(secs)
 }

@@ -64,6 +64,26 @@ impl OwnSystem {
     }
 }
 
+/// A system dropped without [`OwnSystem::stop`] (a bench or test that failed or finished early) is
+/// stopped too, so no `selfcloud up` outlives its owner: SIGTERM, then SIGKILL after 10 s.
+impl Drop for OwnSystem {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 impl OwnSystem {
     /// Kill with SIGKILL (crash simulation) and reap.
