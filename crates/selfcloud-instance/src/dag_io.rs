@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{Ctx, Shared};
 use crate::blocks::RootOutcomes;
-use crate::files::{kubo_error, owner_arg, owner_only, ArgQuery, ChannelBody, Pieces, DOWNLOAD_QUEUE, UPLOAD_QUEUE};
+use crate::files::{kubo_error, next_kubo_field, owner_arg, owner_only, ArgQuery, ChannelBody, Pieces, DOWNLOAD_QUEUE, UPLOAD_QUEUE};
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -96,10 +96,10 @@ async fn dag_import(State(state): State<Shared>, ctx: Ctx, Query(q): Query<DagIm
     let pin_roots = q.pin_roots.unwrap_or(true);
     let mut lines = String::new();
     loop {
-        let mut field = match multipart.next_field().await {
+        let mut field = match next_kubo_field(&mut multipart).await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => return kubo_error(StatusCode::BAD_REQUEST, format!("malformed multipart body: {e}")),
+            Err(response) => return response,
         };
         let (store, quota) = (state.store.clone(), ctx.quota_bytes);
         let imported = feed_field(&mut field, move |input| -> Result<RootOutcomes, String> {
@@ -161,10 +161,10 @@ async fn block_put(State(state): State<Shared>, ctx: Ctx, Query(q): Query<BlockP
     }
     let mut lines = String::new();
     loop {
-        let mut field = match multipart.next_field().await {
+        let mut field = match next_kubo_field(&mut multipart).await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => return kubo_error(StatusCode::BAD_REQUEST, format!("malformed multipart body: {e}")),
+            Err(response) => return response,
         };
         let mut block = Vec::new();
         loop {

@@ -310,6 +310,11 @@ fn spawn_gc(store: Arc<Store>) {
 // ---------- Kubo RPC subset ----------
 
 /// Kubo's error body `{Message, Code, Type}`.
+/// The next part of a Kubo RPC multipart body; `Err` is the finished Kubo-shaped 400.
+pub(crate) async fn next_kubo_field(multipart: &mut Multipart) -> Result<Option<axum::extract::multipart::Field<'_>>, Response> {
+    multipart.next_field().await.map_err(|e| kubo_error(StatusCode::BAD_REQUEST, format!("malformed multipart body: {e}")))
+}
+
 pub(crate) fn kubo_error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = serde_json::json!({ "Message": message.into(), "Code": 0, "Type": "error" });
     (status, axum::Json(body)).into_response()
@@ -349,12 +354,11 @@ async fn kubo_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<KuboAdd
     };
     let mut lines = String::new();
     loop {
-        let field = match multipart.next_field().await {
+        let mut field = match next_kubo_field(&mut multipart).await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => return kubo_error(StatusCode::BAD_REQUEST, format!("malformed multipart body: {e}")),
+            Err(response) => return response,
         };
-        let mut field = field;
         let name = field.file_name().or(field.name()).unwrap_or("").to_owned();
         let display = if name.is_empty() { None } else { Some(name.clone()) };
         match import_stream(&ctx, state.store.clone(), profile, "owner".into(), display, &mut field).await {

@@ -1,12 +1,15 @@
 //! Two real libp2p nodes on loopback exchanging a multi-block file over our Bitswap.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use cid::Cid;
+use common::{config, pseudo_random};
 use selfcloud_ipfs::{import, profile, MemoryBlocks};
-use selfcloud_p2p::{Blocks, Config, Error, Keypair, Node};
+use selfcloud_p2p::{Blocks, Error, Keypair, Node};
+
 
 /// Blocks with a published subset, like an instance's store.
 #[derive(Default)]
@@ -21,25 +24,9 @@ impl Blocks for Published {
     }
 }
 
-fn config() -> Config {
-    Config { listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(), agent: "selfcloud-test".into(), want_timeout: Duration::from_secs(10) }
-}
-
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_dag_moves_and_an_unpublished_block_does_not() {
-    let data = pseudo_random(3 * 262_144 + 12_345);
+    let data = pseudo_random(3 * 262_144 + 12_345, 0x2545_f491_4f6c_dd1d);
     let mut memory = MemoryBlocks::default();
     let root = import::import_bytes(profile::UNIXFS_V0_2015, &data, &mut memory).unwrap().cid;
     let secret = selfcloud_ipfs::cid_of(cid::Version::V1, selfcloud_ipfs::RAW, b"private note");
@@ -49,8 +36,8 @@ async fn a_published_dag_moves_and_an_unpublished_block_does_not() {
     serving.blocks.lock().unwrap().insert(secret, b"private note".to_vec());
     serving.published.lock().unwrap().extend(memory.blocks.keys().copied());
 
-    let a = Node::start(Keypair::generate_ed25519(), config(), serving.clone()).await.unwrap();
-    let b = Node::start(Keypair::generate_ed25519(), config(), Arc::new(Published::default())).await.unwrap();
+    let a = Node::start(Keypair::generate_ed25519(), config(10), serving.clone()).await.unwrap();
+    let b = Node::start(Keypair::generate_ed25519(), config(10), Arc::new(Published::default())).await.unwrap();
     assert!(matches!(b.want(root).await, Err(Error::NoPeers)));
 
     let addr = a.addresses().await.into_iter().next().unwrap();

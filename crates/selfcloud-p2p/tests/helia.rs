@@ -1,15 +1,17 @@
 //! Bitswap both ways with a real Helia node from npm (interop/js/helia-peer.mjs).
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use cid::Cid;
+use common::{config, pseudo_random};
 use selfcloud_ipfs::{import, profile, MemoryBlocks};
-use selfcloud_p2p::{Blocks, Config, Keypair, Node};
+use selfcloud_p2p::{Blocks, Keypair, Node};
 use sha2::{Digest, Sha256};
 
 struct AllPublished(HashMap<Cid, Vec<u8>>);
@@ -26,22 +28,6 @@ fn peer_script() -> PathBuf {
     dir.join("helia-peer.mjs")
 }
 
-fn config() -> Config {
-    Config { listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(), agent: "selfcloud-test".into(), want_timeout: Duration::from_secs(30) }
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -52,7 +38,7 @@ async fn helia_fetches_a_multi_block_file_from_us() {
     let mut memory = MemoryBlocks::default();
     let root = import::import_bytes(profile::UNIXFS_V0_2015, &data, &mut memory).unwrap().cid;
     assert!(memory.blocks.len() > 5);
-    let node = Node::start(Keypair::generate_ed25519(), config(), Arc::new(AllPublished(memory.blocks))).await.unwrap();
+    let node = Node::start(Keypair::generate_ed25519(), config(30), Arc::new(AllPublished(memory.blocks))).await.unwrap();
     let addr = node.addresses().await.into_iter().next().unwrap();
 
     let script = peer_script();
@@ -75,7 +61,7 @@ async fn we_fetch_a_multi_block_file_from_helia() {
     let root: Cid = served["cid"].as_str().unwrap().parse().unwrap();
     let addr = served["addrs"][0].as_str().unwrap().parse().unwrap();
 
-    let node = Node::start(Keypair::generate_ed25519(), config(), Arc::new(AllPublished(HashMap::new()))).await.unwrap();
+    let node = Node::start(Keypair::generate_ed25519(), config(30), Arc::new(AllPublished(HashMap::new()))).await.unwrap();
     node.connect(addr).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Cid, Vec<u8>)>(8);
     let collect = tokio::spawn(async move {

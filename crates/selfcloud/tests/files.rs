@@ -3,24 +3,12 @@
 
 mod common;
 
-use common::TestSystem;
+use common::{pattern, TestSystem};
 use reqwest::Method;
 use selfcloud_ipfs::profile::UNIXFS_V0_2015;
 use serde_json::Value;
 
 /// Bytes with no repeats inside a chunk.
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x1234_5678;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 async fn send(sys: &TestSystem, method: Method, path: &str, token: Option<&str>, content_type: Option<&str>, body: Vec<u8>) -> (u16, Vec<u8>, reqwest::header::HeaderMap) {
     let mut req = reqwest::Client::new().request(method, format!("{}{path}", sys.client.base)).body(body);
     if let Some(t) = token {
@@ -53,7 +41,7 @@ async fn apps_add_read_and_remove_their_own_files() {
     let tx_read = sys.grant(&sys.app(&alice, "reader").await, &alice, "files:read").await.access_token;
 
     // 600 KiB: three chunks under one root; the CID is Kubo's.
-    let data = pattern(600 << 10);
+    let data = pattern(600 << 10, 0x1234_5678);
     let mut blocks = selfcloud_ipfs::MemoryBlocks::default();
     let want = selfcloud_ipfs::import::import_bytes(UNIXFS_V0_2015, &data, &mut blocks).unwrap().cid.to_string();
     let (status, body, _) = send(&sys, Method::POST, "/i/alice/v1/files?name=photo.jpg", Some(&tx), Some("application/octet-stream"), data.clone()).await;
@@ -151,7 +139,7 @@ async fn the_owner_speaks_kubo_rpc_and_trustless_gateway() {
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
 
     // dag-scope and entity-bytes pick blocks of a multi-block file.
-    let data = pattern(3 * 262_144 + 5);
+    let data = pattern(3 * 262_144 + 5, 0x1234_5678);
     let (status, body, _) = send(&sys, Method::POST, "/i/alice/v1/files", Some(&alice), None, data.clone()).await;
     assert_eq!(status, 201);
     let big = json(&body)["cid"].as_str().unwrap().to_owned();

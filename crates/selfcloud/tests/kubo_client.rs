@@ -6,20 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::TestSystem;
+use common::{pattern, TestSystem};
 use sha2::{Digest, Sha256};
-
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x0bad_cafe;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 fn run_client(url: &str, token: &str, file: &Path) -> std::process::Output {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/js");
@@ -31,7 +19,7 @@ fn run_client(url: &str, token: &str, file: &Path) -> std::process::Output {
 async fn kubo_rpc_client_adds_cats_and_pins() {
     let sys = TestSystem::start(&[]);
     let alice = sys.user("alice").await;
-    let data = pattern(700 << 10);
+    let data = pattern(700 << 10, 0x0bad_cafe);
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &data).unwrap();
     let mut blocks = selfcloud_ipfs::MemoryBlocks::default();
@@ -93,7 +81,7 @@ async fn dag_import_pins_complete_roots_and_refuses_bad_cars() {
         async move { client.call_raw(reqwest::Method::POST, &path, Some(&token), &content_type, body).await.unwrap() }
     };
 
-    let data = pattern(600 << 10);
+    let data = pattern(600 << 10, 0x0bad_cafe);
     let mut blocks = selfcloud_ipfs::MemoryBlocks::default();
     let root = selfcloud_ipfs::import::import_bytes(selfcloud_ipfs::profile::UNIXFS_V0_2015, &data, &mut blocks).unwrap().cid;
     let r = post("/i/alice/api/v0/dag/import".into(), multipart(&car_of(&root, &blocks, None))).await;
@@ -105,7 +93,7 @@ async fn dag_import_pins_complete_roots_and_refuses_bad_cars() {
     assert!(cat.bytes().await.unwrap() == data, "imported file differs");
 
     // A CAR missing a leaf imports its blocks but pins nothing.
-    let other = pattern(300 << 10).into_iter().rev().collect::<Vec<u8>>();
+    let other = pattern(300 << 10, 0x0bad_cafe).into_iter().rev().collect::<Vec<u8>>();
     let mut other_blocks = selfcloud_ipfs::MemoryBlocks::default();
     let other_root = selfcloud_ipfs::import::import_bytes(selfcloud_ipfs::profile::UNIXFS_V0_2015, &other, &mut other_blocks).unwrap().cid;
     let leaf = *other_blocks.blocks.keys().find(|c| **c != other_root).unwrap();
@@ -127,7 +115,7 @@ async fn dag_import_pins_complete_roots_and_refuses_bad_cars() {
     assert_eq!(r.json["Type"], "error");
 
     // A direct pin keeps the root block only: after GC the leaves are gone, the root is not.
-    let direct = pattern(400 << 10).into_iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>();
+    let direct = pattern(400 << 10, 0x0bad_cafe).into_iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>();
     let mut direct_blocks = selfcloud_ipfs::MemoryBlocks::default();
     let direct_root = selfcloud_ipfs::import::import_bytes(selfcloud_ipfs::profile::UNIXFS_V0_2015, &direct, &mut direct_blocks).unwrap().cid;
     let r = post("/i/alice/api/v0/dag/import?pin-roots=false".into(), multipart(&car_of(&direct_root, &direct_blocks, None))).await;

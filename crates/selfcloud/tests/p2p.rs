@@ -8,22 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::TestSystem;
+use common::{pattern, TestSystem};
 use reqwest::Method;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 async fn send(sys: &TestSystem, method: Method, path: &str, token: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
     let resp = reqwest::Client::new().request(method, format!("{}{path}", sys.client.base)).bearer_auth(token).body(body).send().await.expect("request");

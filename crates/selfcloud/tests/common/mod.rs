@@ -117,3 +117,16 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
     panic!("{what} did not happen within 10 s");
 }
+
+/// `len` bytes of xorshift32 from `seed`: incompressible test files, no two chunks alike.
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
