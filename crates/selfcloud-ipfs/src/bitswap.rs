@@ -8,7 +8,7 @@
 use cid::Cid;
 use quick_protobuf::{BytesReader, Writer};
 
-use crate::{BLOCK_BYTES_MAX, Error, SHA2_256};
+use crate::{push_varint, Error, BLOCK_BYTES_MAX, SHA2_256};
 
 /// The protocol id this codec speaks.
 pub const PROTOCOL: &str = "/ipfs/bitswap/1.2.0";
@@ -107,16 +107,7 @@ impl Message {
     pub fn encode_framed(&self) -> Vec<u8> {
         let body = self.encode();
         let mut out = Vec::with_capacity(body.len() + 5);
-        let mut len = body.len() as u64;
-        loop {
-            let byte = (len & 0x7f) as u8;
-            len >>= 7;
-            if len == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
+        push_varint(body.len() as u64, &mut out);
         out.extend_from_slice(&body);
         out
     }
@@ -283,16 +274,7 @@ fn decode_presence(bytes: &[u8]) -> Result<(Cid, Presence), Error> {
 fn prefix_of(cid: &Cid) -> Vec<u8> {
     let mut out = Vec::with_capacity(8);
     for value in [u64::from(cid.version()), cid.codec(), cid.hash().code(), u64::from(cid.hash().size())] {
-        let mut v = value;
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
+        push_varint(value, &mut out);
     }
     out
 }

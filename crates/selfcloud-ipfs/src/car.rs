@@ -1,17 +1,9 @@
 //! CAR v1: a DAG's blocks in one stream (header, then varint-framed `CID || block` sections).
 
-use crate::{BlockSink, Cid, Error};
+use crate::{push_varint, BlockSink, Cid, Error};
 
 /// Largest CAR header we read.
 const HEADER_BYTES_MAX: usize = 64 << 10;
-
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
 
 /// The CAR v1 header for `roots`: dag-cbor `{"roots": [CID…], "version": 1}`, length-prefixed.
 pub fn header(roots: &[Cid]) -> Vec<u8> {
@@ -35,7 +27,7 @@ pub fn header(roots: &[Cid]) -> Vec<u8> {
     cbor.extend_from_slice(b"version");
     cbor.push(0x01);
     let mut out = Vec::with_capacity(cbor.len() + 2);
-    varint(cbor.len() as u64, &mut out);
+    push_varint(cbor.len() as u64, &mut out);
     out.extend_from_slice(&cbor);
     out
 }
@@ -44,7 +36,7 @@ pub fn header(roots: &[Cid]) -> Vec<u8> {
 pub fn section(cid: &Cid, block: &[u8]) -> Vec<u8> {
     let cid_bytes = cid.to_bytes();
     let mut out = Vec::with_capacity(block.len() + cid_bytes.len() + 10);
-    varint((cid_bytes.len() + block.len()) as u64, &mut out);
+    push_varint((cid_bytes.len() + block.len()) as u64, &mut out);
     out.extend_from_slice(&cid_bytes);
     out.extend_from_slice(block);
     out

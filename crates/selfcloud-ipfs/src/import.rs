@@ -18,7 +18,7 @@ use ipld_dagpb::{PbLink, PbNode};
 
 use crate::unixfs::{Data, Kind};
 use crate::profile::{ShardEstimate, SHARD_THRESHOLD_BYTES};
-use crate::{cid_of, BlockSink, Cid, Error, Profile, DAG_PB, RAW};
+use crate::{cid_of, push_varint, BlockSink, Cid, Error, Profile, DAG_PB, RAW};
 
 /// A node of the DAG, as its parent links to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,13 +172,6 @@ impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
 /// [`Data::encode`] and `ipld-dagpb` (a test checks), without their two extra copies of the chunk,
 /// which cost as much as hashing it.
 fn dag_pb_leaf(bytes: &[u8]) -> Vec<u8> {
-    fn varint(mut n: u64, out: &mut Vec<u8>) {
-        while n >= 0x80 {
-            out.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-    }
     fn varint_len(n: u64) -> usize {
         (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
     }
@@ -187,15 +180,15 @@ fn dag_pb_leaf(bytes: &[u8]) -> Vec<u8> {
     let unixfs_len = 2 + data_field + 1 + varint_len(len);
     let mut out = Vec::with_capacity(1 + varint_len(unixfs_len as u64) + unixfs_len);
     out.push(0x0a);
-    varint(unixfs_len as u64, &mut out);
+    push_varint(unixfs_len as u64, &mut out);
     out.extend_from_slice(&[0x08, 0x02]);
     if !bytes.is_empty() {
         out.push(0x12);
-        varint(len, &mut out);
+        push_varint(len, &mut out);
         out.extend_from_slice(bytes);
     }
     out.push(0x18);
-    varint(len, &mut out);
+    push_varint(len, &mut out);
     out
 }
 

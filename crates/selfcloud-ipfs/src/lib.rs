@@ -79,6 +79,16 @@ pub trait BlockSource {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error>;
 }
 
+/// Append `n` as an unsigned LEB128 varint (multiformats' varint: CAR framing, CID prefixes,
+/// Bitswap frames, protobuf lengths).
+pub(crate) fn push_varint(mut n: u64, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
 /// The SHA-256 multihash of `bytes`.
 pub fn sha256(bytes: &[u8]) -> Multihash<64> {
     let digest: [u8; 32] = Sha256::digest(bytes).into();
