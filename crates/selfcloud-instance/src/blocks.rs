@@ -266,10 +266,7 @@ impl BlockWriter<'_> {
             let source = TxnBlocks { store, table: &blocks };
             let mut pins = txn.open_table(PINS)?;
             for root in roots {
-                let outcome = selfcloud_ipfs::export::walk(&source, *root, |_, _| Ok(())).and_then(|()| selfcloud_ipfs::export::stat(&source, root)).map(|entry| match entry {
-                    selfcloud_ipfs::export::Entry::File { size } => size,
-                    selfcloud_ipfs::export::Entry::Directory(entries) => entries.iter().map(|(_, _, size)| size).sum(),
-                });
+                let outcome = selfcloud_ipfs::export::walk(&source, *root, |_, _| Ok(())).and_then(|()| selfcloud_ipfs::export::stat(&source, root)).map(|entry| entry.size());
                 if let Ok(size) = outcome {
                     let pin = Pin { cid: root.to_string(), size, name: None, kind: "recursive".into(), pinned_at: selfcloud_core::unix_now_ms() };
                     pins.insert(pin_key(namespace, &pin.cid).as_str(), serde_json::to_vec(&pin).unwrap_or_default().as_slice())?;

@@ -432,8 +432,7 @@ async fn kubo_pin_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<Pin
             export::fetch(store.as_ref(), &root)?;
         }
         let size = match export::stat(store.as_ref(), &root) {
-            Ok(Entry::File { size }) => size,
-            Ok(Entry::Directory(entries)) => entries.iter().map(|(_, _, size)| size).sum(),
+            Ok(entry) => entry.size(),
             Err(_) if !recursive => 0,
             Err(e) => return Err(e),
         };

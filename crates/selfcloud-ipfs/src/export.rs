@@ -21,6 +21,16 @@ pub enum Entry {
     Directory(Vec<(String, Cid, u64)>),
 }
 
+impl Entry {
+    /// The size a pin of it reports: a file's bytes, or the sum of a directory's entry sizes.
+    pub fn size(&self) -> u64 {
+        match self {
+            Entry::File { size } => *size,
+            Entry::Directory(entries) => entries.iter().map(|(_, _, size)| size).sum(),
+        }
+    }
+}
+
 /// Read and verify one block.
 pub fn fetch(source: &(impl BlockSource + ?Sized), cid: &Cid) -> Result<Vec<u8>, Error> {
     let block = source.get(cid)?.ok_or(Error::Missing(*cid))?;
