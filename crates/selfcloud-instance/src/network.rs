@@ -123,49 +123,35 @@ async fn kubo_swarm_peers(State(state): State<Shared>, ctx: Ctx) -> Response {
     axum::Json(serde_json::json!({ "Peers": peers })).into_response()
 }
 
-/// What the store writer hears while a DAG is fetched.
-enum Fetched {
-    Block(Cid, Vec<u8>),
-    /// The fetch is over: pin in the same commit (or, on failure, keep what came for a retry;
-    /// garbage collection takes it if nobody pins it).
-    Done(Option<Pin>),
-}
-
 /// Fetch the DAG under `root` from connected peers into the store and pin it in the owner's
 /// namespace, in one commit with its last blocks (so garbage collection never sees it half
-/// pinned). Returns the blocks and bytes fetched.
+/// pinned). A fetch cut short keeps what came, unpinned, for a retry (garbage collection takes
+/// it if nobody pins it). Returns the blocks and bytes fetched.
 pub(crate) async fn fetch_and_pin(state: &Shared, quota_bytes: u64, root: Cid) -> Result<(u64, u64), String> {
     let Some(node) = &state.p2p else { return Err(no_p2p().message) };
-    let (tx, mut rx) = mpsc::channel::<Fetched>(16);
+    let (blocks_tx, mut blocks_rx) = mpsc::channel::<(Cid, Vec<u8>)>(16);
+    let (complete_tx, complete_rx) = tokio::sync::oneshot::channel::<bool>();
     let store = state.store.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let mut writer = store.block_writer(quota_bytes).map_err(|e| e.to_string())?;
-        let mut done = None;
-        while let Some(item) = rx.blocking_recv() {
-            match item {
-                Fetched::Block(cid, block) => selfcloud_ipfs::BlockSink::put(&mut writer, &cid, &block).map_err(|e| e.to_string())?,
-                Fetched::Done(pin) => done = pin,
+        // The root block tells the pin its file size.
+        let mut size = None;
+        while let Some((cid, block)) = blocks_rx.blocking_recv() {
+            if cid == root {
+                size = Some(file_size(&root, &block));
             }
+            selfcloud_ipfs::BlockSink::put(&mut writer, &cid, &block).map_err(|e| e.to_string())?;
         }
-        writer.finish(done.as_ref().map(|pin| ("owner", pin))).map_err(|e| e.to_string())
-    });
-    let (blocks_tx, mut blocks_rx) = mpsc::channel::<(Cid, Vec<u8>)>(16);
-    let forward = {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            // The root block tells the pin its file size.
-            let mut size = None;
-            while let Some((cid, block)) = blocks_rx.recv().await {
-                if cid == root {
-                    size = Some(file_size(&root, &block));
-                }
-                if tx.send(Fetched::Block(cid, block)).await.is_err() {
-                    break;
-                }
+        let pin = match complete_rx.blocking_recv() {
+            Ok(true) => {
+                // Without a fetched root, the root was already here; only children came.
+                let size = size.or_else(|| store.block(&root).ok().flatten().map(|block| file_size(&root, &block)));
+                size.map(|size| Pin { cid: root.to_string(), size, name: None, kind: "recursive".into(), pinned_at: selfcloud_core::unix_now_ms() })
             }
-            size
-        })
-    };
+            _ => None,
+        };
+        writer.finish(pin.as_ref().map(|pin| ("owner", pin))).map_err(|e| e.to_string())
+    });
     let store = state.store.clone();
     // Held blocks are followed, not fetched again. Raw blocks have no links, so a held one need
     // not even be read.
@@ -175,18 +161,9 @@ pub(crate) async fn fetch_and_pin(state: &Shared, quota_bytes: u64, root: Cid) -
         }
         store.block(cid).ok().flatten()
     };
+    // `fetch_dag` drops the block sender when it returns, which ends the writer's loop.
     let fetched = node.fetch_dag(root, local, blocks_tx).await;
-    let mut size = forward.await.ok().flatten();
-    if size.is_none() && fetched.is_ok() {
-        // The root was already here; only (some of) its children were fetched.
-        size = state.store.block(&root).ok().flatten().map(|block| file_size(&root, &block));
-    }
-    let pin = match (&fetched, size) {
-        (Ok(_), Some(size)) => Some(Pin { cid: root.to_string(), size, name: None, kind: "recursive".into(), pinned_at: selfcloud_core::unix_now_ms() }),
-        _ => None,
-    };
-    let _ = tx.send(Fetched::Done(pin)).await;
-    drop(tx);
+    let _ = complete_tx.send(fetched.is_ok());
     let written = writer.await.map_err(|_| "the store writer stopped".to_owned())?;
     let counts = fetched.map_err(|e| e.to_string())?;
     written?;
