@@ -17,6 +17,7 @@
 
 pub mod control_api;
 pub mod edge;
+mod listeners;
 pub mod oauth;
 pub mod owner;
 pub mod pages;

@@ -4,7 +4,7 @@
 //! connection, the handler, the instance connection). Spread over worker threads, every hand-off is
 //! a cross-thread wake-up, and on a small host those wake-ups, not our own code, dominated the
 //! profile. Here each thread runs a current-thread runtime and accepts on its own `SO_REUSEPORT`
-//! socket, so a request and its instance connection stay on one thread (the nginx model); the
+//! socket (all bound up front, and refused if a stranger shares the port), so a request and its instance connection stay on one thread (the nginx model); the
 //! kernel spreads new connections across the threads.
 //!
 //! Background work (the access-log writer, hibernation, limiter pruning) lives on the first
@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use axum::serve::ListenerExt;
 use selfcloud_core::Config;
@@ -52,18 +53,21 @@ pub fn run<F: Future<Output = ()> + Send + 'static>(config: Config, exe: PathBuf
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(false);
 
-    let (gateway, first, addr) = main_rt.block_on(async {
-        refuse_if_taken(config.listen)?;
-        let gateway = Gateway::open(config.clone(), exe)?;
-        let first = bind_reuseport(config.listen)?;
-        let addr = first.local_addr().map_err(io("reading the bound address"))?;
-        Ok::<_, ServeError>((gateway, first, addr))
+    let (gateway, mut listeners, addr) = main_rt.block_on(async {
+        let listeners = bind_all(config.listen, threads)?;
+        let addr = listeners[0].local_addr().map_err(io("reading the bound address"))?;
+        // A configured port 0 becomes the port the kernel picked, so the issuer URL and the
+        // instance URLs name the address clients can actually reach.
+        let config = Config { listen: addr, ..config };
+        let gateway = Gateway::open(config, exe)?;
+        Ok::<_, ServeError>((gateway, listeners, addr))
     })?;
+    let first = listeners.remove(0);
     let app = crate::routes::Front::new(gateway.clone());
 
     let mut handles = Vec::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), ServeError>>();
-    for index in 1..threads {
+    for (index, std_listener) in (1..threads).zip(listeners) {
         let (app, mut stop_rx, mut done_rx, ready_tx) = (app.clone(), stop_rx.clone(), done_rx.clone(), ready_tx.clone());
         let handle = std::thread::Builder::new()
             .name(format!("gateway-{index}"))
@@ -73,7 +77,7 @@ pub fn run<F: Future<Output = ()> + Send + 'static>(config: Config, exe: PathBuf
                     Err(e) => return drop(ready_tx.send(Err(e))),
                 };
                 rt.block_on(async move {
-                    let listener = match bind_reuseport(addr) {
+                    let listener = match TcpListener::from_std(std_listener).map_err(io("registering a listening socket")) {
                         Ok(l) => l,
                         Err(e) => return drop(ready_tx.send(Err(e))),
                     };
@@ -105,7 +109,8 @@ pub fn run<F: Future<Output = ()> + Send + 'static>(config: Config, exe: PathBuf
     on_ready(addr);
 
     let result = main_rt.block_on(async move {
-        let listener = first.tap_io(|tcp| {
+        let listener = TcpListener::from_std(first).map_err(io("registering a listening socket"))?;
+        let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
         let stopped = async move {
@@ -130,16 +135,31 @@ fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ServeError> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io("starting a gateway runtime"))
 }
 
-/// `SO_REUSEPORT` would let a second gateway share a port that is already served (and split its
-/// traffic); a plain bind first makes "address in use" an error again.
-fn refuse_if_taken(addr: SocketAddr) -> Result<(), ServeError> {
-    if addr.port() == 0 {
-        return Ok(());
+/// One `SO_REUSEPORT` listener per thread on `addr` (the first fixes the port when `addr`'s is 0),
+/// refused if any other socket listens on that port: the kernel would let a second `selfcloud up`
+/// of the same user join the group and silently take half of our connections (and answer them
+/// with its own keys), which a plain "is the port free" probe before binding cannot rule out.
+fn bind_all(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, ServeError> {
+    let first = bind_reuseport(addr)?;
+    let addr = first.local_addr().map_err(io("reading the bound address"))?;
+    let mut listeners = vec![first];
+    for _ in 1..count {
+        listeners.push(bind_reuseport(addr)?);
     }
-    std::net::TcpListener::bind(addr).map(drop).map_err(io(format!("binding {addr}")))
+    let listeners = listeners.into_iter().map(|l| l.into_std().map_err(io("detaching a listening socket"))).collect::<Result<Vec<_>, _>>()?;
+    let ours = listeners.iter().map(|l| socket_inode(l.as_raw_fd())).collect::<Result<Vec<_>, _>>()?;
+    let others = crate::listeners::on_port(addr).map_err(io("reading /proc/net/tcp"))?.into_iter().filter(|inode| !ours.contains(inode)).count();
+    if others > 0 {
+        return Err(ServeError::Io { what: format!("binding {addr}"), source: std::io::Error::from(std::io::ErrorKind::AddrInUse) });
+    }
+    Ok(listeners)
 }
 
-/// A listener on `addr` that other threads may bind too; the kernel balances connections.
+fn socket_inode(fd: std::os::fd::RawFd) -> Result<u64, ServeError> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(io("reading a socket's inode"))?;
+    crate::listeners::parse_socket_link(&link.to_string_lossy()).ok_or_else(|| ServeError::Io { what: format!("reading a socket's inode from {}", link.display()), source: std::io::ErrorKind::InvalidData.into() })
+}
+
 fn bind_reuseport(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(io("creating the listening socket"))?;
     socket.set_reuseaddr(true).map_err(io("setting SO_REUSEADDR"))?;

@@ -32,7 +32,8 @@ enum Command {
         /// Data directory (default: $XDG_DATA_HOME/selfcloud, or SELFCLOUD_DATA_DIR).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Listen address (default 127.0.0.1:8080, or SELFCLOUD_LISTEN).
+        /// Listen address (default 127.0.0.1:8080, or SELFCLOUD_LISTEN). Port 0 picks a free port;
+        /// the "selfcloud is up at …" line names it.
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
@@ -142,11 +143,13 @@ fn up(data_dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<(
         tracing::warn!("not running as root: instances get landlock, seccomp and rlimits, but no private uid or namespaces");
     }
     let exe = std::env::current_exe().context("finding the selfcloud binary")?;
-    let (public_url, data_dir) = (config.public_url(), config.data_dir.clone());
+    let (configured_url, data_dir) = (config.public_url.clone(), config.data_dir.clone());
     let threads = config.gateway_threads();
     selfcloud_gateway::server::run(config, exe, shutdown_signal, |addr| {
         tracing::info!(%addr, threads, "gateway listening");
-        println!("selfcloud is up at {public_url} (data in {})", data_dir.display());
+        // With `--listen …:0` only the bound address says where we are; tools read this line.
+        let url = configured_url.map_or_else(|| format!("http://{addr}"), |u| u.trim_end_matches('/').to_owned());
+        println!("selfcloud is up at {url} (data in {})", data_dir.display());
     })?;
     println!("selfcloud stopped cleanly");
     Ok(())

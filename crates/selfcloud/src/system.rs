@@ -16,35 +16,46 @@ pub struct OwnSystem {
 }
 
 impl OwnSystem {
-    /// Start `selfcloud up` on a free loopback port and a fresh data dir.
+    /// Start `selfcloud up` on a free loopback port (the kernel's pick, so two systems started at
+    /// once can never be handed the same one) and a fresh data dir.
     pub fn start(exe: &std::path::Path, data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> anyhow::Result<OwnSystem> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let listen = format!("127.0.0.1:{port}");
-        Self::start_at(exe, data_dir, &listen, extra_env)
+        Self::start_at(exe, data_dir, "127.0.0.1:0", extra_env)
     }
 
+    /// Start and wait for the "selfcloud is up at URL" line, which comes only once every gateway
+    /// socket is bound and signal handlers are in place. Waiting for the line rather than probing
+    /// the port means a system that failed to start is never mistaken for someone else's.
     fn start_at(exe: &std::path::Path, data_dir: &std::path::Path, listen: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<OwnSystem> {
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("up").arg("--data-dir").arg(data_dir).arg("--listen").arg(listen);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        cmd.stdout(std::process::Stdio::null());
-        let child = cmd.spawn().context("starting selfcloud up")?;
-        let system = OwnSystem { child, url: format!("http://{listen}"), data_dir: data_dir.to_owned(), listen: listen.to_owned() };
-        system.wait_ready()?;
-        Ok(system)
-    }
-
-    fn wait_ready(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(&self.listen).is_ok() {
-                return Ok(());
+        cmd.stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().context("starting selfcloud up")?;
+        let stdout = child.stdout.take().context("selfcloud up's stdout")?;
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("selfcloud is up at ") {
+                    let _ = url_tx.send(rest.split(' ').next().unwrap_or_default().to_owned());
+                    break;
+                }
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        bail!("selfcloud up did not listen on {} within 30 s", self.listen)
+            // Keep reading so that later lines never fill the pipe and block the child.
+            lines.for_each(drop);
+        });
+        let url = match url_rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait()?;
+                bail!("selfcloud up on {listen} did not come up ({e}); it exited with {status}");
+            }
+        };
+        let listen = url.trim_start_matches("http://").to_owned();
+        Ok(OwnSystem { child, url, data_dir: data_dir.to_owned(), listen })
     }
 
     /// SIGTERM and wait.

@@ -89,3 +89,28 @@ async fn account_deletion_shreds_the_key_and_data() {
     assert_eq!(sys.get("alice", "k", &again).await.code(), Some("NOT_FOUND"));
     assert_eq!(sys.get("alice", "k", &alice).await.code(), Some("UNAUTHENTICATED"), "the old session died with the account");
 }
+
+/// `SO_REUSEPORT` would let a second `selfcloud up` join the first one's port and answer half its
+/// connections with other keys; the second must refuse to start and the first keep serving alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_up_on_a_served_port_is_refused() {
+    let sys = TestSystem::start(&[]);
+    let alice = sys.user("alice").await;
+    let other = tempfile::tempdir().unwrap();
+    let mut second = std::process::Command::new(common::exe());
+    second.arg("up").arg("--data-dir").arg(other.path()).arg("--listen").arg(sys.listen());
+    let mut second = second.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("second selfcloud up");
+    let exited = common::wait_exit(&mut second, std::time::Duration::from_secs(20));
+    if exited.is_none() {
+        let _ = second.kill();
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(exited.is_some_and(|status| !status.success()), "a second gateway started on {}: {stderr}", sys.listen());
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert_eq!(sys.put("alice", "k", &alice, json!(1)).await.status, 200);
+    for _ in 0..20 {
+        let r = reqwest::Client::new().get(format!("{}/i/alice/v1/storage/k", sys.client.base)).bearer_auth(&alice).send().await.expect("request");
+        assert_eq!(r.status(), 200, "every new connection still reaches the first gateway");
+    }
+}

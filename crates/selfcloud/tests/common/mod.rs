@@ -118,6 +118,18 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("{what} did not happen within 10 s");
 }
 
+/// Wait up to `limit` for `child` to exit.
+pub fn wait_exit(child: &mut std::process::Child, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
 /// `len` bytes of xorshift32 from `seed`: incompressible test files, no two chunks alike.
 pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
     let mut x = seed;
