@@ -36,6 +36,8 @@ pub struct State {
     pub identity_public: String,
     /// The p2p node (absent when the instance runs offline).
     pub p2p: Option<selfcloud_p2p::Node>,
+    /// The OrbitDB databases.
+    pub orbit: crate::orbit::Orbit,
 }
 
 pub(crate) type Shared = Arc<State>;
@@ -51,6 +53,7 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::files::routes())
         .merge(crate::network::routes())
         .merge(crate::dag_io::routes())
+        .merge(crate::db_api::routes())
         .fallback(not_here)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
@@ -103,7 +106,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -191,7 +194,7 @@ struct AppParam {
 /// Storage keys: 1-512 bytes, no control characters, no `.`/`..` segments, no leading `/`.
 /// Keys are not paths anywhere, but refusing traversal-looking keys keeps every client's mental
 /// model (and any future file export) safe.
-fn check_key(key: &str) -> Result<(), ApiError> {
+pub(crate) fn check_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > KEY_BYTES_MAX {
         return Err(ApiError::invalid(format!("a key must be 1-{KEY_BYTES_MAX} bytes")));
     }
@@ -306,11 +309,11 @@ async fn storage_list(axum::extract::State(state): axum::extract::State<Shared>,
 }
 
 /// Cursors are the last key returned, hex-encoded: opaque to clients, stateless for us.
-fn encode_cursor(key: &str) -> String {
+pub(crate) fn encode_cursor(key: &str) -> String {
     selfcloud_core::hex(key.as_bytes())
 }
 
-fn decode_cursor(cursor: &str) -> Option<String> {
+pub(crate) fn decode_cursor(cursor: &str) -> Option<String> {
     if cursor.len() % 2 != 0 || cursor.len() > 2 * KEY_BYTES_MAX {
         return None;
     }
@@ -331,7 +334,6 @@ async fn not_here(ctx: Ctx, uri: axum::http::Uri) -> ApiError {
         ("/v1/files", "the IPFS node"),
         ("/api/v0/", "the IPFS node"),
         ("/ipfs/", "the IPFS node"),
-        ("/v1/db", "the database"),
         ("/v1/chain/", "the chain node"),
         ("/v1/crypto/", "the crypto routes"),
         ("/v1/network/", "the network routes"),

@@ -19,9 +19,11 @@
 pub mod api;
 pub mod blocks;
 mod dag_io;
+mod db_api;
 pub mod files;
 pub mod identity;
 mod network;
+pub mod orbit;
 pub mod publish;
 pub mod store;
 
@@ -92,7 +94,8 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
         Some(listen) => Some(start_p2p(listen, &identity, &store).await?),
         None => None,
     };
-    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), p2p });
+    let orbit = orbit::Orbit::start(store.clone())?;
+    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), p2p, orbit });
     let app = api::router(state);
     {
         use std::io::Write;

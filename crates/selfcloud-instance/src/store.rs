@@ -83,6 +83,7 @@ impl Store {
             txn.open_table(crate::blocks::BLOCKS)?;
             txn.open_table(crate::blocks::PINS)?;
             crate::publish::create_tables(&txn)?;
+            crate::orbit::create_tables(&txn)?;
         }
         txn.commit()?;
         let store = Store { db, key };
@@ -229,7 +230,7 @@ fn full_key(namespace: &str, key: &str) -> String {
     format!("{namespace}\0{key}")
 }
 
-fn meta_aad(name: &str) -> String {
+pub(crate) fn meta_aad(name: &str) -> String {
     format!("meta\0{name}")
 }
 

@@ -4,18 +4,23 @@
 //! (`zdpu…`).
 //!
 //! This crate owns the formats and their checks: encoding, hashing, signing and verifying
-//! (ECDSA secp256k1 over SHA-256, DER, hex, low-S, via `k256`), and the log's order (clock time,
-//! then clock id). It must not touch storage, the network or HTTP: the log, the stores and
-//! replication are built on top of it (issue 4; this is its first part).
+//! (ECDSA secp256k1 over SHA-256, DER, hex, low-S, via libsecp256k1), and the log's order (clock time,
+//! then clock id). It must not touch storage, the network or HTTP: the log's storage, the stores'
+//! indexes and replication live in the instance (`selfcloud-instance::orbit`).
 
 mod keys;
 
 pub mod entry;
 pub mod identity;
 pub mod manifest;
+pub mod op;
+pub mod value;
 
 pub use entry::{Clock, Entry};
 pub use identity::{Identity, Keys};
+pub use ipld_core::ipld::Ipld;
+pub use manifest::{AccessController, Manifest};
+pub use op::{Kind, Op};
 pub use keys::{sign, verify, SecretKey};
 
 /// Multicodec of dag-cbor.

@@ -41,6 +41,12 @@ fn routes() -> Vec<Route> {
         r(Method::POST, "/v1/files/QmNLei78zWmzUdbeRB3CiUfAizWUrbeeZh5K1rhAQKCh51/publish", None, Some(Scope::FilesWrite)),
         r(Method::DELETE, "/v1/files/QmNLei78zWmzUdbeRB3CiUfAizWUrbeeZh5K1rhAQKCh51/publish", None, Some(Scope::FilesWrite)),
         r(Method::GET, "/v1/chain/info", None, Some(Scope::ChainRead)),
+        r(Method::POST, "/v1/db", Some(json!({"name": "n", "type": "keyvalue"})), Some(Scope::DbWrite)),
+        r(Method::GET, "/v1/db", None, Some(Scope::DbRead)),
+        r(Method::PUT, "/v1/db/zdpuAtMtQSr3WAF7hzBmzj1wfUXxj4wGTLk4yg1i2hkPRiiGw/kv/k", Some(json!({"value": 1})), Some(Scope::DbWrite)),
+        r(Method::GET, "/v1/db/zdpuAtMtQSr3WAF7hzBmzj1wfUXxj4wGTLk4yg1i2hkPRiiGw/kv/k", None, Some(Scope::DbRead)),
+        r(Method::POST, "/v1/db/zdpuAtMtQSr3WAF7hzBmzj1wfUXxj4wGTLk4yg1i2hkPRiiGw/events", Some(json!({"value": 1})), Some(Scope::DbWrite)),
+        r(Method::POST, "/v1/db/zdpuAtMtQSr3WAF7hzBmzj1wfUXxj4wGTLk4yg1i2hkPRiiGw/docs/query", Some(json!({"where": {}})), Some(Scope::DbRead)),
     ]
 }
 
@@ -67,14 +73,14 @@ async fn every_route_refuses_bad_credentials_and_logs_it() {
     let dev = sys.user("developer").await;
     let app = sys.app(&dev, "notes").await;
     let chat_only = sys.grant(&app, &alice, "ai:chat").await.access_token;
-    let bob_app = sys.grant(&app, &bob, "storage:read storage:write ai:chat files:write chain:read").await.access_token;
+    let bob_app = sys.grant(&app, &bob, "storage:read storage:write ai:chat files:write chain:read db:read db:write").await.access_token;
     let key: [u8; 32] = std::fs::read(sys.data_dir().join("token.key")).unwrap().try_into().unwrap();
     let real_key = Tokens::new(&key).unwrap();
     let (expired, _) = real_key.mint_owner("alice", "any-account", "s-expired", Duration::from_secs(0)).unwrap();
     let (foreign, _) = Tokens::new(&[42u8; 32]).unwrap().mint_owner("alice", "any-account", "s-foreign", Duration::from_secs(600)).unwrap();
     // A token for a grant that is then revoked.
     let other = sys.app(&dev, "other").await;
-    let revoked = sys.grant(&other, &alice, "storage:read storage:write ai:chat files:write chain:read").await.access_token;
+    let revoked = sys.grant(&other, &alice, "storage:read storage:write ai:chat files:write chain:read db:read db:write").await.access_token;
     let r = sys.call(Method::DELETE, &format!("/i/alice/v1/grants/{}", other.app_id), Some(&alice), None).await;
     assert_eq!(r.status, 200);
 

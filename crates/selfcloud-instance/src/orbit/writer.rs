@@ -1,0 +1,336 @@
+//! The one thread that writes databases: it drains every waiting write into one transaction,
+//! commits once, then answers each caller. Appends to one log are sequential by nature (each
+//! entry names the previous heads and is signed over them), so one thread loses nothing and
+//! keeps each log's heads and recent entries in memory without locks.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+use selfcloud_orbitdb::{value, AccessController, Entry, Identity, Keys, Kind, Manifest, Op, SecretKey};
+use tokio::sync::oneshot;
+
+use super::tables::{self, aad, db_key, under, BLOCKS, DBS, HEADS, INDEX, MEMBERS, ORDER};
+use super::{DbError, DbInfo, Indexed};
+use crate::store::{decode_u64, Store, StoreError, META, USAGE_KEY};
+
+/// Most writes committed together.
+const BATCH_MAX: usize = 4096;
+/// How many of a log's newest entries are kept for `refs` (distances 2 … 1024: ten refs).
+const RECENT: usize = 1024;
+/// Databases whose heads stay in memory; beyond it the cache starts over (reloads are cheap).
+const CACHED_DBS: usize = 256;
+
+type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&mut Batch<'_>) -> Result<Done, StoreError> + Send>;
+
+/// A handle to the writer thread.
+pub(super) struct Handle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Handle {
+    pub(super) fn spawn(store: Arc<Store>) -> std::io::Result<Handle> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new().name("orbit-writer".into()).spawn(move || run(&store, &rx))?;
+        Ok(Handle { jobs })
+    }
+
+    /// Run `work` in the next batch; its answer arrives once that batch is committed.
+    pub(super) async fn call<T: Send + 'static>(&self, work: impl FnOnce(&mut Batch<'_>) -> Result<T, DbError> + Send + 'static) -> Result<T, DbError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |batch| {
+            let outcome = match work(batch) {
+                Err(DbError::Store(e)) => return Err(e),
+                other => other,
+            };
+            Ok(Box::new(move |committed: Result<(), String>| {
+                let answer = match committed {
+                    Ok(()) => outcome,
+                    Err(e) => Err(DbError::Store(StoreError::Db(e))),
+                };
+                let _ = tx.send(answer);
+            }))
+        });
+        self.jobs.send(job).map_err(|_| DbError::Stopped)?;
+        rx.await.map_err(|_| DbError::Stopped)?
+    }
+}
+
+fn run(store: &Store, jobs: &mpsc::Receiver<Job>) {
+    let mut cache = Cache::default();
+    while let Ok(first) = jobs.recv() {
+        let mut batch_jobs = vec![first];
+        while batch_jobs.len() < BATCH_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch_jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let count = batch_jobs.len();
+        let (done, result) = commit(store, &mut cache, batch_jobs);
+        if let Err(e) = &result {
+            // Heads and recent entries in memory may name entries that never landed.
+            cache.dbs.clear();
+            tracing::error!(error = %e, writes = count, "database batch failed");
+        }
+        for d in done {
+            d(result.clone());
+        }
+    }
+}
+
+fn commit(store: &Store, cache: &mut Cache, jobs: Vec<Job>) -> (Vec<Done>, Result<(), String>) {
+    let txn = match store.db.begin_write() {
+        Ok(txn) => txn,
+        Err(e) => return (Vec::new(), Err(e.to_string())),
+    };
+    let mut done = Vec::with_capacity(jobs.len());
+    let outcome = (|| -> Result<(), StoreError> {
+        let mut batch = Batch::open(store, &txn, cache)?;
+        for job in jobs {
+            done.push(job(&mut batch)?);
+        }
+        batch.close()
+    })();
+    let result = match outcome {
+        Ok(()) => txn.commit().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    (done, result)
+}
+
+/// In-memory state the writer keeps between batches.
+#[derive(Default)]
+struct Cache {
+    dbs: HashMap<String, DbState>,
+    writers: HashMap<String, Arc<Writer>>,
+}
+
+/// A log's heads (hash, clock time) and newest entries, newest first.
+struct DbState {
+    kind: Kind,
+    access: AccessController,
+    address: String,
+    heads: Vec<(String, u64)>,
+    recent: VecDeque<String>,
+}
+
+/// A namespace's OrbitDB identity: its keys and identity block's hash.
+struct Writer {
+    keys: Keys,
+    identity: Identity,
+    hash: String,
+}
+
+/// One transaction's open tables.
+pub(super) struct Batch<'t> {
+    store: &'t Store,
+    cache: &'t mut Cache,
+    blocks: Table<'t, &'static str, &'static [u8]>,
+    dbs: Table<'t, &'static str, &'static [u8]>,
+    heads: Table<'t, &'static str, &'static [u8]>,
+    members: Table<'t, &'static str, &'static [u8]>,
+    order: Table<'t, &'static [u8], &'static str>,
+    index: Table<'t, &'static str, &'static [u8]>,
+    meta: Table<'t, &'static str, &'static [u8]>,
+    usage: u64,
+    dirty_heads: Vec<String>,
+}
+
+impl<'t> Batch<'t> {
+    fn open(store: &'t Store, txn: &'t WriteTransaction, cache: &'t mut Cache) -> Result<Batch<'t>, StoreError> {
+        let meta = txn.open_table(META)?;
+        let usage = meta.get(USAGE_KEY)?.map(|v| decode_u64(v.value())).unwrap_or(0);
+        Ok(Batch {
+            store,
+            cache,
+            blocks: txn.open_table(BLOCKS)?,
+            dbs: txn.open_table(DBS)?,
+            heads: txn.open_table(HEADS)?,
+            members: txn.open_table(MEMBERS)?,
+            order: txn.open_table(ORDER)?,
+            index: txn.open_table(INDEX)?,
+            meta,
+            usage,
+            dirty_heads: Vec::new(),
+        })
+    }
+
+    /// Write what the batch changed in memory: heads of the logs it appended to, and usage.
+    fn close(mut self) -> Result<(), StoreError> {
+        let dirty = std::mem::take(&mut self.dirty_heads);
+        for db in dirty {
+            let Some(state) = self.cache.dbs.get(&db) else { continue };
+            let hashes: Vec<&str> = state.heads.iter().map(|(h, _)| h.as_str()).collect();
+            let json = serde_json::to_vec(&hashes).unwrap_or_default();
+            let sealed = self.store.key.seal(&aad("orbit_heads", &db), &json);
+            self.heads.insert(db.as_str(), sealed.as_slice())?;
+        }
+        self.meta.insert(USAGE_KEY, self.usage.to_le_bytes().as_slice())?;
+        Ok(())
+    }
+
+    fn seal_into(&self, table: &'static str, key: &str, plain: &[u8]) -> Vec<u8> {
+        self.store.key.seal(&aad(table, key), plain)
+    }
+
+    fn put_block(&mut self, hash: &str, bytes: &[u8]) -> Result<u64, StoreError> {
+        if self.blocks.get(hash)?.is_some() {
+            return Ok(0);
+        }
+        let sealed = self.seal_into("orbit_blocks", hash, bytes);
+        self.blocks.insert(hash, sealed.as_slice())?;
+        Ok(sealed.len() as u64)
+    }
+
+    /// The namespace's identity, made (and its keys stored sealed) on first use.
+    fn writer(&mut self, namespace: &str) -> Result<Arc<Writer>, StoreError> {
+        if let Some(w) = self.cache.writers.get(namespace) {
+            return Ok(w.clone());
+        }
+        let name = format!("orbitdb.keys.{namespace}");
+        let meta_aad = crate::store::meta_aad(&name);
+        let stored = self.meta.get(name.as_str())?.map(|v| v.value().to_vec());
+        let keys = match stored {
+            Some(sealed) => {
+                let plain = self.store.key.open(meta_aad.as_bytes(), &sealed).map_err(|_| StoreError::Corrupt("database keys do not open under this data key"))?;
+                let (a, b) = plain.split_at_checked(32).ok_or(StoreError::Corrupt("database keys have the wrong length"))?;
+                let key = |bytes: &[u8]| bytes.try_into().ok().and_then(|b| SecretKey::from_bytes(b).ok()).ok_or(StoreError::Corrupt("a database key is not a secp256k1 key"));
+                Keys { identity: key(a)?, signing: key(b)? }
+            }
+            None => {
+                let keys = Keys::generate();
+                let mut plain = keys.identity.to_bytes().to_vec();
+                plain.extend_from_slice(&keys.signing.to_bytes());
+                let sealed = self.store.key.seal(meta_aad.as_bytes(), &plain);
+                self.meta.insert(name.as_str(), sealed.as_slice())?;
+                keys
+            }
+        };
+        let identity = keys.identity();
+        let (hash, bytes) = identity.encode().map_err(|_| StoreError::Corrupt("an identity does not encode"))?;
+        self.usage += self.put_block(&hash, &bytes)?;
+        let writer = Arc::new(Writer { keys, identity, hash });
+        self.cache.writers.insert(namespace.to_owned(), writer.clone());
+        Ok(writer)
+    }
+
+    pub(super) fn create(&mut self, namespace: &str, name: &str, kind: Kind, write: Option<Vec<String>>) -> Result<(DbInfo, bool), DbError> {
+        let me = self.writer(namespace)?;
+        let write = write.unwrap_or_else(|| vec![me.identity.id.clone()]);
+        let access = AccessController::ipfs(write.clone());
+        let (access_address, access_block) = access.encode()?;
+        let manifest = Manifest { name: name.to_owned(), kind: kind.as_str().to_owned(), access_controller: access_address.clone() };
+        let (address, manifest_block) = manifest.encode()?;
+        let info = DbInfo { address, name: name.to_owned(), kind: kind.as_str().to_owned(), write, created_ms: selfcloud_core::unix_now_ms() };
+        let db = db_key(namespace, info.cid());
+        if let Some(sealed) = self.dbs.get(db.as_str())? {
+            let plain = self.store.key.open(&aad("orbit_dbs", &db), sealed.value()).map_err(|_| StoreError::Corrupt("a database row does not open"))?;
+            let existing: DbInfo = serde_json::from_slice(&plain).map_err(|_| StoreError::Corrupt("a database row is not JSON"))?;
+            return Ok((existing, false));
+        }
+        self.usage += self.put_block(access_address.trim_start_matches("/ipfs/"), &access_block)?;
+        self.usage += self.put_block(info.cid(), &manifest_block)?;
+        let json = serde_json::to_vec(&info).unwrap_or_default();
+        let sealed = self.seal_into("orbit_dbs", &db, &json);
+        self.dbs.insert(db.as_str(), sealed.as_slice())?;
+        Ok((info, true))
+    }
+
+    /// The log's state, loaded on first use after start (or after the cache started over).
+    fn state(&mut self, db: &str) -> Result<&mut DbState, DbError> {
+        if !self.cache.dbs.contains_key(db) {
+            if self.cache.dbs.len() >= CACHED_DBS {
+                self.cache.dbs.clear();
+            }
+            let state = self.load(db)?;
+            self.cache.dbs.insert(db.to_owned(), state);
+        }
+        self.cache.dbs.get_mut(db).ok_or_else(|| DbError::NotFound("no such database".into()))
+    }
+
+    fn load(&self, db: &str) -> Result<DbState, DbError> {
+        let open = |table: &str, key: &str, sealed: &[u8]| self.store.key.open(&aad(table, key), sealed).map_err(|_| StoreError::Corrupt("a database row does not open"));
+        let sealed = self.dbs.get(db)?.ok_or_else(|| DbError::NotFound(format!("no database {} here", db.split('\0').nth(1).unwrap_or_default())))?;
+        let info: DbInfo = serde_json::from_slice(&open("orbit_dbs", db, sealed.value())?).map_err(|_| StoreError::Corrupt("a database row is not JSON"))?;
+        let kind = Kind::parse(&info.kind).ok_or(StoreError::Corrupt("a database has an unknown type"))?;
+        let hashes: Vec<String> = match self.heads.get(db)? {
+            Some(sealed) => serde_json::from_slice(&open("orbit_heads", db, sealed.value())?).map_err(|_| StoreError::Corrupt("heads are not JSON"))?,
+            None => Vec::new(),
+        };
+        let mut heads = Vec::new();
+        for hash in hashes {
+            let place = self.members.get(under(db, &hash).as_str())?.ok_or(StoreError::Corrupt("a head is not in its log"))?;
+            heads.push((hash, time_of(db, place.value())));
+        }
+        let (start, end) = tables::order_range(db);
+        let mut recent = VecDeque::new();
+        for row in self.order.range(start.as_slice()..end.as_slice())?.rev().take(RECENT) {
+            recent.push_back(row?.1.value().to_owned());
+        }
+        Ok(DbState { kind, access: AccessController::ipfs(info.write.clone()), address: info.address, heads, recent })
+    }
+
+    pub(super) fn append(&mut self, namespace: &str, db: &str, op: Op, quota_bytes: u64) -> Result<String, DbError> {
+        let me = self.writer(namespace)?;
+        let state = self.state(db)?;
+        if !state.kind.accepts(&op) {
+            return Err(DbError::Invalid(format!("a {} database does not take this operation", state.kind.as_str())));
+        }
+        if !state.access.can_write(&me.identity.id) {
+            return Err(DbError::Denied("this database's access controller does not list this app's identity as a writer".into()));
+        }
+        let time = state.heads.iter().map(|(_, t)| *t).max().unwrap_or(0) + 1;
+        let next: Vec<String> = state.heads.iter().map(|(h, _)| h.clone()).collect();
+        let refs = selfcloud_orbitdb::op::refs(&state.recent, 16);
+        let clock = selfcloud_orbitdb::Clock { id: me.keys.signing.public_hex(), time };
+        let entry = Entry::create(&me.keys, &me.hash, &state.address, op.payload(), clock, next, refs)?;
+        let (hash, bytes) = entry.encode()?;
+        // Check the quota before writing anything: a refused write leaves the batch untouched.
+        let estimate = 2 * bytes.len() as u64 + 256;
+        if self.usage + estimate > quota_bytes {
+            return Err(DbError::Store(StoreError::QuotaExceeded { quota_bytes }));
+        }
+        self.apply(db, &hash, &bytes, &entry, &op)?;
+        let state = self.state(db)?;
+        state.heads = vec![(hash.clone(), time)];
+        state.recent.push_front(hash.clone());
+        state.recent.truncate(RECENT);
+        self.dirty_heads.push(db.to_owned());
+        Ok(hash)
+    }
+
+    /// Record a verified entry in a log: its block, its place in the order, and what it changes.
+    fn apply(&mut self, db: &str, hash: &str, bytes: &[u8], entry: &Entry, op: &Op) -> Result<(), DbError> {
+        self.usage += self.put_block(hash, bytes)?;
+        let place = tables::order_key(db, entry.clock.time, &entry.clock.id, hash);
+        self.members.insert(under(db, hash).as_str(), place.as_slice())?;
+        self.order.insert(place.as_slice(), hash)?;
+        self.usage += (place.len() * 2 + hash.len()) as u64;
+        let (key, value) = match op {
+            Op::Put { key, value } => (key, Some(value::to_json(value))),
+            Op::Del { key } => (key, None),
+            Op::Add { .. } => return Ok(()),
+        };
+        let row = under(db, key);
+        if let Some(sealed) = self.index.get(row.as_str())? {
+            let plain = self.store.key.open(&aad("orbit_index", &row), sealed.value()).map_err(|_| StoreError::Corrupt("an index row does not open"))?;
+            let current: Indexed = serde_json::from_slice(&plain).map_err(|_| StoreError::Corrupt("an index row is not JSON"))?;
+            if !current.loses_to(entry.clock.time, &entry.clock.id, hash) {
+                return Ok(());
+            }
+        }
+        let state = Indexed { t: entry.clock.time, c: entry.clock.id.clone(), h: hash.to_owned(), v: value };
+        let sealed = self.seal_into("orbit_index", &row, &serde_json::to_vec(&state).unwrap_or_default());
+        self.usage += sealed.len() as u64;
+        self.index.insert(row.as_str(), sealed.as_slice())?;
+        Ok(())
+    }
+}
+
+/// The clock time inside an order key (`db \0 time …`).
+fn time_of(db: &str, place: &[u8]) -> u64 {
+    place.get(db.len() + 1..db.len() + 9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
+}
