@@ -15,3 +15,4 @@ cargo build --release --locked -p selfcloud
 ./target/release/selfcloud bench gateway
 ./target/release/selfcloud bench ipfs
 ./target/release/selfcloud bench bitswap
+./target/release/selfcloud bench db

@@ -2,16 +2,33 @@
 //! lowercase hex; public keys are compressed SEC1 points in hex (what libp2p's secp256k1 keys
 //! produce in the JS keystore).
 
+use std::sync::OnceLock;
+
 use secp256k1::ecdsa::Signature;
-use secp256k1::{Message, PublicKey};
+use secp256k1::{All, Message, PublicKey, Secp256k1};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
 
+/// One libsecp256k1 context for the process, blinded once with OS randomness when made (the
+/// side-channel countermeasure libsecp256k1 asks for) rather than re-blinded on every signature,
+/// which doubled the cost of a signature.
+fn context() -> &'static Secp256k1<All> {
+    static CONTEXT: OnceLock<Secp256k1<All>> = OnceLock::new();
+    CONTEXT.get_or_init(|| {
+        let mut context = Secp256k1::new();
+        let mut seed = [0u8; 32];
+        if getrandom::getrandom(&mut seed).is_ok() {
+            context.seeded_randomize(&seed);
+        }
+        context
+    })
+}
+
 /// A secp256k1 secret key. Signing and verifying run in libsecp256k1 (Bitcoin Core's library):
-/// a log append signs once and a replicated entry verifies twice or three times, and at
-/// thousands of entries a second its speed is the store's speed (about 3× RustCrypto's `k256`
-/// here).
+/// a log append signs once and a replicated entry verifies two or three signatures, so at
+/// thousands of entries a second its speed is the store's speed (RustCrypto's `k256` took
+/// about 3× as long here).
 #[derive(Clone)]
 pub struct SecretKey {
     secret: secp256k1::SecretKey,
@@ -34,13 +51,13 @@ impl SecretKey {
 
     /// A key from its 32 secret bytes.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<SecretKey, Error> {
-        let secret = secp256k1::SecretKey::from_secret_bytes(*bytes).map_err(|_| Error::Signature("not a secp256k1 secret key"))?;
-        Ok(SecretKey { public_hex: hex(&secret.public_key().serialize()), secret })
+        let secret = secp256k1::SecretKey::from_slice(bytes).map_err(|_| Error::Signature("not a secp256k1 secret key"))?;
+        Ok(SecretKey { public_hex: hex(&PublicKey::from_secret_key(context(), &secret).serialize()), secret })
     }
 
     /// The 32 secret bytes (to store the key sealed).
     pub fn to_bytes(&self) -> [u8; 32] {
-        self.secret.to_secret_bytes()
+        self.secret.secret_bytes()
     }
 
     /// The compressed public key, hex (OrbitDB's key and identity ids).
@@ -52,7 +69,7 @@ impl SecretKey {
 /// Sign `message` as OrbitDB does: hex of the DER signature (low-S, RFC 6979 nonce) over
 /// SHA-256 of it.
 pub fn sign(key: &SecretKey, message: &[u8]) -> String {
-    let signature = secp256k1::ecdsa::sign(Message::from_digest(Sha256::digest(message).into()), &key.secret);
+    let signature = context().sign_ecdsa(&Message::from_digest(Sha256::digest(message).into()), &key.secret);
     hex(&signature.serialize_der())
 }
 
@@ -62,12 +79,10 @@ pub fn verify(signature_hex: &str, public_key_hex: &str, message: &[u8]) -> bool
     let (Some(signature), Some(key)) = (unhex(signature_hex), unhex(public_key_hex)) else { return false };
     let (Ok(mut signature), Ok(key)) = (Signature::from_der(&signature), PublicKey::from_slice(&key)) else { return false };
     signature.normalize_s();
-    secp256k1::ecdsa::verify(&signature, Message::from_digest(Sha256::digest(message).into()), &key).is_ok()
+    context().verify_ecdsa(&Message::from_digest(Sha256::digest(message).into()), &signature, &key).is_ok()
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use selfcloud_core::hex;
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 || text.len() > 512 {

@@ -46,6 +46,16 @@ pub enum Which {
         #[arg(long, default_value_t = 64)]
         mib: usize,
     },
+    /// OrbitDB keyvalue puts per second: the engine alone, through the gateway, and the real
+    /// JavaScript OrbitDB in the same run.
+    Db {
+        /// Puts per measurement of ours.
+        #[arg(long, default_value_t = 20_000)]
+        puts: usize,
+        /// Puts for JavaScript OrbitDB (about 150 a second).
+        #[arg(long, default_value_t = 1_000)]
+        js_puts: usize,
+    },
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
@@ -59,6 +69,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || crate::bench_ipfs::run(&dir, mib)).await?
         }
         Which::Bitswap { mib } => crate::bench_bitswap::run(&dir, mib).await,
+        Which::Db { puts, js_puts } => crate::bench_db::run(&dir, puts, js_puts).await,
     };
     let _ = std::fs::remove_dir_all(&dir);
     result
