@@ -21,6 +21,12 @@ use biscuit_auth::{AuthorizerBuilder, Biscuit, KeyPair, PrivateKey, PublicKey};
 use selfcloud_core::Scope;
 use sha2::{Digest, Sha256};
 
+/// Datalog run limits for checking a token. biscuit-auth's default wall-clock limit is 1 ms for
+/// the whole check, and every `query` re-counts it: on a loaded host a preempted thread blew it
+/// and a good token was refused as malformed (CI's flaky 401s). The fact and iteration limits
+/// bound the work; the time limit only has to catch a runaway, so it is generous.
+const RUN_LIMITS: biscuit_auth::AuthorizerLimits = biscuit_auth::AuthorizerLimits { max_facts: 1000, max_iterations: 100, max_time: std::time::Duration::from_millis(250) };
+
 /// Verified tokens remembered at most (then the cache is cleared and refilled).
 const CACHE_ENTRIES_MAX: usize = 65_536;
 /// Longest token accepted, bytes (bounds parsing work on garbage).
@@ -202,6 +208,7 @@ impl Tokens {
     fn verify_uncached(&self, token: &str) -> Result<Claims, TokenError> {
         let biscuit = Biscuit::from_base64(token, self.public).map_err(|_| TokenError::Invalid)?;
         let mut authorizer = AuthorizerBuilder::new()
+            .set_limits(RUN_LIMITS)
             .time()
             .code("allow if true;")
             .and_then(|b| b.build(&biscuit))
