@@ -149,14 +149,9 @@ async fn open(State(state): State<Shared>, ctx: Ctx, Query(q): Query<NsQuery>, b
     let body: OpenBody = parse(&ctx, &body, r#"{"address": "/orbitdb/…"}"#)?;
     let cid = body.address.strip_prefix("/orbitdb/").ok_or_else(|| ctx.fail(ApiError::invalid("address must be /orbitdb/<cid>")))?.to_owned();
     check_cid(&ctx, &cid)?;
-    let (ns2, cid2) = (ns.clone(), cid.clone());
-    match read(&state, &ctx, move |orbit| orbit.info(&ns2, &cid2)).await {
-        Ok(info) => Ok(json_response(StatusCode::OK, info_json(&info).to_string().into_bytes())),
-        Err(e) if e.code == ErrorCode::NotFound => {
-            Err(ctx.fail(ApiError::new(ErrorCode::Unavailable, "opening a database held elsewhere needs replication, which this build does not have yet")))
-        }
-        Err(e) => Err(e),
-    }
+    let info = state.orbit.open(&ns, &body.address).await.map_err(|e| db_error(&ctx, e))?;
+    let _ = cid;
+    Ok(json_response(StatusCode::OK, info_json(&info).to_string().into_bytes()))
 }
 
 fn check_value(ctx: &Ctx, raw: &serde_json::value::RawValue) -> Result<Value, ApiError> {

@@ -94,7 +94,7 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
         Some(listen) => Some(start_p2p(listen, &identity, &store).await?),
         None => None,
     };
-    let orbit = orbit::Orbit::start(store.clone())?;
+    let orbit = orbit::Orbit::start(store.clone(), p2p.clone()).await?;
     let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), p2p, orbit });
     let app = api::router(state);
     {

@@ -5,7 +5,7 @@
 //!   is published, so answering a peer's want is one point read and unpublishing never scans.
 //!
 //! Private by default: a block is served to a foreign peer only while some published root's DAG
-//! holds it (and it is still here: garbage collection of an unpinned DAG stops serving it).
+//! holds it, or when it belongs to an OrbitDB database (whose address is its read capability) (and it is still here: garbage collection of an unpinned DAG stops serving it).
 
 use redb::{MultimapTableDefinition, ReadableDatabase, TableDefinition};
 use selfcloud_ipfs::Cid;
@@ -82,7 +82,9 @@ impl Store {
             roots.next().is_some()
         };
         if !published {
-            return Ok(None);
+            // Database blocks (entries, identities, manifests, access controllers) are served to
+            // whoever asks by hash: a database's address is its read capability, as in OrbitDB.
+            return crate::orbit::block(self, cid);
         }
         self.block(cid)
     }

@@ -10,6 +10,8 @@
 
 mod keys;
 
+pub mod cbor;
+
 pub mod entry;
 pub mod identity;
 pub mod manifest;

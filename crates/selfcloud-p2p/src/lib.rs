@@ -1,5 +1,6 @@
-//! An instance's libp2p node: TCP, noise, yamux and identify, with our own Bitswap 1.2.0 client
-//! and server on raw streams.
+//! An instance's libp2p node: TCP, noise, yamux, identify and gossipsub, with our own Bitswap
+//! 1.2.0 client and server on raw streams, and raw streams of other protocols for the owner
+//! (OrbitDB's heads exchange).
 //!
 //! This crate owns the peer-to-peer wire: dialing, listening, and moving blocks to and from
 //! foreign peers. It does not own storage or policy: what may be served is asked of the
@@ -75,12 +76,50 @@ pub struct Config {
     pub want_timeout: Duration,
 }
 
+/// What the network tells the node's owner.
+#[derive(Debug)]
+pub enum Event {
+    /// A pubsub message on a topic we subscribe to (checked: signed by `from`).
+    Message {
+        /// The topic.
+        topic: String,
+        /// The payload.
+        data: Vec<u8>,
+        /// Who published it.
+        from: PeerId,
+    },
+    /// A peer subscribed to a topic.
+    Subscribed {
+        /// The topic.
+        topic: String,
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer opened a stream on a protocol we [accept](Node::accept).
+    Stream {
+        /// The protocol.
+        protocol: String,
+        /// The peer.
+        peer: PeerId,
+        /// The stream.
+        stream: Stream,
+    },
+}
+
+pub use libp2p::Stream;
+
+/// Events waiting for the owner before the network's are dropped.
+const EVENT_QUEUE: usize = 4096;
+
 /// A running node; cheap to clone. Dropping every clone stops it.
 #[derive(Clone)]
 pub struct Node {
     peer_id: PeerId,
     commands: mpsc::Sender<swarm::Command>,
     engine: Arc<engine::Engine>,
+    control: libp2p_stream::Control,
+    events_tx: mpsc::Sender<Event>,
+    events: Arc<std::sync::Mutex<Option<mpsc::Receiver<Event>>>>,
 }
 
 impl Node {
@@ -88,8 +127,45 @@ impl Node {
     /// Returns once the listener is bound.
     pub async fn start(keypair: Keypair, config: Config, blocks: Arc<dyn Blocks>) -> Result<Node, Error> {
         let peer_id = keypair.public().to_peer_id();
-        let (commands, engine) = swarm::spawn(keypair, &config, blocks).await?;
-        Ok(Node { peer_id, commands, engine })
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (commands, engine, control) = swarm::spawn(keypair, &config, blocks, events_tx.clone()).await?;
+        Ok(Node { peer_id, commands, engine, control, events_tx, events: Arc::new(std::sync::Mutex::new(Some(events))) })
+    }
+
+    /// The node's events; the first caller gets them, later callers `None`.
+    pub fn take_events(&self) -> Option<mpsc::Receiver<Event>> {
+        self.events.lock().ok()?.take()
+    }
+
+    /// Subscribe to a pubsub topic (again is a no-op).
+    pub async fn subscribe(&self, topic: &str) -> Result<(), Error> {
+        self.commands.send(swarm::Command::Subscribe(topic.to_owned())).await.map_err(|_| Error::Stopped)
+    }
+
+    /// Publish on a topic (to subscribed peers; none is not an error).
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), Error> {
+        self.commands.send(swarm::Command::Publish(topic.to_owned(), data)).await.map_err(|_| Error::Stopped)
+    }
+
+    /// Accept streams of `protocol`; each arrives as [`Event::Stream`]. Accepting one twice fails.
+    pub fn accept(&self, protocol: &str) -> Result<(), Error> {
+        let name = libp2p::StreamProtocol::try_from_owned(protocol.to_owned()).map_err(|e| Error::Address(e.to_string()))?;
+        let mut incoming = self.control.clone().accept(name).map_err(|e| Error::Start(e.to_string()))?;
+        let (events, protocol) = (self.events_tx.clone(), protocol.to_owned());
+        tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                if events.send(Event::Stream { protocol: protocol.clone(), peer, stream }).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Open a stream of `protocol` to a connected peer.
+    pub async fn open(&self, peer: PeerId, protocol: &str) -> Result<Stream, Error> {
+        let name = libp2p::StreamProtocol::try_from_owned(protocol.to_owned()).map_err(|e| Error::Address(e.to_string()))?;
+        self.control.clone().open_stream(peer, name).await.map_err(|e| Error::Dial { addr: peer.to_string(), reason: e.to_string() })
     }
 
     /// This node's peer id.

@@ -44,7 +44,7 @@ pub async fn run(dir: &Path, puts: usize, js_puts: usize) -> anyhow::Result<()> 
     };
 
     let store = selfcloud_instance::store::Store::open(&dir.join("engine.redb"), selfcloud_core::seal::Key::generate())?;
-    let orbit = Arc::new(Orbit::start(Arc::new(store))?);
+    let orbit = Arc::new(Orbit::start(Arc::new(store), None).await?);
     let (info, _) = orbit.create("owner", "bench", Kind::KeyValue, None).await?;
     let cid = info.cid().to_owned();
     let sequential = puts.min(2_000);

@@ -8,6 +8,7 @@
 //! not a thousand. Reads go straight to the store. State is indexed as entries arrive
 //! ([`tables`]), so opening a database never replays its log.
 
+mod sync;
 mod tables;
 mod writer;
 
@@ -115,31 +116,88 @@ pub struct Range {
     pub amount: Option<usize>,
 }
 
-/// The instance's databases: a handle to the writer thread plus direct reads.
+/// The instance's databases: a handle to the writer thread, direct reads, and (when the instance
+/// is online) replication. Cheap to clone.
+#[derive(Clone)]
 pub struct Orbit {
     store: Arc<Store>,
     writer: writer::Handle,
+    sync: Option<sync::Sync>,
 }
 
 impl Orbit {
-    /// Start the writer thread over `store`.
-    pub fn start(store: Arc<Store>) -> std::io::Result<Orbit> {
-        Ok(Orbit { writer: writer::Handle::spawn(store.clone())?, store })
+    /// Start the writer thread over `store`, and replication over `node` if there is one.
+    pub async fn start(store: Arc<Store>, node: Option<selfcloud_p2p::Node>) -> std::io::Result<Orbit> {
+        let mut orbit = Orbit { writer: writer::Handle::spawn(store.clone())?, store, sync: None };
+        if let Some(node) = node {
+            orbit.sync = Some(sync::Sync::start(orbit.clone(), node).await);
+        }
+        Ok(orbit)
     }
 
     /// Create a database of `kind` named `name` in `namespace` (writers: this namespace's
     /// identity unless `write` says otherwise), or return the one that is already there.
     /// `true` when it was created now.
     pub async fn create(&self, namespace: &str, name: &str, kind: Kind, write: Option<Vec<String>>) -> Result<(DbInfo, bool), DbError> {
-        let (namespace, name) = (namespace.to_owned(), name.to_owned());
-        self.writer.call(move |batch| batch.create(&namespace, &name, kind, write)).await
+        let (ns, name) = (namespace.to_owned(), name.to_owned());
+        let (info, created) = self.writer.call(move |batch| batch.create(&ns, &name, kind, write)).await?;
+        if let Some(sync) = &self.sync {
+            sync.hold(namespace, &info.address).await;
+        }
+        Ok((info, created))
     }
 
-    /// Append `op` to a database; the entry's hash once it is durable.
+    /// Hold the database at `address`, made elsewhere: its manifest and access controller are
+    /// fetched from connected peers, then its log replicates in.
+    pub async fn open(&self, namespace: &str, address: &str) -> Result<DbInfo, DbError> {
+        let cid = address.trim_start_matches("/orbitdb/");
+        if let Ok(info) = self.info(namespace, cid) {
+            return Ok(info);
+        }
+        let sync = self.sync.as_ref().ok_or_else(|| DbError::NotFound("this instance runs offline: a database held elsewhere cannot be opened".into()))?;
+        let (info, blocks) = sync.fetch_manifest(address).await?;
+        let db = db_key(namespace, cid);
+        let info = self.writer.call(move |batch| batch.register(&db, info, blocks)).await?;
+        sync.hold(namespace, &info.address).await;
+        Ok(info)
+    }
+
+    /// Append `op` to a database; the entry's hash once it is durable (and published to peers).
     pub async fn append(&self, namespace: &str, cid: &str, op: Op, quota_bytes: u64) -> Result<String, DbError> {
         let db = db_key(namespace, cid);
         let namespace = namespace.to_owned();
-        self.writer.call(move |batch| batch.append(&namespace, &db, op, quota_bytes)).await
+        let (hash, bytes) = self.writer.call(move |batch| batch.append(&namespace, &db, op, quota_bytes)).await?;
+        if let Some(sync) = &self.sync {
+            sync.announce(&format!("/orbitdb/{cid}"), bytes).await;
+        }
+        Ok(hash)
+    }
+
+    /// A database's current heads, as blocks.
+    fn head_blocks(&self, namespace: &str, cid: &str) -> Result<Vec<Vec<u8>>, DbError> {
+        let db = db_key(namespace, cid);
+        let txn = self.store.db.begin_read()?;
+        let Some(sealed) = txn.open_table(tables::HEADS)?.get(db.as_str())? else { return Ok(Vec::new()) };
+        let hashes: Vec<String> = self.open_json(&aad("orbit_heads", &db), sealed.value())?;
+        let mut out = Vec::new();
+        for hash in hashes {
+            out.extend(self.block_named(&hash)?);
+        }
+        Ok(out)
+    }
+
+    /// Whether a database's log holds `hash`.
+    fn holds(&self, namespace: &str, cid: &str, hash: &str) -> Result<bool, DbError> {
+        let txn = self.store.db.begin_read()?;
+        Ok(txn.open_table(MEMBERS)?.get(under(&db_key(namespace, cid), hash).as_str())?.is_some())
+    }
+
+    /// A database block held here, by its `zdpu…` name.
+    fn block_named(&self, hash: &str) -> Result<Option<Vec<u8>>, DbError> {
+        let txn = self.store.db.begin_read()?;
+        let Some(sealed) = txn.open_table(BLOCKS)?.get(hash)? else { return Ok(None) };
+        let plain = self.store.key.open(&aad("orbit_blocks", hash), sealed.value()).map_err(|_| StoreError::Corrupt("a database block does not open under this data key"))?;
+        Ok(Some(plain))
     }
 
     /// A database of `namespace`.
@@ -262,6 +320,17 @@ impl Orbit {
         let plain = self.store.key.open(aad, sealed).map_err(|_| StoreError::Corrupt("a database row does not open under this data key"))?;
         serde_json::from_slice(&plain).map_err(|_| DbError::Store(StoreError::Corrupt("a database row is not the JSON it should be")))
     }
+}
+
+/// A database block for the Bitswap server, by CID.
+pub(crate) fn block(store: &Store, cid: &selfcloud_ipfs::Cid) -> Result<Option<Vec<u8>>, StoreError> {
+    if cid.codec() != selfcloud_orbitdb::DAG_CBOR {
+        return Ok(None);
+    }
+    let Ok(hash) = cid.to_string_of_base(selfcloud_ipfs::cid::multibase::Base::Base58Btc) else { return Ok(None) };
+    let txn = store.db.begin_read()?;
+    let Some(sealed) = txn.open_table(BLOCKS)?.get(hash.as_str())? else { return Ok(None) };
+    store.key.open(&aad("orbit_blocks", &hash), sealed.value()).map(Some).map_err(|_| StoreError::Corrupt("a database block does not open under this data key"))
 }
 
 fn bound_ref(bound: &std::ops::Bound<Vec<u8>>) -> std::ops::Bound<&[u8]> {

@@ -26,6 +26,7 @@ type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&mut Batch<'_>) -> Result<Done, StoreError> + Send>;
 
 /// A handle to the writer thread.
+#[derive(Clone)]
 pub(super) struct Handle {
     jobs: mpsc::Sender<Job>,
 }
@@ -265,15 +266,11 @@ impl<'t> Batch<'t> {
             let place = self.members.get(under(db, &hash).as_str())?.ok_or(StoreError::Corrupt("a head is not in its log"))?;
             heads.push((hash, time_of(db, place.value())));
         }
-        let (start, end) = tables::order_range(db);
-        let mut recent = VecDeque::new();
-        for row in self.order.range(start.as_slice()..end.as_slice())?.rev().take(RECENT) {
-            recent.push_back(row?.1.value().to_owned());
-        }
+        let recent = self.newest(db)?;
         Ok(DbState { kind, access: AccessController::ipfs(info.write.clone()), address: info.address, heads, recent })
     }
 
-    pub(super) fn append(&mut self, namespace: &str, db: &str, op: Op, quota_bytes: u64) -> Result<String, DbError> {
+    pub(super) fn append(&mut self, namespace: &str, db: &str, op: Op, quota_bytes: u64) -> Result<(String, Vec<u8>), DbError> {
         let me = self.writer(namespace)?;
         let state = self.state(db)?;
         if !state.kind.accepts(&op) {
@@ -293,17 +290,83 @@ impl<'t> Batch<'t> {
         if self.usage + estimate > quota_bytes {
             return Err(DbError::Store(StoreError::QuotaExceeded { quota_bytes }));
         }
-        self.apply(db, &hash, &bytes, &entry, &op, Fresh::Yes)?;
+        self.apply(db, &hash, &bytes, &entry, Some(&op), Fresh::Yes)?;
         let state = self.state(db)?;
         state.heads = vec![(hash.clone(), time)];
         state.recent.push_front(hash.clone());
         state.recent.truncate(RECENT);
         self.dirty_heads.push(db.to_owned());
-        Ok(hash)
+        Ok((hash, bytes))
+    }
+
+    /// Hold a database that was made elsewhere (its manifest and access controller fetched).
+    pub(super) fn register(&mut self, db: &str, info: DbInfo, blocks: Vec<(String, Vec<u8>)>) -> Result<DbInfo, DbError> {
+        for (hash, bytes) in &blocks {
+            self.usage += self.put_block(hash, bytes)?;
+        }
+        if let Some(sealed) = self.dbs.get(db)? {
+            let plain = self.store.key.open(&aad("orbit_dbs", db), sealed.value()).map_err(|_| StoreError::Corrupt("a database row does not open"))?;
+            return serde_json::from_slice(&plain).map_err(|_| DbError::Store(StoreError::Corrupt("a database row is not JSON")));
+        }
+        let sealed = self.seal_into("orbit_dbs", db, &serde_json::to_vec(&info).unwrap_or_default());
+        self.dbs.insert(db, sealed.as_slice())?;
+        Ok(info)
+    }
+
+    /// Join entries that arrived from peers, already verified (signature, identity, write
+    /// access) by the caller; `blocks` are identity blocks to keep. Returns how many were new.
+    /// Heads become the old heads no new entry follows, plus the new entries no new entry
+    /// follows.
+    pub(super) fn join(&mut self, db: &str, entries: Vec<(String, Vec<u8>, Entry)>, blocks: Vec<(String, Vec<u8>)>) -> Result<usize, DbError> {
+        for (hash, bytes) in &blocks {
+            self.usage += self.put_block(hash, bytes)?;
+        }
+        let kind = self.state(db)?.kind;
+        let mut added = Vec::new();
+        for (hash, bytes, entry) in &entries {
+            if self.members.get(under(db, hash).as_str())?.is_some() || added.iter().any(|(h, _)| h == hash) {
+                continue;
+            }
+            let op = Op::from_payload(&entry.payload).filter(|op| kind.accepts(op));
+            self.apply(db, hash, bytes, entry, op.as_ref(), Fresh::No)?;
+            added.push((hash.clone(), entry));
+        }
+        if added.is_empty() {
+            return Ok(0);
+        }
+        let followed: std::collections::HashSet<&str> = added.iter().flat_map(|(_, e)| e.next.iter().map(String::as_str)).collect();
+        let state = self.state(db)?;
+        let mut heads: Vec<(String, u64)> = state.heads.iter().filter(|(h, _)| !followed.contains(h.as_str())).cloned().collect();
+        for (hash, entry) in &added {
+            if !followed.contains(hash.as_str()) && !heads.iter().any(|(h, _)| h == hash) {
+                heads.push((hash.clone(), entry.clock.time));
+            }
+        }
+        state.heads = heads;
+        self.dirty_heads.push(db.to_owned());
+        // `recent` no longer reflects the order once entries land in the middle of it: reload.
+        self.reload_recent(db)?;
+        Ok(added.len())
+    }
+
+    fn reload_recent(&mut self, db: &str) -> Result<(), DbError> {
+        let recent = self.newest(db)?;
+        self.state(db)?.recent = recent;
+        Ok(())
+    }
+
+    /// The log's newest entries, newest first, for `refs`.
+    fn newest(&self, db: &str) -> Result<VecDeque<String>, DbError> {
+        let (start, end) = tables::order_range(db);
+        let mut recent = VecDeque::new();
+        for row in self.order.range(start.as_slice()..end.as_slice())?.rev().take(RECENT) {
+            recent.push_back(row?.1.value().to_owned());
+        }
+        Ok(recent)
     }
 
     /// Record a verified entry in a log: its block, its place in the order, and what it changes.
-    fn apply(&mut self, db: &str, hash: &str, bytes: &[u8], entry: &Entry, op: &Op, fresh: Fresh) -> Result<(), DbError> {
+    fn apply(&mut self, db: &str, hash: &str, bytes: &[u8], entry: &Entry, op: Option<&Op>, fresh: Fresh) -> Result<(), DbError> {
         if fresh == Fresh::Yes {
             let sealed = self.seal_into("orbit_blocks", hash, bytes);
             self.blocks.insert(hash, sealed.as_slice())?;
@@ -316,9 +379,9 @@ impl<'t> Batch<'t> {
         self.order.insert(place.as_slice(), hash)?;
         self.usage += (place.len() * 2 + hash.len()) as u64;
         let (key, value) = match op {
-            Op::Put { key, value } => (key, Some(value::to_json(value))),
-            Op::Del { key } => (key, None),
-            Op::Add { .. } => return Ok(()),
+            Some(Op::Put { key, value }) => (key, Some(value::to_json(value))),
+            Some(Op::Del { key }) => (key, None),
+            Some(Op::Add { .. }) | None => return Ok(()),
         };
         let row = under(db, key);
         let current = if fresh == Fresh::Yes { None } else { self.index.get(row.as_str())?.map(|v| v.value().to_vec()) };
@@ -342,7 +405,6 @@ impl<'t> Batch<'t> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fresh {
     Yes,
-    #[allow(dead_code)] // Replicated entries (next: joining heads from peers).
     No,
 }
 

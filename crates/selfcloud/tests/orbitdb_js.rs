@@ -1,0 +1,229 @@
+//! Replication between an instance and a real JavaScript OrbitDB peer (`@orbitdb/core` 3.0.2
+//! from npm, on Helia and libp2p over loopback TCP): JS writes and the instance reads, the
+//! instance writes and JS reads, both write at once and converge to the same log order — for
+//! keyvalue, events and documents — and forged entries are refused.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use common::TestSystem;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+struct JsPeer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    hello: Value,
+    _dir: tempfile::TempDir,
+}
+
+impl JsPeer {
+    fn start() -> JsPeer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/js/orbitdb-peer.mjs");
+        assert!(script.with_file_name("node_modules/@orbitdb/core").exists(), "OrbitDB is not installed: run scripts/setup.sh (it runs `npm ci` in interop/js)");
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("node").arg(script).arg("peer").arg(dir.path()).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("node");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let hello = serde_json::from_str(&line).unwrap_or_else(|_| panic!("the JS peer did not start: {line:?}"));
+        JsPeer { child, stdin, stdout, hello, _dir: dir }
+    }
+
+    /// One command, one answer (blocking: the peer answers quickly or `wait` bounds it).
+    fn cmd(&mut self, command: Value) -> Value {
+        writeln!(self.stdin, "{command}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let answer: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("no answer to {command}: {line:?}"));
+        assert!(answer.get("error").is_none(), "{command}: {}", answer["error"]);
+        answer
+    }
+
+    fn addr(&self) -> String {
+        self.hello["addrs"][0].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for JsPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `GET path` until `done` holds for its JSON (replication is asynchronous).
+async fn until(sys: &TestSystem, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let r = sys.call(Method::GET, path, Some(token), None).await;
+        if r.status == 200 && done(&r.json) {
+            return r.json;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} did not reach the expected state in 20 s");
+}
+
+fn cid(address: &str) -> String {
+    address.trim_start_matches("/orbitdb/").to_owned()
+}
+
+async fn connect_and_open(sys: &TestSystem, alice: &str, js: &JsPeer, address: &str) {
+    let r = sys.call(Method::POST, &format!("/i/alice/api/v0/swarm/connect?arg={}", js.addr()), Some(alice), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = sys.call(Method::POST, "/i/alice/v1/db/open", Some(alice), Some(json!({"address": address}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["address"], address);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyvalue_replicates_both_ways_and_converges() {
+    let sys = TestSystem::start(&[("SELFCLOUD_RATE_FREE_PER_MIN", "100000")]);
+    let alice = sys.user("alice").await;
+    let mut js = tokio::task::spawn_blocking(JsPeer::start).await.unwrap();
+    let address = js.cmd(json!({"cmd": "create", "name": "shared", "type": "keyvalue"}))["address"].as_str().unwrap().to_owned();
+    for i in 0..5 {
+        js.cmd(json!({"cmd": "put", "key": format!("js-{i}"), "value": {"n": i}}));
+    }
+    js.cmd(json!({"cmd": "del", "key": "js-4"}));
+
+    // JS → Rust: the instance opens the address and the log comes in.
+    connect_and_open(&sys, &alice, &js, &address).await;
+    let kv = format!("/i/alice/v1/db/{}/kv", cid(&address));
+    let got = until(&sys, &alice, &kv, |v| v["items"].as_array().is_some_and(|i| i.len() == 4)).await;
+    assert_eq!(got["items"][0], json!({"key": "js-0", "value": {"n": 0}, "hash": got["items"][0]["hash"]}));
+
+    // Rust → JS.
+    for i in 0..3 {
+        let r = sys.call(Method::PUT, &format!("{kv}/rs-{i}"), Some(&alice), Some(json!({"value": format!("from rust {i}")}))).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    assert_eq!(js.cmd(json!({"cmd": "wait", "count": 9}))["entries"], 9);
+    assert_eq!(js.cmd(json!({"cmd": "get", "key": "rs-2"}))["value"], "from rust 2");
+
+    // Both at once, then the same state on both sides.
+    let writes = {
+        let (sys_url, alice, kv) = (sys.client.base.clone(), alice.clone(), kv.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..20 {
+                let r = http.put(format!("{sys_url}{kv}/both-{}", i % 5)).bearer_auth(&alice).json(&json!({"value": format!("rust {i}")})).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        })
+    };
+    for i in 0..20 {
+        js.cmd(json!({"cmd": "put", "key": format!("both-{}", i % 5), "value": format!("js {i}")}));
+    }
+    writes.await.unwrap();
+    assert_eq!(js.cmd(json!({"cmd": "wait", "count": 49}))["entries"], 49);
+    let ours = until(&sys, &alice, &format!("{kv}?limit=1000"), |v| v["items"].as_array().is_some_and(|i| i.len() == 12) && v["items"].as_array().unwrap().iter().filter(|i| i["key"].as_str().unwrap().starts_with("both")).count() == 5).await;
+    // Wait for the last writes to land everywhere: compare until equal (bounded).
+    let mut theirs = js.cmd(json!({"cmd": "dump"}))["all"].clone();
+    let mut ours = ours;
+    for _ in 0..100 {
+        let mine: Vec<(String, Value)> = ours["items"].as_array().unwrap().iter().map(|i| (i["key"].as_str().unwrap().to_owned(), i["value"].clone())).collect();
+        let mut js_view: Vec<(String, Value)> = theirs.as_array().unwrap().iter().map(|i| (i["key"].as_str().unwrap().to_owned(), i["value"].clone())).collect();
+        js_view.sort_by(|a, b| a.0.cmp(&b.0));
+        if mine == js_view {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ours = sys.call(Method::GET, &format!("{kv}?limit=1000"), Some(&alice), None).await.json;
+        theirs = js.cmd(json!({"cmd": "dump"}))["all"].clone();
+    }
+    panic!("the two sides did not converge: ours {ours}, theirs {theirs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_converge_to_one_order_and_documents_replicate() {
+    let sys = TestSystem::start(&[("SELFCLOUD_RATE_FREE_PER_MIN", "100000")]);
+    let alice = sys.user("alice").await;
+    let mut js = tokio::task::spawn_blocking(JsPeer::start).await.unwrap();
+
+    // An events database made here, opened by JS, written by both at once.
+    let r = sys.call(Method::POST, "/i/alice/v1/db", Some(&alice), Some(json!({"name": "chat", "type": "events", "write": ["*"]}))).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let address = r.json["address"].as_str().unwrap().to_owned();
+    let events = format!("/i/alice/v1/db/{}/events", cid(&address));
+    sys.call(Method::POST, &events, Some(&alice), Some(json!({"value": "first, from rust"}))).await;
+    let info = sys.call(Method::GET, "/i/alice/v1/info", Some(&alice), None).await;
+    js.cmd(json!({"cmd": "dial", "addr": info.json["multiaddrs"][0]}));
+    js.cmd(json!({"cmd": "open", "address": address}));
+    assert_eq!(js.cmd(json!({"cmd": "wait", "count": 1}))["entries"], 1, "JS fetched the manifest and the log from the instance");
+    let writes = {
+        let (url, alice, events) = (sys.client.base.clone(), alice.clone(), events.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..15 {
+                let r = http.post(format!("{url}{events}")).bearer_auth(&alice).json(&json!({"value": format!("rust {i}")})).send().await.unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        })
+    };
+    for i in 0..15 {
+        js.cmd(json!({"cmd": "add", "value": format!("js {i}")}));
+    }
+    writes.await.unwrap();
+    assert_eq!(js.cmd(json!({"cmd": "wait", "count": 31}))["entries"], 31);
+    let ours = until(&sys, &alice, &format!("{events}?amount=1000"), |v| v["items"].as_array().is_some_and(|i| i.len() == 31)).await;
+    let mut our_order: Vec<String> = ours["items"].as_array().unwrap().iter().map(|i| i["hash"].as_str().unwrap().to_owned()).collect();
+    our_order.reverse();
+    let their_order: Vec<String> = js.cmd(json!({"cmd": "dump"}))["entries"].as_array().unwrap().iter().map(|e| e["hash"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(our_order, their_order, "both sides order the merged log the same way");
+
+    // Documents made in JS, read and written here.
+    let docs_address = js.cmd(json!({"cmd": "create", "name": "people", "type": "documents"}))["address"].as_str().unwrap().to_owned();
+    js.cmd(json!({"cmd": "putdoc", "doc": {"_id": "ada", "field": "maths"}}));
+    js.cmd(json!({"cmd": "putdoc", "doc": {"_id": "alan", "field": "maths"}}));
+    let r = sys.call(Method::POST, "/i/alice/v1/db/open", Some(&alice), Some(json!({"address": docs_address}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let docs = format!("/i/alice/v1/db/{}/docs", cid(&docs_address));
+    until(&sys, &alice, &format!("{docs}/alan"), |v| v["field"] == "maths").await;
+    let r = sys.call(Method::POST, &format!("{docs}/query"), Some(&alice), Some(json!({"where": {"field": "maths"}}))).await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 2);
+    let r = sys.call(Method::PUT, &docs, Some(&alice), Some(json!({"_id": "grace", "field": "compilers"}))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(js.cmd(json!({"cmd": "wait", "count": 3}))["entries"], 3);
+    // OrbitDB's documents `get` answers {hash, key, value}.
+    assert_eq!(js.cmd(json!({"cmd": "get", "key": "grace"}))["value"]["value"], json!({"_id": "grace", "field": "compilers"}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_entries_are_refused() {
+    let sys = TestSystem::start(&[("SELFCLOUD_RATE_FREE_PER_MIN", "100000")]);
+    let alice = sys.user("alice").await;
+    let mut js = tokio::task::spawn_blocking(JsPeer::start).await.unwrap();
+
+    // Only alice may write to this one; JS's identity publishes an entry anyway.
+    let r = sys.call(Method::POST, "/i/alice/v1/db", Some(&alice), Some(json!({"name": "mine", "type": "keyvalue"}))).await;
+    let private = r.json["address"].as_str().unwrap().to_owned();
+    // Anyone may write to this one, but JS's entry is changed after signing.
+    let r = sys.call(Method::POST, "/i/alice/v1/db", Some(&alice), Some(json!({"name": "open", "type": "keyvalue", "write": ["*"]}))).await;
+    let open = r.json["address"].as_str().unwrap().to_owned();
+    let info = sys.call(Method::GET, "/i/alice/v1/info", Some(&alice), None).await;
+    js.cmd(json!({"cmd": "dial", "addr": info.json["multiaddrs"][0]}));
+    for (address, how) in [(&private, "nonwriter"), (&open, "badsig")] {
+        js.cmd(json!({"cmd": "open", "address": address}));
+        // A genuine write first, so the forged one is not simply early.
+        let kv = format!("/i/alice/v1/db/{}/kv", cid(address));
+        sys.call(Method::PUT, &format!("{kv}/real"), Some(&alice), Some(json!({"value": 1}))).await;
+        assert_eq!(js.cmd(json!({"cmd": "wait", "count": 1}))["entries"], 1);
+        js.cmd(json!({"cmd": "forge", "how": how}));
+        // A genuine JS write after it shows the instance did hear JS (for the open database).
+        if how == "badsig" {
+            js.cmd(json!({"cmd": "put", "key": "honest", "value": 2}));
+            until(&sys, &alice, &format!("{kv}/honest"), |v| v["value"] == 2).await;
+        } else {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let r = sys.call(Method::GET, &format!("{kv}/forged"), Some(&alice), None).await;
+        assert_eq!(r.status, 404, "a {how} entry was taken in: {}", r.text);
+    }
+}
