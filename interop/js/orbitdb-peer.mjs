@@ -73,6 +73,12 @@ if (mode === 'bench-put' && args.length === 1) {
     put: async ({ key, value }) => ({ hash: await db.put(key, value) }),
     del: async ({ key }) => ({ hash: await db.del(key) }),
     add: async ({ value }) => ({ hash: await db.add(value) }),
+    // Add `count` events one after another (for the replication benchmark).
+    fill: async ({ count }) => {
+      const started = process.hrtime.bigint()
+      for (let i = 0; i < count; i++) await db.add({ n: i, text: 'an event of about the size of a small JSON record' })
+      return { seconds: Number(process.hrtime.bigint() - started) / 1e9 }
+    },
     putdoc: async ({ doc }) => ({ hash: await db.put(doc) }),
     get: async ({ key }) => ({ value: (await db.get(key)) ?? null }),
     // Wait until the log holds `count` entries (or `timeout` ms pass).

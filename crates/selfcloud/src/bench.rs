@@ -46,8 +46,8 @@ pub enum Which {
         #[arg(long, default_value_t = 64)]
         mib: usize,
     },
-    /// OrbitDB keyvalue puts per second: the engine alone, through the gateway, and the real
-    /// JavaScript OrbitDB in the same run.
+    /// OrbitDB keyvalue puts per second (the engine alone, through the gateway, the real
+    /// JavaScript OrbitDB) and time to replicate a log Rust → Rust, JS → Rust and JS → JS.
     Db {
         /// Puts per measurement of ours.
         #[arg(long, default_value_t = 20_000)]
@@ -55,6 +55,12 @@ pub enum Which {
         /// Puts for JavaScript OrbitDB (about 150 a second).
         #[arg(long, default_value_t = 1_000)]
         js_puts: usize,
+        /// Entries replicated Rust → Rust.
+        #[arg(long, default_value_t = 10_000)]
+        entries: usize,
+        /// Entries replicated from JavaScript OrbitDB (written at its pace first: ~35 s for 10,000).
+        #[arg(long, default_value_t = 10_000)]
+        js_entries: usize,
     },
 }
 
@@ -69,7 +75,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || crate::bench_ipfs::run(&dir, mib)).await?
         }
         Which::Bitswap { mib } => crate::bench_bitswap::run(&dir, mib).await,
-        Which::Db { puts, js_puts } => crate::bench_db::run(&dir, puts, js_puts).await,
+        Which::Db { puts, js_puts, entries, js_entries } => crate::bench_db::run(&dir, puts, js_puts, entries, js_entries).await,
     };
     let _ = std::fs::remove_dir_all(&dir);
     result

@@ -29,7 +29,7 @@ fn value(i: usize) -> Ipld {
     selfcloud_orbitdb::value::from_json(&serde_json::json!({ "n": i, "text": "a value of about the size of a small JSON record" }))
 }
 
-pub async fn run(dir: &Path, puts: usize, js_puts: usize) -> anyhow::Result<()> {
+pub async fn run(dir: &Path, puts: usize, js_puts: usize, entries: usize, js_entries: usize) -> anyhow::Result<()> {
     println!("bench db: keyvalue puts, every put signed (secp256k1), sealed and fsync'd before it is answered");
     let js = js_orbitdb(dir, js_puts);
     let js_rate = match &js {
@@ -77,6 +77,83 @@ pub async fn run(dir: &Path, puts: usize, js_puts: usize) -> anyhow::Result<()> 
     match through_gateway(dir, puts).await {
         Ok(secs) => line(&format!("selfcloud through the gateway, {CONNECTIONS} connections"), puts, secs, js_rate),
         Err(e) => println!("through the gateway: not measured ({e:#})"),
+    }
+    replication(dir, entries, js_entries).await
+}
+
+/// An engine with its own store and p2p node, as an instance has.
+async fn engine(dir: &Path, name: &str) -> anyhow::Result<(Orbit, selfcloud_p2p::Node)> {
+    let store = Arc::new(selfcloud_instance::store::Store::open(&dir.join(format!("{name}.redb")), selfcloud_core::seal::Key::generate())?);
+    let config = selfcloud_p2p::Config { listen: "/ip4/127.0.0.1/tcp/0".parse()?, agent: "selfcloud-bench".into(), want_timeout: std::time::Duration::from_secs(30) };
+    let node = selfcloud_p2p::Node::start(selfcloud_p2p::Keypair::generate_ed25519(), config, Arc::new(selfcloud_instance::publish::Served(store.clone()))).await?;
+    Ok((Orbit::start(store, Some(node.clone())).await?, node))
+}
+
+/// Open `address` on `orbit` and wait until its log holds `count` entries; the seconds it took.
+async fn replicate(orbit: &Orbit, address: &str, count: usize) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let info = orbit.open("owner", address).await?;
+    let deadline = start + std::time::Duration::from_secs(300);
+    while orbit.len("owner", info.cid())? < count {
+        if Instant::now() > deadline {
+            bail!("only {} of {count} entries after 300 s", orbit.len("owner", info.cid())?);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn replicated(what: &str, count: usize, secs: f64) {
+    println!("{what:<52} {count:>7} entries {secs:>7.2} s {:>9.0} entries/s", count as f64 / secs);
+}
+
+async fn replication(dir: &Path, entries: usize, js_entries: usize) -> anyhow::Result<()> {
+    println!("replication: open the address, fetch manifest, heads and every entry over Bitswap, verify each, store");
+    let (writer, writer_node) = engine(dir, "writer").await?;
+    let (info, _) = writer.create("owner", "events", Kind::Events, Some(vec!["*".into()])).await?;
+    let mut appends = Vec::new();
+    for chunk in 0..IN_FLIGHT.min(entries.max(1)) {
+        let (writer, cid) = (writer.clone(), info.cid().to_owned());
+        let share = entries / IN_FLIGHT.min(entries.max(1)) + usize::from(chunk < entries % IN_FLIGHT.min(entries.max(1)));
+        appends.push(tokio::spawn(async move {
+            for i in 0..share {
+                writer.append("owner", &cid, Op::Add { value: value(i) }, u64::MAX).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for a in appends {
+        a.await??;
+    }
+    let (reader, reader_node) = engine(dir, "reader").await?;
+    reader_node.connect(writer_node.addresses().await.into_iter().next().context("no address")?).await?;
+    replicated("Rust → Rust (two engines, loopback)", entries, replicate(&reader, &info.address, entries).await?);
+
+    if js_entries == 0 {
+        return Ok(());
+    }
+    let (mut js_writer, mut js_reader) = match (selfcloud::js_orbitdb::JsOrbitDb::start(&dir.join("js-writer")), selfcloud::js_orbitdb::JsOrbitDb::start(&dir.join("js-reader"))) {
+        (Ok(w), Ok(r)) => (w, r),
+        (Err(e), _) | (_, Err(e)) => {
+            println!("JavaScript OrbitDB: not measured ({e:#})");
+            return Ok(());
+        }
+    };
+    let address = js_writer.cmd(&serde_json::json!({"cmd": "create", "name": "bench-events", "type": "events"}))?["address"].as_str().context("no address")?.to_owned();
+    let filled = js_writer.cmd(&serde_json::json!({"cmd": "fill", "count": js_entries}))?;
+    println!("(JavaScript OrbitDB wrote {js_entries} events in {:.1} s)", filled["seconds"].as_f64().unwrap_or(f64::NAN));
+    let (from_js, node) = engine(dir, "from-js").await?;
+    node.connect(js_writer.addr().parse()?).await?;
+    replicated("JS → Rust", js_entries, replicate(&from_js, &address, js_entries).await?);
+    js_reader.cmd(&serde_json::json!({"cmd": "dial", "addr": js_writer.addr()}))?;
+    let start = Instant::now();
+    js_reader.cmd(&serde_json::json!({"cmd": "open", "address": address}))?;
+    let got = js_reader.cmd(&serde_json::json!({"cmd": "wait", "count": js_entries, "timeout": 300_000}))?["entries"].as_u64().unwrap_or(0) as usize;
+    let secs = start.elapsed().as_secs_f64();
+    if got < js_entries {
+        println!("JS → JS: only {got} of {js_entries} entries after {secs:.0} s");
+    } else {
+        replicated("JS → JS (JavaScript OrbitDB on both sides)", js_entries, secs);
     }
     Ok(())
 }

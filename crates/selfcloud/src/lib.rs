@@ -4,4 +4,5 @@
 //! The full developer SDK is a separate crate; this client exists so the binary can check itself.
 
 pub mod client;
+pub mod js_orbitdb;
 pub mod system;

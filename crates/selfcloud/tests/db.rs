@@ -144,3 +144,37 @@ async fn concurrent_writes_are_all_kept_across_kill_9_and_restart() {
     let r = sys.call(Method::GET, &format!("/i/alice/v1/db/{kv}/kv/k199"), Some(&alice), None).await;
     assert_eq!(r.json["value"], Value::from(199));
 }
+
+/// Two users' instances replicate a database over their own libp2p nodes: bob opens alice's
+/// address, both write, and both end with the same log.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_replicate_a_database() {
+    let sys = TestSystem::start(&[("SELFCLOUD_RATE_FREE_PER_MIN", "100000")]);
+    let alice = sys.user("alice").await;
+    let bob = sys.user("bob").await;
+    let r = sys.call(Method::POST, "/i/alice/v1/db", Some(&alice), Some(json!({"name": "shared", "type": "events", "write": ["*"]}))).await;
+    let address = r.json["address"].as_str().unwrap().to_owned();
+    let cid = address.trim_start_matches("/orbitdb/").to_owned();
+    for i in 0..50 {
+        sys.call(Method::POST, &format!("/i/alice/v1/db/{cid}/events"), Some(&alice), Some(json!({"value": i}))).await;
+    }
+    let info = sys.call(Method::GET, "/i/alice/v1/info", Some(&alice), None).await;
+    let r = sys.call(Method::POST, &format!("/i/bob/api/v0/swarm/connect?arg={}", info.json["multiaddrs"][0].as_str().unwrap()), Some(&bob), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = sys.call(Method::POST, "/i/bob/v1/db/open", Some(&bob), Some(json!({"address": address}))).await;
+    assert_eq!((r.status.as_u16(), r.json["type"].as_str()), (200, Some("events")), "{}", r.text);
+    sys.call(Method::POST, &format!("/i/bob/v1/db/{cid}/events"), Some(&bob), Some(json!({"value": "bob"}))).await;
+    for _ in 0..200 {
+        let (a, b) = (event_order(&sys, "alice", &alice, &cid).await, event_order(&sys, "bob", &bob, &cid).await);
+        if a.len() == 51 && a == b {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("alice has {} entries, bob {}", event_order(&sys, "alice", &alice, &cid).await.len(), event_order(&sys, "bob", &bob, &cid).await.len());
+}
+
+async fn event_order(sys: &TestSystem, user: &str, token: &str, cid: &str) -> Vec<String> {
+    let r = sys.call(Method::GET, &format!("/i/{user}/v1/db/{cid}/events?amount=1000"), Some(token), None).await;
+    r.json["items"].as_array().map(|items| items.iter().filter_map(|i| i["hash"].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}

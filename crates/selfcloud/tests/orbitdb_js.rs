@@ -5,56 +5,30 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use common::TestSystem;
+use selfcloud::js_orbitdb::JsOrbitDb;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 struct JsPeer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    hello: Value,
+    peer: JsOrbitDb,
     _dir: tempfile::TempDir,
 }
 
 impl JsPeer {
     fn start() -> JsPeer {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/js/orbitdb-peer.mjs");
-        assert!(script.with_file_name("node_modules/@orbitdb/core").exists(), "OrbitDB is not installed: run scripts/setup.sh (it runs `npm ci` in interop/js)");
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("node").arg(script).arg("peer").arg(dir.path()).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("node");
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let hello = serde_json::from_str(&line).unwrap_or_else(|_| panic!("the JS peer did not start: {line:?}"));
-        JsPeer { child, stdin, stdout, hello, _dir: dir }
+        JsPeer { peer: JsOrbitDb::start(dir.path()).expect("the JS OrbitDB peer starts"), _dir: dir }
     }
 
-    /// One command, one answer (blocking: the peer answers quickly or `wait` bounds it).
     fn cmd(&mut self, command: Value) -> Value {
-        writeln!(self.stdin, "{command}").unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        let answer: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("no answer to {command}: {line:?}"));
-        assert!(answer.get("error").is_none(), "{command}: {}", answer["error"]);
-        answer
+        self.peer.cmd(&command).expect("the JS peer answers")
     }
 
     fn addr(&self) -> String {
-        self.hello["addrs"][0].as_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for JsPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.peer.addr()
     }
 }
 

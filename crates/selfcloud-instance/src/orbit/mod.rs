@@ -173,6 +173,19 @@ impl Orbit {
         Ok(hash)
     }
 
+    /// How many entries a database's log holds.
+    pub fn len(&self, namespace: &str, cid: &str) -> Result<usize, DbError> {
+        let (start, end) = tables::order_range(&db_key(namespace, cid));
+        let txn = self.store.db.begin_read()?;
+        let table = txn.open_table(ORDER)?;
+        let mut count = 0;
+        for row in table.range(start.as_slice()..end.as_slice())? {
+            row?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// A database's current heads, as blocks.
     fn head_blocks(&self, namespace: &str, cid: &str) -> Result<Vec<Vec<u8>>, DbError> {
         let db = db_key(namespace, cid);
