@@ -199,10 +199,18 @@ impl Orbit {
         Ok(out)
     }
 
-    /// Whether a database's log holds `hash`.
-    fn holds(&self, namespace: &str, cid: &str, hash: &str) -> Result<bool, DbError> {
+    /// Which of `hashes` a database's log holds (one read transaction for all of them).
+    fn holding<'h>(&self, namespace: &str, cid: &str, hashes: impl IntoIterator<Item = &'h str>) -> Result<std::collections::HashSet<&'h str>, DbError> {
+        let db = db_key(namespace, cid);
         let txn = self.store.db.begin_read()?;
-        Ok(txn.open_table(MEMBERS)?.get(under(&db_key(namespace, cid), hash).as_str())?.is_some())
+        let members = txn.open_table(MEMBERS)?;
+        let mut held = std::collections::HashSet::new();
+        for hash in hashes {
+            if members.get(under(&db, hash).as_str())?.is_some() {
+                held.insert(hash);
+            }
+        }
+        Ok(held)
     }
 
     /// A database block held here, by its `zdpu…` name.

@@ -31,7 +31,7 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most head entries taken from one peer at once.
 const HEADS_MAX: usize = 1024;
 /// Entries fetched at once while following a log.
-const FETCH_WINDOW: usize = 64;
+const FETCH_WINDOW: usize = 512;
 
 #[derive(Clone)]
 pub(super) struct Sync {
@@ -210,36 +210,28 @@ impl Sync {
 
     async fn join_into(&self, namespace: &str, address: &str, heads: Vec<Vec<u8>>) -> Result<usize, DbError> {
         let orbit = &self.inner.orbit;
-        let cid = address.trim_start_matches("/orbitdb/");
-        let info = orbit.info(namespace, cid)?;
-        let access = AccessController::ipfs(info.write.clone());
+        let cid = address.trim_start_matches("/orbitdb/").to_owned();
+        let info = orbit.info(namespace, &cid)?;
+        let access = Arc::new(AccessController::ipfs(info.write.clone()));
         let mut seen = HashSet::new();
         let mut accepted = Vec::new();
         let mut identity_blocks = Vec::new();
         let mut frontier: Vec<(String, Vec<u8>)> = heads.into_iter().map(|b| (selfcloud_orbitdb::hash_of(&b), b)).collect();
         while !frontier.is_empty() {
-            let mut wanted = Vec::new();
+            frontier.retain(|(hash, _)| seen.insert(hash.clone()));
+            let mut level = Vec::with_capacity(frontier.len());
             for (hash, bytes) in frontier.drain(..) {
-                if !seen.insert(hash.clone()) || orbit.holds(namespace, cid, &hash)? {
-                    continue;
-                }
                 let entry = Entry::decode(&bytes)?;
-                if entry.id != address {
-                    return Err(DbError::Denied(format!("entry {hash} belongs to log {:?}, not {address}", entry.id)));
-                }
                 let identity = self.identity(&entry.identity, &mut identity_blocks).await?;
-                if !access.can_write(&identity.id) {
-                    return Err(DbError::Denied(format!("entry {hash} is by {}, who may not write to {address}", identity.id)));
-                }
-                if !entry.verify(&identity) {
-                    return Err(DbError::Denied(format!("entry {hash} does not verify")));
-                }
-                wanted.extend(entry.next.iter().chain(&entry.refs).filter(|h| !seen.contains(*h)).cloned());
-                accepted.push((hash, bytes, entry));
+                level.push((hash, bytes, entry, identity));
             }
-            wanted.sort();
-            wanted.dedup();
-            wanted.retain(|h| !matches!(orbit.holds(namespace, cid, h), Ok(true)));
+            // Membership, signatures and what to fetch next, off the reactor and on every core.
+            let (orbit2, ns, cid2, address2, access2) = (orbit.clone(), namespace.to_owned(), cid.clone(), address.to_owned(), access.clone());
+            let (mut checked, wanted) = tokio::task::spawn_blocking(move || check_level(&orbit2, &ns, &cid2, &address2, &access2, level))
+                .await
+                .map_err(|e| DbError::Invalid(format!("checking entries: {e}")))??;
+            accepted.append(&mut checked);
+            let wanted: Vec<String> = wanted.into_iter().filter(|h| !seen.contains(h)).collect();
             let fetched: Vec<Result<(String, Vec<u8>), DbError>> = stream::iter(wanted).map(|h| async move { self.fetch(&h).await.map(|b| (h, b)) }).buffer_unordered(FETCH_WINDOW).collect().await;
             frontier = fetched.into_iter().collect::<Result<_, _>>()?;
         }
@@ -247,7 +239,7 @@ impl Sync {
             return Ok(0);
         }
         accepted.sort_by_key(|(_, _, e)| e.clock.time);
-        let db = super::tables::db_key(namespace, cid);
+        let db = super::tables::db_key(namespace, &cid);
         orbit.writer.call(move |batch| batch.join(&db, accepted, identity_blocks)).await
     }
 
@@ -265,6 +257,39 @@ impl Sync {
         blocks.push((hash.to_owned(), bytes));
         Ok(identity)
     }
+}
+
+type Checked = (String, Vec<u8>, Entry);
+
+/// One frontier of arrived entries: drop those the log holds, check the rest (log id, write
+/// access, signature — in parallel across cores), and name the entries they point to that the
+/// log does not hold yet. Any entry failing refuses the whole arrival.
+fn check_level(orbit: &Orbit, namespace: &str, cid: &str, address: &str, access: &AccessController, level: Vec<(String, Vec<u8>, Entry, Identity)>) -> Result<(Vec<Checked>, Vec<String>), DbError> {
+    let held: HashSet<String> = orbit.holding(namespace, cid, level.iter().map(|(hash, ..)| hash.as_str()))?.into_iter().map(str::to_owned).collect();
+    let fresh: Vec<_> = level.into_iter().filter(|(hash, ..)| !held.contains(hash)).collect();
+    for (hash, _, entry, identity) in &fresh {
+        if entry.id != address {
+            return Err(DbError::Denied(format!("entry {hash} belongs to log {:?}, not {address}", entry.id)));
+        }
+        if !access.can_write(&identity.id) {
+            return Err(DbError::Denied(format!("entry {hash} is by {}, who may not write to {address}", identity.id)));
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let chunk = fresh.len().div_ceil(threads).max(1);
+    let forged = std::thread::scope(|scope| {
+        let workers: Vec<_> = fresh.chunks(chunk).map(|part| scope.spawn(move || part.iter().find(|(_, _, entry, identity)| !entry.verify(identity)).map(|(hash, ..)| hash.clone()))).collect();
+        workers.into_iter().find_map(|w| w.join().ok().flatten())
+    });
+    if let Some(hash) = forged {
+        return Err(DbError::Denied(format!("entry {hash} does not verify")));
+    }
+    let mut pointed: Vec<&str> = fresh.iter().flat_map(|(_, _, entry, _)| entry.next.iter().chain(&entry.refs).map(String::as_str)).collect();
+    pointed.sort_unstable();
+    pointed.dedup();
+    let held = orbit.holding(namespace, cid, pointed.iter().copied())?;
+    let wanted: Vec<String> = pointed.into_iter().filter(|h| !held.contains(h)).map(str::to_owned).collect();
+    Ok((fresh.into_iter().map(|(hash, bytes, entry, _)| (hash, bytes, entry)).collect(), wanted))
 }
 
 /// Read raw CBOR items until the peer closes its side.
