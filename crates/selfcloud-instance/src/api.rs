@@ -177,13 +177,41 @@ async fn export(axum::extract::State(state): axum::extract::State<Shared>, ctx: 
             map.insert(key, serde_json::json!({ "value": value, "updated_at": record.updated_at_ms }));
         }
     }
+    let orbit = state.orbit.clone();
+    let databases = match tokio::task::spawn_blocking(move || export_databases(&orbit)).await {
+        Ok(Ok(dbs)) => dbs,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "exporting databases");
+            return Err(ctx.fail(ApiError::internal()));
+        }
+        Err(_) => return Err(ctx.fail(ApiError::internal())),
+    };
     let body = serde_json::json!({
         "username": state.username,
         "identity_public_key": state.identity_public,
         "exported_at": selfcloud_core::unix_now_ms(),
         "storage": storage,
+        "databases": databases,
     });
     Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
+}
+
+/// Every database of every namespace with its current state: keys and documents, or events
+/// newest first.
+fn export_databases(orbit: &crate::orbit::Orbit) -> Result<Vec<serde_json::Value>, crate::orbit::DbError> {
+    let mut out = Vec::new();
+    for (namespace, info) in orbit.list(None)? {
+        let cid = info.cid().to_owned();
+        let state = if info.kind == "events" {
+            let events = orbit.events(&namespace, &cid, &crate::orbit::Range::default())?;
+            events.into_iter().map(|(hash, value)| serde_json::json!({ "hash": hash, "value": value })).collect::<Vec<_>>()
+        } else {
+            let (items, _) = orbit.all(&namespace, &cid, None, usize::MAX)?;
+            items.into_iter().map(|(key, s)| serde_json::json!({ "key": key, "value": s.v, "hash": s.h })).collect()
+        };
+        out.push(serde_json::json!({ "namespace": namespace, "address": info.address, "name": info.name, "type": info.kind, "write": info.write, "state": state }));
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]

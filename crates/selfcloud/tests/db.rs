@@ -104,6 +104,14 @@ async fn keyvalue_events_and_documents_work_and_stay_in_their_namespace() {
     assert_eq!(all.json["databases"].as_array().unwrap().len(), 4, "{}", all.text);
     let r = sys.call(Method::GET, &format!("/i/alice/v1/db/{kv}/kv/theme?app={}", app.app_id), Some(&alice), None).await;
     assert_eq!(r.json["value"]["name"], "light", "the owner reads an app's database with ?app=");
+
+    // The owner's export holds every database with its state.
+    let export = sys.call(Method::GET, "/i/alice/v1/export", Some(&alice), None).await;
+    let dbs = export.json["databases"].as_array().expect("databases in the export");
+    let settings = dbs.iter().find(|d| d["address"] == format!("/orbitdb/{kv}")).expect("the settings database");
+    assert_eq!(settings["state"].as_array().unwrap().iter().find(|i| i["key"] == "theme").unwrap()["value"]["name"], "light");
+    let log = dbs.iter().find(|d| d["address"] == format!("/orbitdb/{ev}")).expect("the events database");
+    assert_eq!(log["state"].as_array().unwrap().len(), 10);
 }
 
 #[tokio::test(flavor = "multi_thread")]
