@@ -66,19 +66,24 @@ async fn keyvalue_replicates_both_ways_and_converges() {
         js.cmd(json!({"cmd": "put", "key": format!("js-{i}"), "value": {"n": i}}));
     }
     js.cmd(json!({"cmd": "del", "key": "js-4"}));
+    // The head is an entry of about 200 KB: the heads exchange carries it over several yamux
+    // frames, and it must be found whole in the byte stream.
+    let big = "b".repeat(200_000);
+    js.cmd(json!({"cmd": "put", "key": "big", "value": big}));
 
     // JS → Rust: the instance opens the address and the log comes in.
     connect_and_open(&sys, &alice, &js, &address).await;
     let kv = format!("/i/alice/v1/db/{}/kv", cid(&address));
-    let got = until(&sys, &alice, &kv, |v| v["items"].as_array().is_some_and(|i| i.len() == 4)).await;
-    assert_eq!(got["items"][0], json!({"key": "js-0", "value": {"n": 0}, "hash": got["items"][0]["hash"]}));
+    let got = until(&sys, &alice, &kv, |v| v["items"].as_array().is_some_and(|i| i.len() == 5)).await;
+    assert_eq!(got["items"][1], json!({"key": "js-0", "value": {"n": 0}, "hash": got["items"][1]["hash"]}));
+    assert_eq!(got["items"][0]["value"].as_str().map(str::len), Some(200_000), "the large head arrived whole");
 
     // Rust → JS.
     for i in 0..3 {
         let r = sys.call(Method::PUT, &format!("{kv}/rs-{i}"), Some(&alice), Some(json!({"value": format!("from rust {i}")}))).await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
-    assert_eq!(js.cmd(json!({"cmd": "wait", "count": 9}))["entries"], 9);
+    assert_eq!(js.cmd(json!({"cmd": "wait", "count": 10}))["entries"], 10);
     assert_eq!(js.cmd(json!({"cmd": "get", "key": "rs-2"}))["value"], "from rust 2");
 
     // Both at once, then the same state on both sides.
@@ -96,8 +101,8 @@ async fn keyvalue_replicates_both_ways_and_converges() {
         js.cmd(json!({"cmd": "put", "key": format!("both-{}", i % 5), "value": format!("js {i}")}));
     }
     writes.await.unwrap();
-    assert_eq!(js.cmd(json!({"cmd": "wait", "count": 49}))["entries"], 49);
-    let ours = until(&sys, &alice, &format!("{kv}?limit=1000"), |v| v["items"].as_array().is_some_and(|i| i.len() == 12) && v["items"].as_array().unwrap().iter().filter(|i| i["key"].as_str().unwrap().starts_with("both")).count() == 5).await;
+    assert_eq!(js.cmd(json!({"cmd": "wait", "count": 50}))["entries"], 50);
+    let ours = until(&sys, &alice, &format!("{kv}?limit=1000"), |v| v["items"].as_array().is_some_and(|i| i.len() == 13) && v["items"].as_array().unwrap().iter().filter(|i| i["key"].as_str().unwrap().starts_with("both")).count() == 5).await;
     // Wait for the last writes to land everywhere: compare until equal (bounded).
     let mut theirs = js.cmd(json!({"cmd": "dump"}))["all"].clone();
     let mut ours = ours;
