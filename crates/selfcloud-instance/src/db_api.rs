@@ -94,8 +94,13 @@ fn check_cid(ctx: &Ctx, cid: &str) -> Result<(), ApiError> {
 /// The database `cid` of the caller's namespace, which must be of `kind`.
 async fn db_of(state: &Shared, ctx: &Ctx, ns: &str, cid: &str, kind: Kind) -> Result<DbInfo, ApiError> {
     check_cid(ctx, cid)?;
-    let (ns, cid) = (ns.to_owned(), cid.to_owned());
-    let info = read(state, ctx, move |orbit| orbit.info(&ns, &cid)).await?;
+    let info = match state.orbit.known_info(ns, cid) {
+        Some(info) => info,
+        None => {
+            let (ns, cid) = (ns.to_owned(), cid.to_owned());
+            read(state, ctx, move |orbit| orbit.info(&ns, &cid)).await?
+        }
+    };
     if info.kind != kind.as_str() {
         return Err(ctx.fail(ApiError::invalid(format!("database {} is of type {}, not {}", info.address, info.kind, kind.as_str()))));
     }

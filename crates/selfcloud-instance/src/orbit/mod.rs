@@ -123,12 +123,18 @@ pub struct Orbit {
     store: Arc<Store>,
     writer: writer::Handle,
     sync: Option<sync::Sync>,
+    /// Databases looked up before, by `db` key. A database's manifest never changes, so this
+    /// spares every call a read of its row.
+    known: Arc<std::sync::Mutex<std::collections::HashMap<String, DbInfo>>>,
 }
+
+/// Database rows remembered at most (then the memory starts over).
+const KNOWN_MAX: usize = 1024;
 
 impl Orbit {
     /// Start the writer thread over `store`, and replication over `node` if there is one.
     pub async fn start(store: Arc<Store>, node: Option<selfcloud_p2p::Node>) -> std::io::Result<Orbit> {
-        let mut orbit = Orbit { writer: writer::Handle::spawn(store.clone())?, store, sync: None };
+        let mut orbit = Orbit { writer: writer::Handle::spawn(store.clone())?, store, sync: None, known: Arc::default() };
         if let Some(node) = node {
             orbit.sync = Some(sync::Sync::start(orbit.clone(), node).await);
         }
@@ -141,6 +147,7 @@ impl Orbit {
     pub async fn create(&self, namespace: &str, name: &str, kind: Kind, write: Option<Vec<String>>) -> Result<(DbInfo, bool), DbError> {
         let (ns, name) = (namespace.to_owned(), name.to_owned());
         let (info, created) = self.writer.call(move |batch| batch.create(&ns, &name, kind, write)).await?;
+        self.remember(namespace, &info);
         if let Some(sync) = &self.sync {
             sync.hold(namespace, &info.address).await;
         }
@@ -158,6 +165,7 @@ impl Orbit {
         let (info, blocks) = sync.fetch_manifest(address).await?;
         let db = db_key(namespace, cid);
         let info = self.writer.call(move |batch| batch.register(&db, info, blocks)).await?;
+        self.remember(namespace, &info);
         sync.hold(namespace, &info.address).await;
         Ok(info)
     }
@@ -224,9 +232,27 @@ impl Orbit {
     /// A database of `namespace`.
     pub fn info(&self, namespace: &str, cid: &str) -> Result<DbInfo, DbError> {
         let key = db_key(namespace, cid);
+        if let Some(info) = self.known_info(namespace, cid) {
+            return Ok(info);
+        }
         let txn = self.store.db.begin_read()?;
         let sealed = txn.open_table(DBS)?.get(key.as_str())?.ok_or_else(|| DbError::NotFound(format!("no database {cid} here")))?;
-        self.open_json(&aad("orbit_dbs", &key), sealed.value())
+        let info: DbInfo = self.open_json(&aad("orbit_dbs", &key), sealed.value())?;
+        self.remember(namespace, &info);
+        Ok(info)
+    }
+
+    /// A database of `namespace` if it was looked up before (no I/O).
+    pub fn known_info(&self, namespace: &str, cid: &str) -> Option<DbInfo> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).get(&db_key(namespace, cid)).cloned()
+    }
+
+    fn remember(&self, namespace: &str, info: &DbInfo) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= KNOWN_MAX {
+            known.clear();
+        }
+        known.insert(db_key(namespace, info.cid()), info.clone());
     }
 
     /// The databases of `namespace`, or of every namespace (with their namespaces).
