@@ -131,6 +131,10 @@ async fn list(State(state): State<Shared>, ctx: Ctx, Query(q): Query<NsQuery>) -
         return Err(ctx.fail(ApiError::permission_denied("only the owner may list every app's databases")));
     }
     let ns = if every { None } else { Some(ctx.namespace(q.app.as_deref())?) };
+    let identity = match &ns {
+        Some(ns) => Some(state.orbit.identity(ns).await.map_err(|e| db_error(&ctx, e))?),
+        None => None,
+    };
     let rows = read(&state, &ctx, move |orbit| orbit.list(ns.as_deref())).await?;
     let dbs: Vec<Value> = rows
         .iter()
@@ -142,7 +146,12 @@ async fn list(State(state): State<Shared>, ctx: Ctx, Query(q): Query<NsQuery>) -
             v
         })
         .collect();
-    Ok(json_response(StatusCode::OK, json!({ "databases": dbs }).to_string().into_bytes()))
+    let mut body = json!({ "databases": dbs });
+    if let Some(id) = identity {
+        // The OrbitDB identity this namespace writes as: what another peer lists in `write`.
+        body["identity"] = json!(id);
+    }
+    Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
 }
 
 async fn open(State(state): State<Shared>, ctx: Ctx, Query(q): Query<NsQuery>, body: Bytes) -> Result<Response, ApiError> {

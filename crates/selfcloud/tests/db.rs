@@ -95,7 +95,11 @@ async fn keyvalue_events_and_documents_work_and_stay_in_their_namespace() {
     // Another app sees none of it; a read-only grant cannot write; the owner sees everything.
     assert_eq!(code(&sys.call(Method::GET, &format!("/i/alice/v1/db/{kv}/kv/theme"), Some(&other_token), None).await), (404, Some("NOT_FOUND")));
     assert_eq!(code(&sys.call(Method::PUT, &format!("/i/alice/v1/db/{kv}/kv/theme"), Some(&other_token), Some(json!({"value": "x"}))).await), (404, Some("NOT_FOUND")));
-    assert_eq!(sys.call(Method::GET, "/i/alice/v1/db", Some(&other_token), None).await.json["databases"], json!([]));
+    let listed = sys.call(Method::GET, "/i/alice/v1/db", Some(&other_token), None).await;
+    assert_eq!(listed.json["databases"], json!([]));
+    let mine = sys.call(Method::GET, "/i/alice/v1/db", Some(&token), None).await;
+    assert_eq!(mine.json["databases"][0]["write"], json!([mine.json["identity"].clone()]), "a database is written by its namespace's identity");
+    assert_ne!(mine.json["identity"], listed.json["identity"], "each app writes as its own identity");
     let same = sys.call(Method::POST, "/i/alice/v1/db", Some(&other_token), Some(json!({"name": "settings", "type": "keyvalue"}))).await;
     assert_ne!(same.json["address"].as_str(), Some(format!("/orbitdb/{kv}").as_str()), "each app writes as its own identity, so the same name is another database");
     assert_eq!(code(&sys.call(Method::PUT, &format!("/i/alice/v1/db/{kv}/kv/theme"), Some(&read_only), Some(json!({"value": "x"}))).await), (403, Some("PERMISSION_DENIED")));

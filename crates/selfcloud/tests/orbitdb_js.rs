@@ -172,6 +172,33 @@ async fn events_converge_to_one_order_and_documents_replicate() {
     assert_eq!(js.cmd(json!({"cmd": "wait", "count": 3}))["entries"], 3);
     // OrbitDB's documents `get` answers {hash, key, value}.
     assert_eq!(js.cmd(json!({"cmd": "get", "key": "grace"}))["value"]["value"], json!({"_id": "grace", "field": "compilers"}));
+
+    // Both replace the same documents at once; both end with the same documents.
+    let writes = {
+        let (url, alice, docs) = (sys.client.base.clone(), alice.clone(), docs.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..10 {
+                let r = http.put(format!("{url}{docs}")).bearer_auth(&alice).json(&json!({"_id": format!("d{}", i % 3), "by": "rust", "i": i})).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        })
+    };
+    for i in 0..10 {
+        js.cmd(json!({"cmd": "putdoc", "doc": {"_id": format!("d{}", i % 3), "by": "js", "i": i}}));
+    }
+    writes.await.unwrap();
+    assert_eq!(js.cmd(json!({"cmd": "wait", "count": 23}))["entries"], 23);
+    for _ in 0..100 {
+        let ours = sys.call(Method::POST, &format!("{docs}/query"), Some(&alice), Some(json!({"where": {}}))).await.json["items"].clone();
+        let mut theirs: Vec<Value> = js.cmd(json!({"cmd": "dump"}))["all"].as_array().unwrap().iter().map(|d| d["value"].clone()).collect();
+        theirs.sort_by(|a, b| a["_id"].as_str().cmp(&b["_id"].as_str()));
+        if ours.as_array().is_some_and(|o| o.len() == 6 && *o == theirs) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the documents did not converge");
 }
 
 #[tokio::test(flavor = "multi_thread")]

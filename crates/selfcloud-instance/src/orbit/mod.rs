@@ -154,6 +154,13 @@ impl Orbit {
         Ok((info, created))
     }
 
+    /// The OrbitDB identity id `namespace` writes as (made on first use), for other peers' write
+    /// lists.
+    pub async fn identity(&self, namespace: &str) -> Result<String, DbError> {
+        let ns = namespace.to_owned();
+        self.writer.call(move |batch| batch.identity_id(&ns)).await
+    }
+
     /// Hold the database at `address`, made elsewhere: its manifest and access controller are
     /// fetched from connected peers, then its log replicates in.
     pub async fn open(&self, namespace: &str, address: &str) -> Result<DbInfo, DbError> {

@@ -218,6 +218,10 @@ impl<'t> Batch<'t> {
         Ok(writer)
     }
 
+    pub(super) fn identity_id(&mut self, namespace: &str) -> Result<String, DbError> {
+        Ok(self.writer(namespace)?.identity.id.clone())
+    }
+
     pub(super) fn create(&mut self, namespace: &str, name: &str, kind: Kind, write: Option<Vec<String>>) -> Result<(DbInfo, bool), DbError> {
         let me = self.writer(namespace)?;
         let write = write.unwrap_or_else(|| vec![me.identity.id.clone()]);
