@@ -43,7 +43,8 @@ pub async fn run(dir: &Path, puts: usize, js_puts: usize, entries: usize, js_ent
         }
     };
 
-    let store = selfcloud_instance::store::Store::open(&dir.join("engine.redb"), selfcloud_core::seal::Key::generate())?;
+    let key = selfcloud_core::seal::Key::generate();
+    let store = selfcloud_instance::store::Store::open(&dir.join("engine.redb"), key.clone())?;
     let orbit = Arc::new(Orbit::start(Arc::new(store), None).await?);
     let (info, _) = orbit.create("owner", "bench", Kind::KeyValue, None).await?;
     let cid = info.cid().to_owned();
@@ -73,12 +74,36 @@ pub async fn run(dir: &Path, puts: usize, js_puts: usize, entries: usize, js_ent
         w.await??;
     }
     line(&format!("selfcloud engine, {IN_FLIGHT} puts in flight"), puts, start.elapsed().as_secs_f64(), js_rate);
+    reopen(dir, key, orbit, &cid, sequential + puts).await?;
 
     match through_gateway(dir, puts).await {
         Ok(secs) => line(&format!("selfcloud through the gateway, {CONNECTIONS} connections"), puts, secs, js_rate),
         Err(e) => println!("through the gateway: not measured ({e:#})"),
     }
     replication(dir, entries, js_entries).await
+}
+
+/// Close the engine and open its store again: a log's state is indexed as it grows, so opening
+/// reads heads and recent entries, not the log (the time must not grow with the log's length).
+async fn reopen(dir: &Path, key: selfcloud_core::seal::Key, orbit: Arc<Orbit>, cid: &str, entries: usize) -> anyhow::Result<()> {
+    drop(orbit);
+    let path = dir.join("engine.redb");
+    let start = Instant::now();
+    // The writer thread lets go of the store when it sees its last handle gone.
+    let store = loop {
+        match selfcloud_instance::store::Store::open(&path, key.clone()) {
+            Ok(store) => break store,
+            Err(_) if start.elapsed() < std::time::Duration::from_secs(10) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let start = Instant::now();
+    let orbit = Orbit::start(Arc::new(store), None).await?;
+    let found = orbit.get("owner", cid, "par-0")?.is_some();
+    orbit.append("owner", cid, Op::Put { key: "after-reopen".into(), value: value(0) }, u64::MAX).await?;
+    anyhow::ensure!(found, "a key written before the reopen is missing");
+    println!("{:<52} {entries:>7} entries {:>7.1} ms  (open, read a key, append one)", "reopen a log", start.elapsed().as_secs_f64() * 1000.0);
+    Ok(())
 }
 
 /// An engine with its own store and p2p node, as an instance has.
