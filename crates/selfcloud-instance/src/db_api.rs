@@ -194,6 +194,19 @@ async fn kv_put(State(state): State<Shared>, ctx: Ctx, Path((cid, key)): Path<(S
     Ok(json_response(StatusCode::OK, json!({ "key": key, "hash": hash }).to_string().into_bytes()))
 }
 
+/// The live state of `key` in the caller's database `cid` of `kind` (checked first).
+async fn lookup(state: &Shared, ctx: &Ctx, ns: &str, cid: &str, key: &str, kind: Kind, what: &str) -> Result<crate::orbit::Indexed, ApiError> {
+    check_key(key).map_err(|e| ctx.fail(e))?;
+    db_of(state, ctx, ns, cid, kind).await?;
+    current(state, ctx, ns, cid, key, what).await
+}
+
+/// Delete a live key (a `DEL` entry); `NOT_FOUND` when it is not set. The new entry's hash.
+async fn remove(state: &Shared, ctx: &Ctx, ns: &str, cid: &str, key: &str, kind: Kind, what: &str) -> Result<String, ApiError> {
+    lookup(state, ctx, ns, cid, key, kind, what).await?;
+    append(state, ctx, ns, cid, Op::Del { key: key.to_owned() }).await
+}
+
 /// Read the live state of `key`; `NOT_FOUND` when never set or deleted.
 async fn current(state: &Shared, ctx: &Ctx, ns: &str, cid: &str, key: &str, what: &str) -> Result<crate::orbit::Indexed, ApiError> {
     let (ns, cid, k) = (ns.to_owned(), cid.to_owned(), key.to_owned());
@@ -203,18 +216,13 @@ async fn current(state: &Shared, ctx: &Ctx, ns: &str, cid: &str, key: &str, what
 
 async fn kv_get(State(state): State<Shared>, ctx: Ctx, Path((cid, key)): Path<(String, String)>, Query(q): Query<NsQuery>) -> Result<Response, ApiError> {
     let ns = ctx.namespace(q.app.as_deref())?;
-    check_key(&key).map_err(|e| ctx.fail(e))?;
-    db_of(&state, &ctx, &ns, &cid, Kind::KeyValue).await?;
-    let found = current(&state, &ctx, &ns, &cid, &key, "key").await?;
+    let found = lookup(&state, &ctx, &ns, &cid, &key, Kind::KeyValue, "key").await?;
     Ok(json_response(StatusCode::OK, json!({ "key": key, "value": found.v, "hash": found.h }).to_string().into_bytes()))
 }
 
 async fn kv_del(State(state): State<Shared>, ctx: Ctx, Path((cid, key)): Path<(String, String)>, Query(q): Query<NsQuery>) -> Result<Response, ApiError> {
     let ns = ctx.namespace(q.app.as_deref())?;
-    check_key(&key).map_err(|e| ctx.fail(e))?;
-    db_of(&state, &ctx, &ns, &cid, Kind::KeyValue).await?;
-    current(&state, &ctx, &ns, &cid, &key, "key").await?;
-    let hash = append(&state, &ctx, &ns, &cid, Op::Del { key: key.clone() }).await?;
+    let hash = remove(&state, &ctx, &ns, &cid, &key, Kind::KeyValue, "key").await?;
     Ok(json_response(StatusCode::OK, json!({ "key": key, "deleted": true, "hash": hash }).to_string().into_bytes()))
 }
 
@@ -300,18 +308,13 @@ async fn doc_put(State(state): State<Shared>, ctx: Ctx, Path(cid): Path<String>,
 
 async fn doc_get(State(state): State<Shared>, ctx: Ctx, Path((cid, id)): Path<(String, String)>, Query(q): Query<NsQuery>) -> Result<Response, ApiError> {
     let ns = ctx.namespace(q.app.as_deref())?;
-    check_key(&id).map_err(|e| ctx.fail(e))?;
-    db_of(&state, &ctx, &ns, &cid, Kind::Documents).await?;
-    let found = current(&state, &ctx, &ns, &cid, &id, "document").await?;
+    let found = lookup(&state, &ctx, &ns, &cid, &id, Kind::Documents, "document").await?;
     Ok(json_response(StatusCode::OK, found.v.unwrap_or(Value::Null).to_string().into_bytes()))
 }
 
 async fn doc_del(State(state): State<Shared>, ctx: Ctx, Path((cid, id)): Path<(String, String)>, Query(q): Query<NsQuery>) -> Result<Response, ApiError> {
     let ns = ctx.namespace(q.app.as_deref())?;
-    check_key(&id).map_err(|e| ctx.fail(e))?;
-    db_of(&state, &ctx, &ns, &cid, Kind::Documents).await?;
-    current(&state, &ctx, &ns, &cid, &id, "document").await?;
-    let hash = append(&state, &ctx, &ns, &cid, Op::Del { key: id.clone() }).await?;
+    let hash = remove(&state, &ctx, &ns, &cid, &id, Kind::Documents, "document").await?;
     Ok(json_response(StatusCode::OK, json!({ "_id": id, "deleted": true, "hash": hash }).to_string().into_bytes()))
 }
 

@@ -128,10 +128,8 @@ async fn run(mut swarm: libp2p::Swarm<Behaviour>, mut commands: mpsc::Receiver<C
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Pubsub(event)) => {
                     let event = match event {
-                        gossipsub::Event::Message { message, .. } => {
-                            let from = message.source.unwrap_or(PeerId::random());
-                            Some(Event::Message { topic: message.topic.into_string(), data: message.data, from })
-                        }
+                        // Strict validation: every message delivered is signed by its source.
+                        gossipsub::Event::Message { message, .. } => message.source.map(|from| Event::Message { topic: message.topic.into_string(), data: message.data, from }),
                         gossipsub::Event::Subscribed { peer_id, topic } => Some(Event::Subscribed { topic: topic.into_string(), peer: peer_id }),
                         _ => None,
                     };

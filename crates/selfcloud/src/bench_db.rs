@@ -45,7 +45,7 @@ pub async fn run(dir: &Path, puts: usize, js_puts: usize, entries: usize, js_ent
 
     let key = selfcloud_core::seal::Key::generate();
     let store = selfcloud_instance::store::Store::open(&dir.join("engine.redb"), key.clone())?;
-    let orbit = Arc::new(Orbit::start(Arc::new(store), None).await?);
+    let orbit = Orbit::start(Arc::new(store), None).await?;
     let (info, _) = orbit.create("owner", "bench", Kind::KeyValue, None).await?;
     let cid = info.cid().to_owned();
     let sequential = puts.min(2_000);
@@ -56,23 +56,7 @@ pub async fn run(dir: &Path, puts: usize, js_puts: usize, entries: usize, js_ent
     line("selfcloud engine, one put at a time", sequential, start.elapsed().as_secs_f64(), js_rate);
 
     let start = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..IN_FLIGHT {
-        let (orbit, cid, next) = (orbit.clone(), cid.clone(), next.clone());
-        workers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= puts {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                orbit.append("owner", &cid, Op::Put { key: format!("par-{i}"), value: value(i) }, u64::MAX).await?;
-            }
-        }));
-    }
-    for w in workers {
-        w.await??;
-    }
+    append_all(&orbit, &cid, puts, |i| Op::Put { key: format!("par-{i}"), value: value(i) }).await?;
     line(&format!("selfcloud engine, {IN_FLIGHT} puts in flight"), puts, start.elapsed().as_secs_f64(), js_rate);
     reopen(dir, key, orbit, &cid, sequential + puts).await?;
 
@@ -85,7 +69,7 @@ pub async fn run(dir: &Path, puts: usize, js_puts: usize, entries: usize, js_ent
 
 /// Close the engine and open its store again: a log's state is indexed as it grows, so opening
 /// reads heads and recent entries, not the log (the time must not grow with the log's length).
-async fn reopen(dir: &Path, key: selfcloud_core::seal::Key, orbit: Arc<Orbit>, cid: &str, entries: usize) -> anyhow::Result<()> {
+async fn reopen(dir: &Path, key: selfcloud_core::seal::Key, orbit: Orbit, cid: &str, entries: usize) -> anyhow::Result<()> {
     drop(orbit);
     let path = dir.join("engine.redb");
     let start = Instant::now();
@@ -103,6 +87,28 @@ async fn reopen(dir: &Path, key: selfcloud_core::seal::Key, orbit: Arc<Orbit>, c
     orbit.append("owner", cid, Op::Put { key: "after-reopen".into(), value: value(0) }, u64::MAX).await?;
     anyhow::ensure!(found, "a key written before the reopen is missing");
     println!("{:<52} {entries:>7} entries {:>7.1} ms  (open, read a key, append one)", "reopen a log", start.elapsed().as_secs_f64() * 1000.0);
+    Ok(())
+}
+
+/// Append `count` operations to one log, [`IN_FLIGHT`] at a time.
+async fn append_all(orbit: &Orbit, cid: &str, count: usize, op: fn(usize) -> Op) -> anyhow::Result<()> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (orbit, cid, next) = (orbit.clone(), cid.to_owned(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                orbit.append("owner", &cid, op(i), u64::MAX).await?;
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
     Ok(())
 }
 
@@ -136,20 +142,7 @@ async fn replication(dir: &Path, entries: usize, js_entries: usize) -> anyhow::R
     println!("replication: open the address, fetch manifest, heads and every entry over Bitswap, verify each, store");
     let (writer, writer_node) = engine(dir, "writer").await?;
     let (info, _) = writer.create("owner", "events", Kind::Events, Some(vec!["*".into()])).await?;
-    let mut appends = Vec::new();
-    for chunk in 0..IN_FLIGHT.min(entries.max(1)) {
-        let (writer, cid) = (writer.clone(), info.cid().to_owned());
-        let share = entries / IN_FLIGHT.min(entries.max(1)) + usize::from(chunk < entries % IN_FLIGHT.min(entries.max(1)));
-        appends.push(tokio::spawn(async move {
-            for i in 0..share {
-                writer.append("owner", &cid, Op::Add { value: value(i) }, u64::MAX).await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    for a in appends {
-        a.await??;
-    }
+    append_all(&writer, info.cid(), entries, |i| Op::Add { value: value(i) }).await?;
     let (reader, reader_node) = engine(dir, "reader").await?;
     reader_node.connect(writer_node.addresses().await.into_iter().next().context("no address")?).await?;
     replicated("Rust → Rust (two engines, loopback)", entries, replicate(&reader, &info.address, entries).await?);

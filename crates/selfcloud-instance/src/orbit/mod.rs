@@ -230,10 +230,7 @@ impl Orbit {
 
     /// A database block held here, by its `zdpu…` name.
     fn block_named(&self, hash: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let txn = self.store.db.begin_read()?;
-        let Some(sealed) = txn.open_table(BLOCKS)?.get(hash)? else { return Ok(None) };
-        let plain = self.store.key.open(&aad("orbit_blocks", hash), sealed.value()).map_err(|_| StoreError::Corrupt("a database block does not open under this data key"))?;
-        Ok(Some(plain))
+        Ok(named_block(&self.store, hash)?)
     }
 
     /// A database of `namespace`.
@@ -382,9 +379,13 @@ pub(crate) fn block(store: &Store, cid: &selfcloud_ipfs::Cid) -> Result<Option<V
         return Ok(None);
     }
     let Ok(hash) = cid.to_string_of_base(selfcloud_ipfs::cid::multibase::Base::Base58Btc) else { return Ok(None) };
+    named_block(store, &hash)
+}
+
+fn named_block(store: &Store, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
     let txn = store.db.begin_read()?;
-    let Some(sealed) = txn.open_table(BLOCKS)?.get(hash.as_str())? else { return Ok(None) };
-    store.key.open(&aad("orbit_blocks", &hash), sealed.value()).map(Some).map_err(|_| StoreError::Corrupt("a database block does not open under this data key"))
+    let Some(sealed) = txn.open_table(BLOCKS)?.get(hash)? else { return Ok(None) };
+    store.key.open(&aad("orbit_blocks", hash), sealed.value()).map(Some).map_err(|_| StoreError::Corrupt("a database block does not open under this data key"))
 }
 
 fn bound_ref(bound: &std::ops::Bound<Vec<u8>>) -> std::ops::Bound<&[u8]> {

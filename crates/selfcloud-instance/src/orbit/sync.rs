@@ -150,6 +150,11 @@ impl Sync {
         self.inner.holders.lock().unwrap_or_else(|e| e.into_inner()).contains_key(address)
     }
 
+    /// The namespaces holding `address`.
+    fn holders(&self, address: &str) -> Vec<String> {
+        self.inner.holders.lock().unwrap_or_else(|e| e.into_inner()).get(address).cloned().unwrap_or_default()
+    }
+
     async fn dial_heads(&self, peer: PeerId, address: &str) -> Result<(), DbError> {
         let stream = self.inner.node.open(peer, &heads_protocol(address)).await.map_err(|e| DbError::NotFound(e.to_string()))?;
         self.exchange(stream, address).await;
@@ -183,9 +188,8 @@ impl Sync {
 
     fn our_heads(&self, address: &str) -> Vec<Vec<u8>> {
         let cid = address.trim_start_matches("/orbitdb/");
-        let holders = self.inner.holders.lock().unwrap_or_else(|e| e.into_inner()).get(address).cloned().unwrap_or_default();
         let mut heads = Vec::new();
-        for namespace in holders {
+        for namespace in self.holders(address) {
             match self.inner.orbit.head_blocks(&namespace, cid) {
                 Ok(blocks) => heads.extend(blocks),
                 Err(e) => tracing::warn!(%address, error = %e, "reading heads"),
@@ -198,8 +202,7 @@ impl Sync {
 
     /// Join entries that arrived for `address` into every namespace holding it.
     async fn join(&self, address: &str, heads: Vec<Vec<u8>>) {
-        let holders = self.inner.holders.lock().unwrap_or_else(|e| e.into_inner()).get(address).cloned().unwrap_or_default();
-        for namespace in holders {
+        for namespace in self.holders(address) {
             match self.join_into(&namespace, address, heads.clone()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(%address, entries = n, "joined entries from peers"),

@@ -231,9 +231,7 @@ impl<'t> Batch<'t> {
         let (address, manifest_block) = manifest.encode()?;
         let info = DbInfo { address, name: name.to_owned(), kind: kind.as_str().to_owned(), write, created_ms: selfcloud_core::unix_now_ms() };
         let db = db_key(namespace, info.cid());
-        if let Some(sealed) = self.dbs.get(db.as_str())? {
-            let plain = self.store.key.open(&aad("orbit_dbs", &db), sealed.value()).map_err(|_| StoreError::Corrupt("a database row does not open"))?;
-            let existing: DbInfo = serde_json::from_slice(&plain).map_err(|_| StoreError::Corrupt("a database row is not JSON"))?;
+        if let Some(existing) = self.stored_info(&db)? {
             return Ok((existing, false));
         }
         self.usage += self.put_block(access_address.trim_start_matches("/ipfs/"), &access_block)?;
@@ -256,10 +254,16 @@ impl<'t> Batch<'t> {
         self.cache.dbs.get_mut(db).ok_or_else(|| DbError::NotFound("no such database".into()))
     }
 
+    /// A database's row, as this transaction sees it.
+    fn stored_info(&self, db: &str) -> Result<Option<DbInfo>, StoreError> {
+        let Some(sealed) = self.dbs.get(db)? else { return Ok(None) };
+        let plain = self.store.key.open(&aad("orbit_dbs", db), sealed.value()).map_err(|_| StoreError::Corrupt("a database row does not open"))?;
+        serde_json::from_slice(&plain).map(Some).map_err(|_| StoreError::Corrupt("a database row is not JSON"))
+    }
+
     fn load(&self, db: &str) -> Result<DbState, DbError> {
         let open = |table: &str, key: &str, sealed: &[u8]| self.store.key.open(&aad(table, key), sealed).map_err(|_| StoreError::Corrupt("a database row does not open"));
-        let sealed = self.dbs.get(db)?.ok_or_else(|| DbError::NotFound(format!("no database {} here", db.split('\0').nth(1).unwrap_or_default())))?;
-        let info: DbInfo = serde_json::from_slice(&open("orbit_dbs", db, sealed.value())?).map_err(|_| StoreError::Corrupt("a database row is not JSON"))?;
+        let info = self.stored_info(db)?.ok_or_else(|| DbError::NotFound(format!("no database {} here", db.split('\0').nth(1).unwrap_or_default())))?;
         let kind = Kind::parse(&info.kind).ok_or(StoreError::Corrupt("a database has an unknown type"))?;
         let hashes: Vec<String> = match self.heads.get(db)? {
             Some(sealed) => serde_json::from_slice(&open("orbit_heads", db, sealed.value())?).map_err(|_| StoreError::Corrupt("heads are not JSON"))?,
@@ -308,9 +312,8 @@ impl<'t> Batch<'t> {
         for (hash, bytes) in &blocks {
             self.usage += self.put_block(hash, bytes)?;
         }
-        if let Some(sealed) = self.dbs.get(db)? {
-            let plain = self.store.key.open(&aad("orbit_dbs", db), sealed.value()).map_err(|_| StoreError::Corrupt("a database row does not open"))?;
-            return serde_json::from_slice(&plain).map_err(|_| DbError::Store(StoreError::Corrupt("a database row is not JSON")));
+        if let Some(existing) = self.stored_info(db)? {
+            return Ok(existing);
         }
         let sealed = self.seal_into("orbit_dbs", db, &serde_json::to_vec(&info).unwrap_or_default());
         self.dbs.insert(db, sealed.as_slice())?;
