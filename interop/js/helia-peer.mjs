@@ -7,21 +7,8 @@
 //                                                 leaves), print {"cid", "sha256", "addrs"}, serve
 //                                                 until stdin closes
 //
-// Built from parts rather than createHelia(): the full `helia` package pulls in webrtc, whose
-// install script downloads a native binary.
-// Node 20 lacks Promise.withResolvers, which libp2p's queues use; install it before they load.
-import './with-resolvers.mjs'
-import { Helia } from '@helia/utils'
-import { bitswap } from '@helia/block-brokers'
-import { libp2pRouting } from '@helia/routers'
+import { startHelia } from './helia-node.mjs'
 import { unixfs } from '@helia/unixfs'
-import { createLibp2p } from 'libp2p'
-import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify } from '@libp2p/identify'
-import { MemoryBlockstore } from 'blockstore-core'
-import { MemoryDatastore } from 'datastore-core'
 import { multiaddr } from '@multiformats/multiaddr'
 import { CID } from 'multiformats/cid'
 import { createHash } from 'node:crypto'
@@ -33,21 +20,7 @@ if (!((mode === 'fetch' && args.length === 2) || (mode === 'serve' && args.lengt
   process.exit(2)
 }
 
-const libp2p = await createLibp2p({
-  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-  transports: [tcp()],
-  connectionEncrypters: [noise()],
-  streamMuxers: [yamux()],
-  services: { identify: identify() }
-})
-const helia = new Helia({
-  libp2p,
-  blockstore: new MemoryBlockstore(),
-  datastore: new MemoryDatastore(),
-  blockBrokers: [bitswap()],
-  routers: [libp2pRouting(libp2p)]
-})
-await helia.start()
+const { libp2p, helia } = await startHelia()
 const fs = unixfs(helia)
 
 if (mode === 'fetch') {

@@ -8,37 +8,13 @@
 //                                                   take one JSON command per stdin line and answer
 //                                                   each with one JSON line (see `commands` below)
 import './with-resolvers.mjs'
+import { startHelia } from './helia-node.mjs'
 import { createOrbitDB, IPFSAccessController, Entry } from '@orbitdb/core'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createInterface } from 'node:readline'
-import { Helia } from '@helia/utils'
-import { bitswap } from '@helia/block-brokers'
-import { libp2pRouting } from '@helia/routers'
-import { createLibp2p } from 'libp2p'
-import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify } from '@libp2p/identify'
-import { gossipsub } from '@chainsafe/libp2p-gossipsub'
-import { MemoryBlockstore } from 'blockstore-core'
-import { MemoryDatastore } from 'datastore-core'
 
 async function startOrbit (dir) {
-  const libp2p = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }) }
-  })
-  const ipfs = new Helia({
-    libp2p,
-    blockstore: new MemoryBlockstore(),
-    datastore: new MemoryDatastore(),
-    blockBrokers: [bitswap()],
-    routers: [libp2pRouting(libp2p)]
-  })
-  await ipfs.start()
+  const { libp2p, helia: ipfs } = await startHelia({ pubsub: true })
   const orbitdb = await createOrbitDB({ ipfs, directory: dir })
   return { libp2p, ipfs, orbitdb }
 }

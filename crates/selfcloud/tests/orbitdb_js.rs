@@ -44,6 +44,19 @@ async fn until(sys: &TestSystem, token: &str, path: &str, done: impl Fn(&Value) 
     panic!("{path} did not reach the expected state in 20 s");
 }
 
+/// The instance's side of "both write at once": these requests, one after another, in the
+/// background while the test drives the JS peer; each must succeed.
+fn rust_writes(sys: &TestSystem, token: &str, requests: Vec<(Method, String, Value)>) -> tokio::task::JoinHandle<()> {
+    let (base, token) = (sys.client.base.clone(), token.to_owned());
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        for (method, path, body) in requests {
+            let r = http.request(method, format!("{base}{path}")).bearer_auth(&token).json(&body).send().await.unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
+    })
+}
+
 fn cid(address: &str) -> String {
     address.trim_start_matches("/orbitdb/").to_owned()
 }
@@ -87,16 +100,7 @@ async fn keyvalue_replicates_both_ways_and_converges() {
     assert_eq!(js.cmd(json!({"cmd": "get", "key": "rs-2"}))["value"], "from rust 2");
 
     // Both at once, then the same state on both sides.
-    let writes = {
-        let (sys_url, alice, kv) = (sys.client.base.clone(), alice.clone(), kv.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for i in 0..20 {
-                let r = http.put(format!("{sys_url}{kv}/both-{}", i % 5)).bearer_auth(&alice).json(&json!({"value": format!("rust {i}")})).send().await.unwrap();
-                assert_eq!(r.status(), 200);
-            }
-        })
-    };
+    let writes = rust_writes(&sys, &alice, (0..20).map(|i| (Method::PUT, format!("{kv}/both-{}", i % 5), json!({"value": format!("rust {i}")}))).collect());
     for i in 0..20 {
         js.cmd(json!({"cmd": "put", "key": format!("both-{}", i % 5), "value": format!("js {i}")}));
     }
@@ -136,16 +140,7 @@ async fn events_converge_to_one_order_and_documents_replicate() {
     js.cmd(json!({"cmd": "dial", "addr": info.json["multiaddrs"][0]}));
     js.cmd(json!({"cmd": "open", "address": address}));
     assert_eq!(js.cmd(json!({"cmd": "wait", "count": 1}))["entries"], 1, "JS fetched the manifest and the log from the instance");
-    let writes = {
-        let (url, alice, events) = (sys.client.base.clone(), alice.clone(), events.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for i in 0..15 {
-                let r = http.post(format!("{url}{events}")).bearer_auth(&alice).json(&json!({"value": format!("rust {i}")})).send().await.unwrap();
-                assert_eq!(r.status(), 201);
-            }
-        })
-    };
+    let writes = rust_writes(&sys, &alice, (0..15).map(|i| (Method::POST, events.clone(), json!({"value": format!("rust {i}")}))).collect());
     for i in 0..15 {
         js.cmd(json!({"cmd": "add", "value": format!("js {i}")}));
     }
@@ -174,16 +169,7 @@ async fn events_converge_to_one_order_and_documents_replicate() {
     assert_eq!(js.cmd(json!({"cmd": "get", "key": "grace"}))["value"]["value"], json!({"_id": "grace", "field": "compilers"}));
 
     // Both replace the same documents at once; both end with the same documents.
-    let writes = {
-        let (url, alice, docs) = (sys.client.base.clone(), alice.clone(), docs.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for i in 0..10 {
-                let r = http.put(format!("{url}{docs}")).bearer_auth(&alice).json(&json!({"_id": format!("d{}", i % 3), "by": "rust", "i": i})).send().await.unwrap();
-                assert_eq!(r.status(), 200);
-            }
-        })
-    };
+    let writes = rust_writes(&sys, &alice, (0..10).map(|i| (Method::PUT, docs.clone(), json!({"_id": format!("d{}", i % 3), "by": "rust", "i": i}))).collect());
     for i in 0..10 {
         js.cmd(json!({"cmd": "putdoc", "doc": {"_id": format!("d{}", i % 3), "by": "js", "i": i}}));
     }
