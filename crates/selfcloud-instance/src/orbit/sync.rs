@@ -30,6 +30,8 @@ fn heads_protocol(address: &str) -> String {
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most head entries taken from one peer at once.
 const HEADS_MAX: usize = 1024;
+/// Most bytes taken from one peer in one heads exchange.
+const HEADS_BYTES_MAX: usize = 16 << 20;
 /// Entries fetched at once while following a log.
 const FETCH_WINDOW: usize = 512;
 
@@ -300,10 +302,15 @@ async fn read_heads(reader: &mut (impl futures::io::AsyncRead + Unpin)) -> Resul
     let mut buf = Vec::new();
     let mut heads = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut total = 0usize;
     loop {
         let n = reader.read(&mut chunk).await.map_err(|e| DbError::Invalid(format!("reading heads: {e}")))?;
         if n == 0 {
             break;
+        }
+        total += n;
+        if total > HEADS_BYTES_MAX {
+            return Err(DbError::Invalid(format!("a peer sent more than {HEADS_BYTES_MAX} bytes of heads")));
         }
         buf.extend_from_slice(&chunk[..n]);
         while let Some(len) = selfcloud_orbitdb::cbor::item_len(&buf)? {
