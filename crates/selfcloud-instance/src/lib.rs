@@ -4,7 +4,8 @@
 //! It owns everything that is *the user's*: the encrypted store ([`store::Store`], a redb file whose
 //! values are sealed with the user's data key), the user's ed25519 identity key (generated here, on
 //! first start, and never written anywhere unsealed), the user's IPFS node (blocks and pins in the
-//! store, a libp2p node from `selfcloud-p2p` serving only what the owner published), and the
+//! store, a libp2p node from `selfcloud-p2p` serving only what the owner published), the user's
+//! OrbitDB databases ([`orbit`]: logs, indexes and replication with OrbitDB peers), and the
 //! instance API of SPEC §5, composed in [`api::router`].
 //!
 //! It trusts the caller headers of [`selfcloud_core::caller`] because only the gateway can open its
