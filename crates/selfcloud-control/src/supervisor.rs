@@ -44,6 +44,8 @@ pub struct LaunchSpec {
     pub uid: u32,
     /// Its address-space limit.
     pub memory_bytes: u64,
+    /// Its tier's storage quota (enforced by the instance on data no request brings: replication).
+    pub quota_bytes: u64,
     /// The unwrapped data key (sent on the child's stdin).
     pub data_key: Key,
 }
@@ -152,6 +154,7 @@ impl Supervisor {
         let mut cmd = tokio::process::Command::new(&self.config.exe);
         cmd.arg("instance").arg("--user").arg(&spec.username).arg("--dir").arg(&dir);
         cmd.arg("--memory-bytes").arg(spec.memory_bytes.to_string());
+        cmd.arg("--quota-bytes").arg(spec.quota_bytes.to_string());
         if let Some(host) = self.config.p2p_host {
             let port = p2p_port(&dir, host).map_err(|e| fail(format!("choosing its p2p port: {e}")))?;
             cmd.arg("--p2p-host").arg(host.to_string()).arg("--p2p-port").arg(port.to_string());

@@ -43,6 +43,8 @@ pub struct InstanceConfig {
     /// Where the p2p node listens (a multiaddr such as `/ip4/127.0.0.1/tcp/40123`); `None` runs
     /// offline: nothing is published or fetched.
     pub p2p_listen: Option<String>,
+    /// The tier's storage quota, for data no request brings (replicated database entries).
+    pub quota_bytes: u64,
 }
 
 impl InstanceConfig {
@@ -95,7 +97,7 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
         Some(listen) => Some(start_p2p(listen, &identity, &store).await?),
         None => None,
     };
-    let orbit = orbit::Orbit::start(store.clone(), p2p.clone()).await?;
+    let orbit = orbit::Orbit::start(store.clone(), p2p.clone(), config.quota_bytes).await?;
     let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), p2p, orbit });
     let app = api::router(state);
     {

@@ -45,7 +45,7 @@ pub async fn run(dir: &Path, puts: usize, js_puts: usize, entries: usize, js_ent
 
     let key = selfcloud_core::seal::Key::generate();
     let store = selfcloud_instance::store::Store::open(&dir.join("engine.redb"), key.clone())?;
-    let orbit = Orbit::start(Arc::new(store), None).await?;
+    let orbit = Orbit::start(Arc::new(store), None, u64::MAX).await?;
     let (info, _) = orbit.create("owner", "bench", Kind::KeyValue, None).await?;
     let cid = info.cid().to_owned();
     let sequential = puts.min(2_000);
@@ -82,7 +82,7 @@ async fn reopen(dir: &Path, key: selfcloud_core::seal::Key, orbit: Orbit, cid: &
         }
     };
     let start = Instant::now();
-    let orbit = Orbit::start(Arc::new(store), None).await?;
+    let orbit = Orbit::start(Arc::new(store), None, u64::MAX).await?;
     let found = orbit.get("owner", cid, "par-0")?.is_some();
     orbit.append("owner", cid, Op::Put { key: "after-reopen".into(), value: value(0) }, u64::MAX).await?;
     anyhow::ensure!(found, "a key written before the reopen is missing");
@@ -117,7 +117,7 @@ async fn engine(dir: &Path, name: &str) -> anyhow::Result<(Orbit, selfcloud_p2p:
     let store = Arc::new(selfcloud_instance::store::Store::open(&dir.join(format!("{name}.redb")), selfcloud_core::seal::Key::generate())?);
     let config = selfcloud_p2p::Config { listen: "/ip4/127.0.0.1/tcp/0".parse()?, agent: "selfcloud-bench".into(), want_timeout: std::time::Duration::from_secs(30) };
     let node = selfcloud_p2p::Node::start(selfcloud_p2p::Keypair::generate_ed25519(), config, Arc::new(selfcloud_instance::publish::Served(store.clone()))).await?;
-    Ok((Orbit::start(store, Some(node.clone())).await?, node))
+    Ok((Orbit::start(store, Some(node.clone()), u64::MAX).await?, node))
 }
 
 /// Open `address` on `orbit` and wait until its log holds `count` entries; the seconds it took.

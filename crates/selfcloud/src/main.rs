@@ -91,6 +91,10 @@ struct InstanceArgs {
     /// Address-space limit, bytes.
     #[arg(long, default_value_t = 1 << 30)]
     memory_bytes: u64,
+    /// Storage quota for data that arrives without a request (database replication); requests
+    /// carry their own. Default: none.
+    #[arg(long, default_value_t = u64::MAX)]
+    quota_bytes: u64,
     /// Paths the instance may read (binary, libraries, models).
     #[arg(long)]
     read_only: Vec<PathBuf>,
@@ -190,7 +194,7 @@ fn instance(args: InstanceArgs) -> anyhow::Result<()> {
         (Some(std::net::IpAddr::V6(host)), Some(port)) => Some(format!("/ip6/{host}/tcp/{port}")),
         _ => None,
     };
-    let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir, p2p_listen };
+    let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir, p2p_listen, quota_bytes: args.quota_bytes };
     runtime.block_on(selfcloud_instance::serve(config, key)).context("instance failed")?;
     Ok(())
 }

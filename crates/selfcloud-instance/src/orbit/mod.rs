@@ -126,15 +126,18 @@ pub struct Orbit {
     /// Databases looked up before, by `db` key. A database's manifest never changes, so this
     /// spares every call a read of its row.
     known: Arc<std::sync::Mutex<std::collections::HashMap<String, DbInfo>>>,
+    /// The quota replicated entries must stay within (requests bring their own).
+    quota_bytes: u64,
 }
 
 /// Database rows remembered at most (then the memory starts over).
 const KNOWN_MAX: usize = 1024;
 
 impl Orbit {
-    /// Start the writer thread over `store`, and replication over `node` if there is one.
-    pub async fn start(store: Arc<Store>, node: Option<selfcloud_p2p::Node>) -> std::io::Result<Orbit> {
-        let mut orbit = Orbit { writer: writer::Handle::spawn(store.clone())?, store, sync: None, known: Arc::default() };
+    /// Start the writer thread over `store`, and replication over `node` if there is one;
+    /// replicated entries may take the store up to `quota_bytes`.
+    pub async fn start(store: Arc<Store>, node: Option<selfcloud_p2p::Node>, quota_bytes: u64) -> std::io::Result<Orbit> {
+        let mut orbit = Orbit { writer: writer::Handle::spawn(store.clone())?, store, sync: None, known: Arc::default(), quota_bytes };
         if let Some(node) = node {
             orbit.sync = Some(sync::Sync::start(orbit.clone(), node).await);
         }

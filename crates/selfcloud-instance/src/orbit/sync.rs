@@ -245,7 +245,8 @@ impl Sync {
         }
         accepted.sort_by_key(|(_, _, e)| e.clock.time);
         let db = super::tables::db_key(namespace, &cid);
-        orbit.writer.call(move |batch| batch.join(&db, accepted, identity_blocks)).await
+        let quota = orbit.quota_bytes;
+        orbit.writer.call(move |batch| batch.join(&db, accepted, identity_blocks, quota)).await
     }
 
     /// An identity whose binding signatures hold; its block joins `blocks` when fetched.

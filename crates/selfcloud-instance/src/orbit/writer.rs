@@ -43,7 +43,9 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |batch| {
             let outcome = match work(batch) {
-                Err(DbError::Store(e)) => return Err(e),
+                // A refusal checked before writing (the quota) leaves the batch intact; any other
+                // store failure may have left it half-written, so the whole batch is abandoned.
+                Err(DbError::Store(e)) if !matches!(e, StoreError::QuotaExceeded { .. }) => return Err(e),
                 other => other,
             };
             Ok(Box::new(move |committed: Result<(), String>| {
@@ -324,7 +326,12 @@ impl<'t> Batch<'t> {
     /// access) by the caller; `blocks` are identity blocks to keep. Returns how many were new.
     /// Heads become the old heads no new entry follows, plus the new entries no new entry
     /// follows.
-    pub(super) fn join(&mut self, db: &str, entries: Vec<(String, Vec<u8>, Entry)>, blocks: Vec<(String, Vec<u8>)>) -> Result<usize, DbError> {
+    pub(super) fn join(&mut self, db: &str, entries: Vec<(String, Vec<u8>, Entry)>, blocks: Vec<(String, Vec<u8>)>, quota_bytes: u64) -> Result<usize, DbError> {
+        // Refused whole before anything is written: a peer must not fill the user's store.
+        let estimate: u64 = entries.iter().map(|(_, b, _)| 2 * b.len() as u64 + 256).chain(blocks.iter().map(|(_, b)| b.len() as u64 + 64)).sum();
+        if self.usage.saturating_add(estimate) > quota_bytes {
+            return Err(DbError::Store(StoreError::QuotaExceeded { quota_bytes }));
+        }
         for (hash, bytes) in &blocks {
             self.usage += self.put_block(hash, bytes)?;
         }
@@ -418,4 +425,49 @@ enum Fresh {
 /// The clock time inside an order key (`db \0 time …`).
 fn time_of(db: &str, place: &[u8]) -> u64 {
     place.get(db.len() + 1..db.len() + 9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Orbit, DbError};
+    use crate::store::{Store, StoreError};
+    use selfcloud_orbitdb::{Clock, Entry, Keys, Kind, Op};
+    use std::sync::Arc;
+
+    type Block = (String, Vec<u8>);
+
+    /// Entries a foreign writer made (a chain of `count` puts of `size`-byte values) and its
+    /// identity block.
+    fn foreign_chain(address: &str, count: usize, size: usize) -> (Vec<(String, Vec<u8>, Entry)>, Block) {
+        let keys = Keys::generate();
+        let (identity_hash, identity_bytes) = keys.identity().encode().unwrap();
+        let mut out: Vec<(String, Vec<u8>, Entry)> = Vec::new();
+        for i in 0..count {
+            let next = out.last().map(|(h, _, _)| vec![h.clone()]).unwrap_or_default();
+            let op = Op::Put { key: format!("k{i}"), value: selfcloud_orbitdb::Ipld::String("v".repeat(size)) };
+            let entry = Entry::create(&keys, &identity_hash, address, op.payload(), Clock { id: keys.signing.public_hex(), time: i as u64 + 1 }, next, vec![]).unwrap();
+            let (hash, bytes) = entry.encode().unwrap();
+            out.push((hash, bytes, entry));
+        }
+        (out, (identity_hash, identity_bytes))
+    }
+
+    #[tokio::test]
+    async fn replicated_entries_over_the_quota_are_refused_and_none_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb"), selfcloud_core::seal::Key::generate()).unwrap());
+        let orbit = Orbit::start(store, None, u64::MAX).await.unwrap();
+        let (info, _) = orbit.create("owner", "shared", Kind::KeyValue, Some(vec!["*".into()])).await.unwrap();
+        let db = super::db_key("owner", info.cid());
+        let (entries, identity) = foreign_chain(&info.address, 50, 10_000);
+        let (db2, entries2, identity2) = (db.clone(), entries.clone(), identity.clone());
+        let refused = orbit.writer.call(move |batch| batch.join(&db2, entries2, vec![identity2], 100_000)).await;
+        assert!(matches!(refused, Err(DbError::Store(StoreError::QuotaExceeded { .. }))), "{refused:?}");
+        assert!(orbit.get("owner", info.cid(), "k0").unwrap().is_none(), "nothing of a refused arrival is kept");
+        // The store still takes writes, and the same entries within a larger quota.
+        orbit.append("owner", info.cid(), Op::Put { key: "own".into(), value: selfcloud_orbitdb::Ipld::Integer(1) }, u64::MAX).await.unwrap();
+        let joined = orbit.writer.call(move |batch| batch.join(&db, entries, vec![identity], u64::MAX)).await.unwrap();
+        assert_eq!(joined, 50);
+        assert_eq!(orbit.get("owner", info.cid(), "k49").unwrap().unwrap().v, Some(serde_json::json!("v".repeat(10_000))));
+    }
 }
