@@ -161,10 +161,9 @@ async fn open(State(state): State<Shared>, ctx: Ctx, Query(q): Query<NsQuery>, b
     }
     let ns = ctx.namespace(q.app.as_deref())?;
     let body: OpenBody = parse(&ctx, &body, r#"{"address": "/orbitdb/…"}"#)?;
-    let cid = body.address.strip_prefix("/orbitdb/").ok_or_else(|| ctx.fail(ApiError::invalid("address must be /orbitdb/<cid>")))?.to_owned();
-    check_cid(&ctx, &cid)?;
+    let cid = body.address.strip_prefix("/orbitdb/").ok_or_else(|| ctx.fail(ApiError::invalid("address must be /orbitdb/<cid>")))?;
+    check_cid(&ctx, cid)?;
     let info = state.orbit.open(&ns, &body.address).await.map_err(|e| db_error(&ctx, e))?;
-    let _ = cid;
     Ok(json_response(StatusCode::OK, info_json(&info).to_string().into_bytes()))
 }
 

@@ -32,6 +32,14 @@ impl JsPeer {
     }
 }
 
+/// A running system with user alice (her owner token) and a JS OrbitDB peer.
+async fn start() -> (TestSystem, String, JsPeer) {
+    let sys = TestSystem::start(&[("SELFCLOUD_RATE_FREE_PER_MIN", "100000")]);
+    let alice = sys.user("alice").await;
+    let js = tokio::task::spawn_blocking(JsPeer::start).await.unwrap();
+    (sys, alice, js)
+}
+
 /// Poll `GET path` until `done` holds for its JSON (replication is asynchronous).
 async fn until(sys: &TestSystem, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..200 {
@@ -71,9 +79,7 @@ async fn connect_and_open(sys: &TestSystem, alice: &str, js: &JsPeer, address: &
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keyvalue_replicates_both_ways_and_converges() {
-    let sys = TestSystem::start(&[("SELFCLOUD_RATE_FREE_PER_MIN", "100000")]);
-    let alice = sys.user("alice").await;
-    let mut js = tokio::task::spawn_blocking(JsPeer::start).await.unwrap();
+    let (sys, alice, mut js) = start().await;
     let address = js.cmd(json!({"cmd": "create", "name": "shared", "type": "keyvalue"}))["address"].as_str().unwrap().to_owned();
     for i in 0..5 {
         js.cmd(json!({"cmd": "put", "key": format!("js-{i}"), "value": {"n": i}}));
@@ -126,9 +132,7 @@ async fn keyvalue_replicates_both_ways_and_converges() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_converge_to_one_order_and_documents_replicate() {
-    let sys = TestSystem::start(&[("SELFCLOUD_RATE_FREE_PER_MIN", "100000")]);
-    let alice = sys.user("alice").await;
-    let mut js = tokio::task::spawn_blocking(JsPeer::start).await.unwrap();
+    let (sys, alice, mut js) = start().await;
 
     // An events database made here, opened by JS, written by both at once.
     let r = sys.call(Method::POST, "/i/alice/v1/db", Some(&alice), Some(json!({"name": "chat", "type": "events", "write": ["*"]}))).await;
@@ -189,9 +193,7 @@ async fn events_converge_to_one_order_and_documents_replicate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_entries_are_refused() {
-    let sys = TestSystem::start(&[("SELFCLOUD_RATE_FREE_PER_MIN", "100000")]);
-    let alice = sys.user("alice").await;
-    let mut js = tokio::task::spawn_blocking(JsPeer::start).await.unwrap();
+    let (sys, alice, mut js) = start().await;
 
     // Only alice may write to this one; JS's identity publishes an entry anyway.
     let r = sys.call(Method::POST, "/i/alice/v1/db", Some(&alice), Some(json!({"name": "mine", "type": "keyvalue"}))).await;

@@ -168,8 +168,10 @@ impl Orbit {
     /// fetched from connected peers, then its log replicates in.
     pub async fn open(&self, namespace: &str, address: &str) -> Result<DbInfo, DbError> {
         let cid = address.trim_start_matches("/orbitdb/");
-        if let Ok(info) = self.info(namespace, cid) {
-            return Ok(info);
+        match self.info(namespace, cid) {
+            Ok(info) => return Ok(info),
+            Err(DbError::NotFound(_)) => {}
+            Err(e) => return Err(e),
         }
         let sync = self.sync.as_ref().ok_or_else(|| DbError::NotFound("this instance runs offline: a database held elsewhere cannot be opened".into()))?;
         let (info, blocks) = sync.fetch_manifest(address).await?;
