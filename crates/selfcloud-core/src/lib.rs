@@ -59,6 +59,14 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Bytes from hex (either case); `None` for odd length, a non-hex digit, or more than `max_bytes`.
+pub fn unhex(text: &str, max_bytes: usize) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || text.len() / 2 > max_bytes {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
+}
+
 /// `n` bytes from the operating system's CSPRNG.
 ///
 /// Failing to get randomness means the host is broken; there is no safe fallback, so this panics.

@@ -85,10 +85,7 @@ pub fn verify(signature_hex: &str, public_key_hex: &str, message: &[u8]) -> bool
 pub(crate) use selfcloud_core::hex;
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 512 {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
+    selfcloud_core::unhex(text, 256)
 }
 
 #[cfg(test)]

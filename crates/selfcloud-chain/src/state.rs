@@ -1,0 +1,578 @@
+//! The chain's state and history on disk: one redb file per node.
+//!
+//! State is a map from namespaced keys to values, authenticated by a Jellyfish Merkle tree whose
+//! root every block commits to (tree version = block height). The latest value of each key is also
+//! kept in a plain table so execution never walks the tree to read. Blocks, their finalization
+//! certificates and transaction indexes are written in the same transaction as the state they
+//! produce, so a node that crashes resumes at exactly the last block it committed.
+//!
+//! Execution happens only on top of the committed tip: the node proposes and verifies a block
+//! once its parent is final (see `node`), so there is never more than one state to execute on.
+
+use crate::{Action, Address, Block, ChainError, Genesis, Tx, TxHash, MIN_FEE};
+use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
+use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, TableDefinition};
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
+const VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_values");
+const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const DIGESTS: TableDefinition<&[u8], u64> = TableDefinition::new("block_digests");
+const FINALIZATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("finalizations");
+const TXS: TableDefinition<&[u8], (u64, u32)> = TableDefinition::new("txs");
+const ACCOUNT_TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("account_txs");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// An account's spendable balance (base units) and next nonce.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    pub balance: u128,
+    pub nonce: u64,
+}
+
+impl Account {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.balance.to_be_bytes().to_vec();
+        out.extend_from_slice(&self.nonce.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Account {
+        let balance = bytes.get(..16).and_then(|b| b.try_into().ok()).map(u128::from_be_bytes).unwrap_or(0);
+        let nonce = bytes.get(16..24).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+        Account { balance, nonce }
+    }
+}
+
+/// Keys of the authenticated state (the prefix keeps each kind in its own namespace).
+pub mod keys {
+    use crate::Address;
+
+    pub fn account(address: &Address) -> Vec<u8> {
+        [b"acct/".as_slice(), &address.0].concat()
+    }
+    pub fn directory(address: &Address) -> Vec<u8> {
+        [b"dir/".as_slice(), &address.0].concat()
+    }
+    pub fn app(app_id: &str) -> Vec<u8> {
+        [b"app/".as_slice(), app_id.as_bytes()].concat()
+    }
+    pub fn consent(address: &Address, receipt: &[u8; 32]) -> Vec<u8> {
+        [b"consent/".as_slice(), &address.0, receipt].concat()
+    }
+    pub fn anchor(address: &Address) -> Vec<u8> {
+        [b"anchor/".as_slice(), &address.0].concat()
+    }
+}
+
+/// The last committed block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tip {
+    pub height: u64,
+    pub digest: [u8; 32],
+    pub state_root: [u8; 32],
+    pub timestamp_ms: u64,
+}
+
+impl Tip {
+    fn encode(&self) -> Vec<u8> {
+        [&self.height.to_be_bytes()[..], &self.digest, &self.state_root, &self.timestamp_ms.to_be_bytes()].concat()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Tip> {
+        Some(Tip {
+            height: u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?),
+            digest: bytes.get(8..40)?.try_into().ok()?,
+            state_root: bytes.get(40..72)?.try_into().ok()?,
+            timestamp_ms: u64::from_be_bytes(bytes.get(72..80)?.try_into().ok()?),
+        })
+    }
+}
+
+/// The result of executing transactions on the tip: what to write and the root it yields.
+pub struct Executed {
+    pub height: u64,
+    pub state_root: [u8; 32],
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    tree: TreeUpdateBatch,
+}
+
+/// How execution treats a transaction that cannot apply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Verifying someone else's block: any bad transaction makes the whole block invalid.
+    Strict,
+    /// Building our own block: skip what cannot apply and keep going.
+    Lenient,
+}
+
+/// One node's chain database.
+pub struct ChainStore {
+    db: Database,
+    chain_id: String,
+    tip: Tip,
+}
+
+impl ChainStore {
+    /// Opens (or creates from `genesis`) the store at `path`.
+    pub fn open(path: &Path, genesis: &Genesis) -> Result<ChainStore, ChainError> {
+        let db = Database::create(path)?;
+        let existing = {
+            let read = db.begin_read()?;
+            match read.open_table(META) {
+                Ok(table) => table.get("tip")?.and_then(|v| Tip::decode(v.value())),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut store = ChainStore { db, chain_id: genesis.chain_id.clone(), tip: Tip { height: 0, digest: genesis.digest(), state_root: [0; 32], timestamp_ms: genesis.timestamp_ms } };
+        match existing {
+            Some(tip) => store.tip = tip,
+            None => store.init_genesis(genesis)?,
+        }
+        Ok(store)
+    }
+
+    fn init_genesis(&mut self, genesis: &Genesis) -> Result<(), ChainError> {
+        let mut writes = BTreeMap::new();
+        for (address, balance) in genesis.balances()? {
+            writes.insert(keys::account(&address), Some(Account { balance, nonce: 0 }.encode()));
+        }
+        let read = self.db.begin_read()?;
+        let (root, tree) = put_values(&read, &writes, 0)?;
+        drop(read);
+        let tip = Tip { height: 0, digest: genesis.digest(), state_root: root, timestamp_ms: genesis.timestamp_ms };
+        let write = self.db.begin_write()?;
+        write_state(&write, &writes, &tree, 0)?;
+        write.open_table(META)?.insert("tip", tip.encode().as_slice())?;
+        // Create every table so readers never meet a missing one.
+        write.open_table(BLOCKS)?;
+        write.open_table(DIGESTS)?;
+        write.open_table(FINALIZATIONS)?;
+        write.open_table(TXS)?;
+        write.open_table(ACCOUNT_TXS)?;
+        write.commit()?;
+        self.tip = tip;
+        Ok(())
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// The last committed block.
+    pub fn tip(&self) -> Tip {
+        self.tip
+    }
+
+    /// An account as of the tip.
+    pub fn account(&self, address: &Address) -> Result<Account, ChainError> {
+        Ok(self.latest(&keys::account(address))?.map(|v| Account::decode(&v)).unwrap_or_default())
+    }
+
+    /// The latest value of a state key.
+    pub fn latest(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChainError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(STATE)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The value of `key` at `height`, with a proof against that height's state root.
+    pub fn prove(&self, key: &[u8], height: u64) -> Result<(Option<Vec<u8>>, Vec<u8>), ChainError> {
+        if height > self.tip.height {
+            return Err(ChainError::NotFound(format!("height {height} is above the tip {}", self.tip.height)));
+        }
+        let read = self.db.begin_read()?;
+        let reader = Reader { read: &read };
+        let (value, proof) = Sha256Jmt::new(&reader).get_with_proof(KeyHash::with::<Sha256>(key), height).map_err(|e| ChainError::Storage(e.to_string()))?;
+        let proof = borsh::to_vec(&proof).map_err(|e| ChainError::Storage(e.to_string()))?;
+        Ok((value, proof))
+    }
+
+    /// Executes `txs` on the tip as block `tip.height + 1`. In [`Mode::Strict`] any transaction
+    /// that cannot apply is an error; in [`Mode::Lenient`] it is left out. Returns the
+    /// transactions that applied, in order, and the state they produce.
+    ///
+    /// Signatures must already be checked ([`crate::verify_signatures`]).
+    pub fn execute(&self, txs: Vec<Tx>, mode: Mode) -> Result<(Vec<Tx>, Executed), ChainError> {
+        let height = self.tip.height + 1;
+        let read = self.db.begin_read()?;
+        let state = read.open_table(STATE)?;
+        let mut overlay = Overlay { state: &state, writes: BTreeMap::new() };
+        let mut applied = Vec::with_capacity(txs.len());
+        for tx in txs {
+            match overlay.apply(&tx, &self.chain_id, height) {
+                Ok(()) => applied.push(tx),
+                Err(e) if mode == Mode::Strict => return Err(e),
+                Err(e) => tracing::debug!(tx = %tx.hash(), error = %e, "left out of block"),
+            }
+        }
+        let writes = overlay.writes;
+        drop(state);
+        let (state_root, tree) = put_values(&read, &writes, height)?;
+        Ok((applied, Executed { height, state_root, writes, tree }))
+    }
+
+    /// Makes `block` (executed as `executed`) the new tip, with its finalization certificate.
+    pub fn commit(&mut self, block: &Block, executed: Executed, finalization: &[u8]) -> Result<(), ChainError> {
+        if block.height != self.tip.height + 1 || executed.height != block.height || block.parent != self.tip.digest {
+            return Err(ChainError::InvalidArgument(format!("block {} does not extend the tip {}", block.height, self.tip.height)));
+        }
+        let digest = block.digest();
+        let tip = Tip { height: block.height, digest, state_root: executed.state_root, timestamp_ms: block.timestamp_ms };
+        let mut write = self.db.begin_write()?;
+        write.set_durability(Durability::Immediate).map_err(|e| ChainError::Storage(e.to_string()))?;
+        write_state(&write, &executed.writes, &executed.tree, block.height)?;
+        {
+            let encoded = commonware_codec::Encode::encode(block);
+            write.open_table(BLOCKS)?.insert(block.height, encoded.as_ref())?;
+            write.open_table(DIGESTS)?.insert(digest.as_slice(), block.height)?;
+            write.open_table(FINALIZATIONS)?.insert(block.height, finalization)?;
+            let mut txs = write.open_table(TXS)?;
+            let mut by_account = write.open_table(ACCOUNT_TXS)?;
+            for (index, tx) in block.txs.iter().enumerate() {
+                let hash = tx.hash();
+                let index = index as u32;
+                txs.insert(hash.0.as_slice(), (block.height, index))?;
+                let mut parties = vec![tx.body.sender()];
+                if let Action::Transfer { to, .. } = &tx.body.action {
+                    if *to != parties[0] {
+                        parties.push(*to);
+                    }
+                }
+                for party in parties {
+                    let key = [&party.0[..], &block.height.to_be_bytes(), &index.to_be_bytes()].concat();
+                    by_account.insert(key.as_slice(), hash.0.as_slice())?;
+                }
+            }
+            write.open_table(META)?.insert("tip", tip.encode().as_slice())?;
+        }
+        write.commit()?;
+        self.tip = tip;
+        Ok(())
+    }
+
+    /// The committed block at `height` (0 is genesis and has no block).
+    pub fn block(&self, height: u64) -> Result<Option<Block>, ChainError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(BLOCKS)?;
+        match table.get(height)? {
+            Some(bytes) => Ok(Some(Block::decode_bytes(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The height of the committed block with this digest.
+    pub fn height_of(&self, digest: &[u8; 32]) -> Result<Option<u64>, ChainError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(DIGESTS)?;
+        Ok(table.get(digest.as_slice())?.map(|v| v.value()))
+    }
+
+    /// The encoded finalization certificate stored with the block at `height`.
+    pub fn finalization(&self, height: u64) -> Result<Option<Vec<u8>>, ChainError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(FINALIZATIONS)?;
+        Ok(table.get(height)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Where a committed transaction is: (height, index in block).
+    pub fn tx_location(&self, hash: &TxHash) -> Result<Option<(u64, u32)>, ChainError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(TXS)?;
+        Ok(table.get(hash.0.as_slice())?.map(|v| v.value()))
+    }
+
+    /// Hashes of the transactions sent or received by `address`, newest first.
+    pub fn account_txs(&self, address: &Address, limit: usize, offset: usize) -> Result<Vec<TxHash>, ChainError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(ACCOUNT_TXS)?;
+        let start = [&address.0[..], &[0u8; 12]].concat();
+        let end = [&address.0[..], &[0xffu8; 12]].concat();
+        let mut out = Vec::new();
+        for entry in table.range(start.as_slice()..=end.as_slice())?.rev().skip(offset).take(limit) {
+            let (_, hash) = entry?;
+            if let Ok(hash) = hash.value().try_into() {
+                out.push(TxHash(hash));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Checks a proof from [`ChainStore::prove`] for `key` = `value` (or absence) under `root`.
+pub fn verify_proof(root: &[u8; 32], key: &[u8], value: Option<&[u8]>, proof: &[u8]) -> Result<(), ChainError> {
+    let proof: jmt::proof::SparseMerkleProof<Sha256> = borsh::from_slice(proof).map_err(|e| ChainError::Malformed(format!("state proof: {e}")))?;
+    proof.verify(jmt::RootHash(*root), KeyHash::with::<Sha256>(key), value).map_err(|e| ChainError::InvalidArgument(format!("state proof does not verify: {e}")))
+}
+
+/// Reads and writes made by executing transactions, over the committed state.
+struct Overlay<'a> {
+    state: &'a redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Overlay<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChainError> {
+        if let Some(value) = self.writes.get(key) {
+            return Ok(value.clone());
+        }
+        Ok(self.state.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    fn account(&self, address: &Address) -> Result<Account, ChainError> {
+        Ok(self.get(&keys::account(address))?.map(|v| Account::decode(&v)).unwrap_or_default())
+    }
+
+    fn set_account(&mut self, address: &Address, account: Account) {
+        self.writes.insert(keys::account(address), Some(account.encode()));
+    }
+
+    /// Applies one transaction, or changes nothing and says why not.
+    fn apply(&mut self, tx: &Tx, chain_id: &str, height: u64) -> Result<(), ChainError> {
+        let body = &tx.body;
+        if body.chain_id != chain_id {
+            return Err(ChainError::WrongChain { got: body.chain_id.clone(), want: chain_id.into() });
+        }
+        if body.fee < MIN_FEE {
+            return Err(ChainError::FeeTooLow { got: body.fee, min: MIN_FEE });
+        }
+        let sender = body.sender();
+        let mut account = self.account(&sender)?;
+        if body.nonce != account.nonce {
+            return Err(ChainError::BadNonce { got: body.nonce, want: account.nonce });
+        }
+        let spend = match &body.action {
+            Action::Transfer { amount, .. } => *amount,
+            _ => 0,
+        };
+        let needed = spend.checked_add(body.fee).ok_or(ChainError::InsufficientFunds { balance: account.balance, needed: u128::MAX })?;
+        if account.balance < needed {
+            return Err(ChainError::InsufficientFunds { balance: account.balance, needed });
+        }
+        match &body.action {
+            Action::Transfer { to, amount } => {
+                if *to != sender {
+                    let mut recipient = self.account(to)?;
+                    recipient.balance = recipient.balance.checked_add(*amount).ok_or_else(|| ChainError::InvalidArgument("recipient balance would overflow".into()))?;
+                    self.set_account(to, recipient);
+                }
+                account.balance -= needed;
+                if *to == sender {
+                    account.balance += amount;
+                }
+            }
+            Action::Directory { url, encryption_key } => {
+                let value = [&encryption_key[..], url.as_bytes()].concat();
+                self.writes.insert(keys::directory(&sender), Some(value));
+                account.balance -= needed;
+            }
+            Action::RegisterApp { app_id, name } => {
+                if app_id.is_empty() {
+                    return Err(ChainError::InvalidArgument("app id is empty".into()));
+                }
+                let key = keys::app(app_id);
+                if let Some(existing) = self.get(&key)? {
+                    if existing.get(..20) != Some(&sender.0[..]) {
+                        return Err(ChainError::AppTaken(app_id.clone()));
+                    }
+                }
+                self.writes.insert(key, Some([&sender.0[..], name.as_bytes()].concat()));
+                account.balance -= needed;
+            }
+            Action::Consent { receipt, revoked } => {
+                let value = [&height.to_be_bytes()[..], &[u8::from(*revoked)]].concat();
+                self.writes.insert(keys::consent(&sender, receipt), Some(value));
+                account.balance -= needed;
+            }
+            Action::Anchor { root } => {
+                let value = [&root[..], &height.to_be_bytes()].concat();
+                self.writes.insert(keys::anchor(&sender), Some(value));
+                account.balance -= needed;
+            }
+        }
+        account.nonce += 1;
+        self.set_account(&sender, account);
+        Ok(())
+    }
+}
+
+/// Computes the tree after `writes` at `version` (reading the tree as of `version - 1`).
+fn put_values(read: &ReadTransaction, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, version: Version) -> Result<([u8; 32], TreeUpdateBatch), ChainError> {
+    let reader = Reader { read };
+    let tree = Sha256Jmt::new(&reader);
+    let values = writes.iter().map(|(key, value)| (KeyHash::with::<Sha256>(key), value.clone()));
+    let (root, batch) = tree.put_value_set(values, version).map_err(|e| ChainError::Storage(format!("state tree: {e}")))?;
+    Ok((root.0, batch))
+}
+
+fn write_state(write: &redb::WriteTransaction, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, tree: &TreeUpdateBatch, version: Version) -> Result<(), ChainError> {
+    let mut state = write.open_table(STATE)?;
+    for (key, value) in writes {
+        match value {
+            Some(value) => state.insert(key.as_slice(), value.as_slice())?,
+            None => state.remove(key.as_slice())?,
+        };
+    }
+    let mut nodes = write.open_table(NODES)?;
+    for (key, node) in tree.node_batch.nodes() {
+        let key = borsh::to_vec(key).map_err(|e| ChainError::Storage(e.to_string()))?;
+        let node = borsh::to_vec(node).map_err(|e| ChainError::Storage(e.to_string()))?;
+        nodes.insert(key.as_slice(), node.as_slice())?;
+    }
+    let mut values = write.open_table(VALUES)?;
+    for ((value_version, key_hash), value) in tree.node_batch.values() {
+        debug_assert_eq!(*value_version, version);
+        let key = value_key(key_hash, *value_version);
+        let stored = match value {
+            Some(v) => [&[1u8][..], v].concat(),
+            None => vec![0u8],
+        };
+        values.insert(key.as_slice(), stored.as_slice())?;
+    }
+    Ok(())
+}
+
+fn value_key(key_hash: &KeyHash, version: Version) -> Vec<u8> {
+    [&key_hash.0[..], &version.to_be_bytes()].concat()
+}
+
+/// The tree's view of the database inside one read transaction.
+struct Reader<'a> {
+    read: &'a ReadTransaction,
+}
+
+impl TreeReader for Reader<'_> {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        let table = match self.read.open_table(NODES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let key = borsh::to_vec(node_key)?;
+        Ok(match table.get(key.as_slice())? {
+            Some(bytes) => Some(borsh::from_slice(bytes.value())?),
+            None => None,
+        })
+    }
+
+    fn get_value_option(&self, max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+        let table = match self.read.open_table(VALUES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let start = value_key(&key_hash, 0);
+        let end = value_key(&key_hash, max_version);
+        let last = table.range(start.as_slice()..=end.as_slice())?.next_back().transpose()?;
+        Ok(last.and_then(|(_, stored)| match stored.value().split_first() {
+            Some((1, value)) => Some(value.to_vec()),
+            _ => None,
+        }))
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        // Only jmt's state-sync restore asks for this; nodes here never restore from chunks.
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{TxBody, CHAIN_ID, UNIT};
+    use ed25519_dalek::SigningKey;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn address(seed: u8) -> Address {
+        Address::of_key(&key(seed).verifying_key().to_bytes())
+    }
+
+    fn genesis() -> Genesis {
+        Genesis { chain_id: CHAIN_ID.into(), timestamp_ms: 1, allocations: vec![(address(1), (1000 * UNIT).to_string())] }
+    }
+
+    fn transfer(seed: u8, nonce: u64, to: Address, amount: u128) -> Tx {
+        let key = key(seed);
+        TxBody { chain_id: CHAIN_ID.into(), signer: key.verifying_key().to_bytes(), nonce, fee: MIN_FEE, action: Action::Transfer { to, amount } }.sign(&key)
+    }
+
+    fn block_on(store: &ChainStore, txs: Vec<Tx>, state_root: [u8; 32]) -> Block {
+        let tip = store.tip();
+        Block { parent: tip.digest, height: tip.height + 1, view: tip.height + 1, timestamp_ms: tip.timestamp_ms + 1, state_root, txs }
+    }
+
+    #[test]
+    fn transfers_commit_survive_reopen_and_prove() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        let mut store = ChainStore::open(&path, &genesis()).unwrap();
+        let genesis_root = store.tip().state_root;
+        assert_eq!(store.account(&address(1)).unwrap().balance, 1000 * UNIT);
+
+        let txs = vec![transfer(1, 0, address(2), 5 * UNIT), transfer(1, 1, address(3), UNIT)];
+        let (applied, executed) = store.execute(txs.clone(), Mode::Strict).unwrap();
+        assert_eq!(applied, txs);
+        let block = block_on(&store, applied, executed.state_root);
+        store.commit(&block, executed, b"cert").unwrap();
+        assert_eq!(store.account(&address(2)).unwrap(), Account { balance: 5 * UNIT, nonce: 0 });
+        assert_eq!(store.account(&address(1)).unwrap(), Account { balance: 994 * UNIT - 2 * MIN_FEE, nonce: 2 });
+        let tip = store.tip();
+        drop(store);
+
+        let store = ChainStore::open(&path, &genesis()).unwrap();
+        assert_eq!(store.tip(), tip, "a reopened store resumes at its last block");
+        assert_eq!(store.block(1).unwrap().unwrap(), block);
+        assert_eq!(store.height_of(&block.digest()).unwrap(), Some(1));
+        assert_eq!(store.finalization(1).unwrap().unwrap(), b"cert");
+        assert_eq!(store.tx_location(&txs[1].hash()).unwrap(), Some((1, 1)));
+        assert_eq!(store.account_txs(&address(1), 10, 0).unwrap(), vec![txs[1].hash(), txs[0].hash()]);
+        assert_eq!(store.account_txs(&address(2), 10, 0).unwrap(), vec![txs[0].hash()]);
+
+        // Proofs: the balance at height 1 verifies against block 1's root, not genesis's, and
+        // a changed value or a missing key does not verify as present.
+        let key2 = keys::account(&address(2));
+        let (value, proof) = store.prove(&key2, 1).unwrap();
+        let value = value.unwrap();
+        verify_proof(&tip.state_root, &key2, Some(&value), &proof).unwrap();
+        assert!(verify_proof(&genesis_root, &key2, Some(&value), &proof).is_err());
+        let mut forged = value.clone();
+        forged[15] ^= 1;
+        assert!(verify_proof(&tip.state_root, &key2, Some(&forged), &proof).is_err());
+        let (absent, proof) = store.prove(&key2, 0).unwrap();
+        assert!(absent.is_none());
+        verify_proof(&genesis_root, &key2, None, &proof).unwrap();
+    }
+
+    #[test]
+    fn strict_refuses_what_lenient_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChainStore::open(&dir.path().join("c.redb"), &genesis()).unwrap();
+        let overdraft = transfer(2, 0, address(1), UNIT); // address(2) has nothing
+        let replay_gap = transfer(1, 5, address(2), UNIT); // nonce 5, account is at 0
+        let good = transfer(1, 0, address(2), UNIT);
+        assert!(matches!(store.execute(vec![overdraft.clone()], Mode::Strict), Err(ChainError::InsufficientFunds { .. })));
+        assert!(matches!(store.execute(vec![replay_gap.clone()], Mode::Strict), Err(ChainError::BadNonce { got: 5, want: 0 })));
+        let (applied, _) = store.execute(vec![overdraft, good.clone(), good.clone(), replay_gap], Mode::Lenient).unwrap();
+        assert_eq!(applied, vec![good], "a replayed nonce in the same block must not apply twice");
+    }
+
+    #[test]
+    fn same_transactions_same_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ChainStore::open(&dir.path().join("a.redb"), &genesis()).unwrap();
+        let b = ChainStore::open(&dir.path().join("b.redb"), &genesis()).unwrap();
+        let txs = vec![transfer(1, 0, address(2), 7), transfer(1, 1, address(2), 9)];
+        let (_, ea) = a.execute(txs.clone(), Mode::Strict).unwrap();
+        let (_, eb) = b.execute(txs, Mode::Strict).unwrap();
+        assert_eq!(ea.state_root, eb.state_root);
+        assert_ne!(ea.state_root, a.tip().state_root);
+    }
+}
