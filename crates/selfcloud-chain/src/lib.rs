@@ -9,9 +9,12 @@
 //! instance talk to it only through transactions and the node API.
 
 mod address;
+pub mod api;
 mod block;
 mod error;
 pub mod mempool;
+pub mod network;
+pub mod node;
 pub mod state;
 mod tx;
 

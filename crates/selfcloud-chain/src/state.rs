@@ -111,10 +111,13 @@ pub enum Mode {
 }
 
 /// One node's chain database.
+///
+/// Shared by reference between the node's actor (the only writer) and its API (readers): redb
+/// gives readers a consistent snapshot while a block commits.
 pub struct ChainStore {
     db: Database,
     chain_id: String,
-    tip: Tip,
+    tip: std::sync::RwLock<Tip>,
 }
 
 impl ChainStore {
@@ -129,15 +132,15 @@ impl ChainStore {
                 Err(e) => return Err(e.into()),
             }
         };
-        let mut store = ChainStore { db, chain_id: genesis.chain_id.clone(), tip: Tip { height: 0, digest: genesis.digest(), state_root: [0; 32], timestamp_ms: genesis.timestamp_ms } };
+        let store = ChainStore { db, chain_id: genesis.chain_id.clone(), tip: std::sync::RwLock::new(Tip { height: 0, digest: genesis.digest(), state_root: [0; 32], timestamp_ms: genesis.timestamp_ms }) };
         match existing {
-            Some(tip) => store.tip = tip,
+            Some(tip) => store.set_tip(tip),
             None => store.init_genesis(genesis)?,
         }
         Ok(store)
     }
 
-    fn init_genesis(&mut self, genesis: &Genesis) -> Result<(), ChainError> {
+    fn init_genesis(&self, genesis: &Genesis) -> Result<(), ChainError> {
         let mut writes = BTreeMap::new();
         for (address, balance) in genesis.balances()? {
             writes.insert(keys::account(&address), Some(Account { balance, nonce: 0 }.encode()));
@@ -156,8 +159,12 @@ impl ChainStore {
         write.open_table(TXS)?;
         write.open_table(ACCOUNT_TXS)?;
         write.commit()?;
-        self.tip = tip;
+        self.set_tip(tip);
         Ok(())
+    }
+
+    fn set_tip(&self, tip: Tip) {
+        *self.tip.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = tip;
     }
 
     pub fn chain_id(&self) -> &str {
@@ -166,7 +173,7 @@ impl ChainStore {
 
     /// The last committed block.
     pub fn tip(&self) -> Tip {
-        self.tip
+        *self.tip.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// An account as of the tip.
@@ -183,8 +190,9 @@ impl ChainStore {
 
     /// The value of `key` at `height`, with a proof against that height's state root.
     pub fn prove(&self, key: &[u8], height: u64) -> Result<(Option<Vec<u8>>, Vec<u8>), ChainError> {
-        if height > self.tip.height {
-            return Err(ChainError::NotFound(format!("height {height} is above the tip {}", self.tip.height)));
+        let tip = self.tip();
+        if height > tip.height {
+            return Err(ChainError::NotFound(format!("height {height} is above the tip {}", tip.height)));
         }
         let read = self.db.begin_read()?;
         let reader = Reader { read: &read };
@@ -199,7 +207,7 @@ impl ChainStore {
     ///
     /// Signatures must already be checked ([`crate::verify_signatures`]).
     pub fn execute(&self, txs: Vec<Tx>, mode: Mode) -> Result<(Vec<Tx>, Executed), ChainError> {
-        let height = self.tip.height + 1;
+        let height = self.tip().height + 1;
         let read = self.db.begin_read()?;
         let state = read.open_table(STATE)?;
         let mut overlay = Overlay { state: &state, writes: BTreeMap::new() };
@@ -218,9 +226,10 @@ impl ChainStore {
     }
 
     /// Makes `block` (executed as `executed`) the new tip, with its finalization certificate.
-    pub fn commit(&mut self, block: &Block, executed: Executed, finalization: &[u8]) -> Result<(), ChainError> {
-        if block.height != self.tip.height + 1 || executed.height != block.height || block.parent != self.tip.digest {
-            return Err(ChainError::InvalidArgument(format!("block {} does not extend the tip {}", block.height, self.tip.height)));
+    pub fn commit(&self, block: &Block, executed: Executed, finalization: &[u8]) -> Result<(), ChainError> {
+        let current = self.tip();
+        if block.height != current.height + 1 || executed.height != block.height || block.parent != current.digest {
+            return Err(ChainError::InvalidArgument(format!("block {} does not extend the tip {}", block.height, current.height)));
         }
         let digest = block.digest();
         let tip = Tip { height: block.height, digest, state_root: executed.state_root, timestamp_ms: block.timestamp_ms };
@@ -252,7 +261,7 @@ impl ChainStore {
             write.open_table(META)?.insert("tip", tip.encode().as_slice())?;
         }
         write.commit()?;
-        self.tip = tip;
+        self.set_tip(tip);
         Ok(())
     }
 
@@ -513,7 +522,7 @@ mod tests {
     fn transfers_commit_survive_reopen_and_prove() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chain.redb");
-        let mut store = ChainStore::open(&path, &genesis()).unwrap();
+        let store = ChainStore::open(&path, &genesis()).unwrap();
         let genesis_root = store.tip().state_root;
         assert_eq!(store.account(&address(1)).unwrap().balance, 1000 * UNIT);
 

@@ -55,6 +55,10 @@ pub struct Config {
     /// host only; set `0.0.0.0` or a public address to join the wider network). `None` runs every
     /// instance offline. Env: `SELFCLOUD_P2P_HOST` (`off` for none).
     pub p2p_host: Option<std::net::IpAddr>,
+    /// Validator processes of the local SELF Chain network `selfcloud up` runs (under
+    /// `{data_dir}/chain`). Default 4 (tolerates one faulty); 0 runs no chain. Fixed when the
+    /// network is first created. Env: `SELFCLOUD_VALIDATORS`.
+    pub validators: usize,
 }
 
 impl Default for Config {
@@ -77,6 +81,7 @@ impl Default for Config {
             sandbox: true,
             gateway_threads: 0,
             p2p_host: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            validators: 4,
         }
     }
 }
@@ -115,6 +120,7 @@ impl Config {
         parse_into(&mut c.request_timeout_secs, "SELFCLOUD_REQUEST_TIMEOUT_SECS", "seconds")?;
         parse_into(&mut c.instance_start_timeout_ms, "SELFCLOUD_INSTANCE_START_TIMEOUT_MS", "milliseconds")?;
         parse_into(&mut c.gateway_threads, "SELFCLOUD_GATEWAY_THREADS", "a thread count (0 = one per CPU)")?;
+        parse_into(&mut c.validators, "SELFCLOUD_VALIDATORS", "a validator count (0 = no chain)")?;
         if let Some(v) = env("SELFCLOUD_SANDBOX") {
             c.sandbox = match v.as_str() {
                 "1" | "true" | "on" => true,

@@ -3,6 +3,7 @@
 //!
 //! The full developer SDK is a separate crate; this client exists so the binary can check itself.
 
+pub mod chain_net;
 pub mod client;
 pub mod js_orbitdb;
 pub mod system;

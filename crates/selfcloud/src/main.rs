@@ -70,10 +70,44 @@ enum Command {
         #[arg(long)]
         try_tcp: Vec<SocketAddr>,
     },
+    /// The local SELF Chain network (validators); `selfcloud up` runs it for you.
+    Chain {
+        #[command(subcommand)]
+        which: ChainCommand,
+    },
     /// Benchmarks (figures, not pass/fail).
     Bench {
         #[command(subcommand)]
         which: bench::Which,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum ChainCommand {
+    /// Create a network: validator keys, dealt threshold shares, genesis with a funded faucet.
+    Init {
+        /// The chain directory (must not hold a network yet).
+        #[arg(long)]
+        dir: PathBuf,
+        /// How many validators (4 tolerates one faulty; 7 tolerates two).
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+    },
+    /// Run every validator of a network (creating it if needed) until SIGINT/SIGTERM.
+    Run {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Validators, if the network is created now.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+    },
+    /// Run one validator (internal: started by `chain run` and `up`).
+    #[command(hide = true)]
+    Validator {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        index: usize,
     },
 }
 
@@ -117,9 +151,31 @@ fn main() -> anyhow::Result<()> {
         Command::Instance(args) => instance(args),
         Command::Demo { url } => runtime()?.block_on(demo::run(url)),
         Command::Bench { which } => runtime()?.block_on(bench::run(which)),
+        Command::Chain { which } => chain(which),
         Command::SandboxProbe { instance, try_read, try_write, try_connect, try_ptrace, try_tcp } => {
             selfcloud_sandbox::enter(&sandbox_plan(&instance)).context("entering the sandbox")?;
             probe::run(&try_read, &try_write, &try_connect, &try_ptrace, &try_tcp);
+            Ok(())
+        }
+    }
+}
+
+fn chain(which: ChainCommand) -> anyhow::Result<()> {
+    match which {
+        ChainCommand::Init { dir, validators } => {
+            let network = selfcloud::chain_net::ensure_network(&dir, validators)?;
+            println!("chain {} with {} validators in {}", network.genesis.chain_id, network.validators.len(), dir.display());
+            Ok(())
+        }
+        ChainCommand::Validator { dir, index } => selfcloud_chain::node::run_validator(selfcloud_chain::node::ValidatorConfig { dir, index }).context("validator failed"),
+        ChainCommand::Run { dir, validators } => {
+            let exe = std::env::current_exe().context("finding the selfcloud binary")?;
+            let net = selfcloud::chain_net::LocalNetwork::start(&exe, &dir, validators)?;
+            for index in 0..net.len() {
+                println!("validator {index}: {}", net.api(index));
+            }
+            runtime()?.block_on(async { shutdown_signal().await });
+            drop(net);
             Ok(())
         }
     }
@@ -148,6 +204,15 @@ fn up(data_dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<(
         tracing::warn!("not running as root: instances get landlock, seccomp and rlimits, but no private uid or namespaces");
     }
     let exe = std::env::current_exe().context("finding the selfcloud binary")?;
+    // The local validator network first: instances and the gateway's /chain routes use it.
+    let chain = match config.validators {
+        0 => None,
+        count => {
+            let net = selfcloud::chain_net::LocalNetwork::start(&exe, &config.data_dir.join("chain"), count)?;
+            tracing::info!(validators = net.len(), api = %net.api(0), "SELF Chain validators running");
+            Some(net)
+        }
+    };
     let (configured_url, data_dir) = (config.public_url.clone(), config.data_dir.clone());
     let threads = config.gateway_threads();
     selfcloud_gateway::server::run(config, exe, shutdown_signal, |addr| {
@@ -156,6 +221,7 @@ fn up(data_dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<(
         let url = configured_url.map_or_else(|| format!("http://{addr}"), |u| u.trim_end_matches('/').to_owned());
         println!("selfcloud is up at {url} (data in {})", data_dir.display());
     })?;
+    drop(chain);
     println!("selfcloud stopped cleanly");
     Ok(())
 }

@@ -1,0 +1,299 @@
+//! The public node API (SPEC §6), served by each validator on its own HTTP port.
+//!
+//! Reads go straight to the store (redb snapshots); submissions go to the node's actor, which
+//! admits them to the mempool and gossips them. The gateway exposes this API under `/chain`.
+
+use crate::network::NetworkFile;
+use crate::state::ChainStore;
+use crate::{format_self, Action, Address, Block, ChainError, Tx, TxHash, MAX_BLOCK_BYTES};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the API asks of the node's actor.
+pub enum ApiRequest {
+    /// Admit signed transactions to the mempool (signatures already checked).
+    Submit { txs: Vec<Tx>, reply: oneshot::Sender<Vec<Result<TxHash, ChainError>>> },
+    /// Answer with the height once this transaction is final.
+    Watch { hash: TxHash, reply: oneshot::Sender<u64> },
+}
+
+#[derive(Clone)]
+struct Api {
+    store: Arc<ChainStore>,
+    node: mpsc::Sender<ApiRequest>,
+    network: Arc<NetworkFile>,
+}
+
+/// Starts the API on `listen` in its own thread (own runtime, so slow clients never stall consensus).
+pub fn serve(listen: SocketAddr, store: Arc<ChainStore>, node: mpsc::Sender<ApiRequest>, network: NetworkFile) -> Result<(), ChainError> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| ChainError::Storage(format!("node API on {listen}: {e}")))?;
+    listener.set_nonblocking(true).map_err(|e| ChainError::Storage(e.to_string()))?;
+    let api = Api { store, node, network: Arc::new(network) };
+    std::thread::Builder::new()
+        .name("chain-api".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return tracing::error!(error = %e, "node API runtime"),
+            };
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                if let Err(e) = axum::serve(listener, router(api)).await {
+                    tracing::error!(error = %e, "node API stopped");
+                }
+            });
+        })
+        .map_err(|e| ChainError::Storage(e.to_string()))?;
+    Ok(())
+}
+
+fn router(api: Api) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/blocks/latest", get(latest_block))
+        .route("/v1/blocks/{height}", get(block_at))
+        .route("/v1/blocks/hash/{hash}", get(block_by_hash))
+        .route("/v1/transactions", post(submit))
+        .route("/v1/transactions/{hash}", get(transaction))
+        .route("/v1/accounts/{address}", get(account))
+        .route("/v1/accounts/{address}/balance", get(balance))
+        .route("/v1/accounts/{address}/transactions", get(account_transactions))
+        .route("/v1/validators", get(validators))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BLOCK_BYTES * 2))
+        .with_state(api)
+}
+
+/// An API error: the SPEC's JSON shape with a stable code.
+struct ApiError(ChainError);
+
+impl From<ChainError> for ApiError {
+    fn from(e: ChainError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.0.code();
+        let status = match code {
+            "NOT_FOUND" => StatusCode::NOT_FOUND,
+            "ALREADY_EXISTS" => StatusCode::CONFLICT,
+            "PAYLOAD_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
+            "UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
+            "INTERNAL" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let message = if code == "INTERNAL" { "internal error".to_string() } else { self.0.to_string() };
+        (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+async fn status(State(api): State<Api>) -> ApiResult {
+    let tip = api.store.tip();
+    Ok(Json(json!({
+        "chain_id": api.store.chain_id(),
+        "height": tip.height,
+        "latest_hash": selfcloud_core::hex(&tip.digest),
+        "state_root": selfcloud_core::hex(&tip.state_root),
+        "timestamp_ms": tip.timestamp_ms,
+        "validators": api.network.validators.len(),
+        "identity": api.network.identity,
+    })))
+}
+
+/// JSON view of a transaction.
+pub fn tx_json(tx: &Tx) -> Value {
+    let mut out = json!({
+        "hash": tx.hash().to_string(),
+        "from": tx.body.sender().to_string(),
+        "nonce": tx.body.nonce,
+        "fee": tx.body.fee.to_string(),
+    });
+    let fields = match &tx.body.action {
+        Action::Transfer { to, amount } => json!({"type": "transfer", "to": to.to_string(), "amount": amount.to_string(), "amount_self": format_self(*amount)}),
+        Action::Directory { url, encryption_key } => json!({"type": "directory", "url": url, "encryption_key": selfcloud_core::hex(encryption_key)}),
+        Action::RegisterApp { app_id, name } => json!({"type": "register_app", "app_id": app_id, "name": name}),
+        Action::Consent { receipt, revoked } => json!({"type": "consent", "receipt": selfcloud_core::hex(receipt), "revoked": revoked}),
+        Action::Anchor { root } => json!({"type": "anchor", "root": selfcloud_core::hex(root)}),
+    };
+    if let (Some(out), Value::Object(fields)) = (out.as_object_mut(), fields) {
+        out.extend(fields);
+    }
+    out
+}
+
+fn block_json(api: &Api, block: &Block) -> Value {
+    let finalization = api.store.finalization(block.height).ok().flatten().map(|c| selfcloud_core::hex(&c));
+    json!({
+        "height": block.height,
+        "hash": selfcloud_core::hex(&block.digest()),
+        "parent": selfcloud_core::hex(&block.parent),
+        "view": block.view,
+        "timestamp_ms": block.timestamp_ms,
+        "state_root": selfcloud_core::hex(&block.state_root),
+        "transactions": block.txs.iter().map(tx_json).collect::<Vec<_>>(),
+        "finalization": finalization,
+    })
+}
+
+async fn latest_block(State(api): State<Api>) -> ApiResult {
+    let height = api.store.tip().height;
+    block_response(&api, height)
+}
+
+fn block_response(api: &Api, height: u64) -> ApiResult {
+    let block = blocking(|| api.store.block(height))?.ok_or_else(|| ChainError::NotFound(format!("no block at height {height}")))?;
+    Ok(Json(block_json(api, &block)))
+}
+
+async fn block_at(State(api): State<Api>, Path(height): Path<String>) -> ApiResult {
+    let height: u64 = height.parse().map_err(|_| ChainError::InvalidArgument(format!("{height:?} is not a height")))?;
+    block_response(&api, height)
+}
+
+async fn block_by_hash(State(api): State<Api>, Path(hash): Path<String>) -> ApiResult {
+    let digest = crate::parse_hash(&hash)?;
+    let height = api.store.height_of(&digest)?.ok_or_else(|| ChainError::NotFound(format!("no block {hash}")))?;
+    block_response(&api, height)
+}
+
+#[derive(Deserialize)]
+struct SubmitBody {
+    tx: Option<String>,
+    txs: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct SubmitQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+/// `POST /v1/transactions` `{tx: hex}` or `{txs: [hex, …]}`; `?wait=true` answers once final.
+async fn submit(State(api): State<Api>, Query(query): Query<SubmitQuery>, body: axum::body::Bytes) -> ApiResult {
+    let body: SubmitBody = serde_json::from_slice(&body).map_err(|e| ChainError::InvalidArgument(format!("body: {e}")))?;
+    let single = body.tx.is_some();
+    let encoded: Vec<String> = match (body.tx, body.txs) {
+        (Some(tx), None) => vec![tx],
+        (None, Some(txs)) if !txs.is_empty() && txs.len() <= crate::MAX_BLOCK_TXS => txs,
+        _ => return Err(ChainError::InvalidArgument("send either `tx` or a non-empty `txs` list (at most one block's worth)".into()).into()),
+    };
+    let txs: Vec<Tx> = encoded
+        .iter()
+        .map(|hex| {
+            let bytes = selfcloud_core::unhex(hex, crate::MAX_TX_BYTES).ok_or_else(|| ChainError::Malformed("a transaction is not hex (or is over 1024 bytes)".into()))?;
+            Tx::decode_bytes(&bytes)
+        })
+        .collect::<Result<_, _>>()?;
+    let verdicts = blocking(|| crate::verify_signatures(&txs));
+    if let Some(bad) = verdicts.iter().position(|ok| !ok) {
+        return Err(ApiError(if single { ChainError::BadSignature } else { ChainError::InvalidArgument(format!("transaction {bad}: {}", ChainError::BadSignature)) }));
+    }
+    let (reply, answer) = oneshot::channel();
+    api.node.send(ApiRequest::Submit { txs, reply }).await.map_err(|_| ChainError::MempoolFull)?;
+    let results = answer.await.map_err(|_| ChainError::MempoolFull)?;
+    if single {
+        let hash = results.into_iter().next().unwrap_or(Err(ChainError::MempoolFull))?;
+        if !query.wait {
+            return Ok(Json(json!({"hash": hash.to_string(), "status": "pending"})));
+        }
+        let (reply, answer) = oneshot::channel();
+        api.node.send(ApiRequest::Watch { hash, reply }).await.map_err(|_| ChainError::MempoolFull)?;
+        let height = tokio::time::timeout(Duration::from_secs(30), answer).await.map_err(|_| ChainError::MempoolFull)?.map_err(|_| ChainError::MempoolFull)?;
+        return Ok(Json(json!({"hash": hash.to_string(), "status": "final", "height": height})));
+    }
+    let results: Vec<Value> = results.into_iter().map(|r| match r {
+        Ok(hash) => json!({"hash": hash.to_string()}),
+        Err(e) => json!({"error": {"code": e.code(), "message": e.to_string()}}),
+    }).collect();
+    Ok(Json(json!({"results": results})))
+}
+
+async fn transaction(State(api): State<Api>, Path(hash): Path<String>) -> ApiResult {
+    let hash: TxHash = hash.parse()?;
+    let (height, index) = api.store.tx_location(&hash)?.ok_or_else(|| ChainError::NotFound(format!("no final transaction {hash}")))?;
+    let block = blocking(|| api.store.block(height))?.ok_or_else(|| ChainError::NotFound(format!("block {height}")))?;
+    let tx = block.txs.get(index as usize).ok_or_else(|| ChainError::NotFound(format!("transaction {hash}")))?;
+    let mut out = tx_json(tx);
+    if let Some(map) = out.as_object_mut() {
+        map.insert("height".into(), json!(height));
+        map.insert("index".into(), json!(index));
+        map.insert("status".into(), json!("final"));
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+struct AccountQuery {
+    #[serde(default)]
+    proof: bool,
+}
+
+async fn account(State(api): State<Api>, Path(address): Path<String>, Query(query): Query<AccountQuery>) -> ApiResult {
+    let address: Address = address.parse()?;
+    let tip = api.store.tip();
+    let account = api.store.account(&address)?;
+    let mut out = json!({"address": address.to_string(), "balance": account.balance.to_string(), "balance_self": format_self(account.balance), "nonce": account.nonce, "height": tip.height});
+    if query.proof {
+        // The value and its proof against the state root of block `height`.
+        let key = crate::state::keys::account(&address);
+        let (value, proof) = blocking(|| api.store.prove(&key, tip.height))?;
+        if let Some(map) = out.as_object_mut() {
+            map.insert("state_root".into(), json!(selfcloud_core::hex(&tip.state_root)));
+            map.insert("value".into(), json!(value.map(|v| selfcloud_core::hex(&v))));
+            map.insert("proof".into(), json!(selfcloud_core::hex(&proof)));
+        }
+    }
+    Ok(Json(out))
+}
+
+async fn balance(State(api): State<Api>, Path(address): Path<String>) -> ApiResult {
+    let address: Address = address.parse()?;
+    let account = api.store.account(&address)?;
+    Ok(Json(json!({"address": address.to_string(), "balance": account.balance.to_string(), "balance_self": format_self(account.balance)})))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+async fn account_transactions(State(api): State<Api>, Path(address): Path<String>, Query(page): Query<Page>) -> ApiResult {
+    let address: Address = address.parse()?;
+    let limit = page.limit.unwrap_or(50).min(500);
+    let hashes = api.store.account_txs(&address, limit, page.offset.unwrap_or(0))?;
+    let mut out = Vec::with_capacity(hashes.len());
+    for hash in hashes {
+        if let Some((height, index)) = api.store.tx_location(&hash)? {
+            if let Some(tx) = blocking(|| api.store.block(height))?.and_then(|b| b.txs.get(index as usize).cloned()) {
+                let mut view = tx_json(&tx);
+                if let Some(map) = view.as_object_mut() {
+                    map.insert("height".into(), json!(height));
+                }
+                out.push(view);
+            }
+        }
+    }
+    Ok(Json(json!({"address": address.to_string(), "transactions": out})))
+}
+
+async fn validators(State(api): State<Api>) -> ApiResult {
+    let list: Vec<Value> = api.network.validators.iter().map(|v| json!({"public_key": v.public_key, "p2p": v.p2p.to_string(), "api": format!("http://{}", v.http)})).collect();
+    Ok(Json(json!({"validators": list, "identity": api.network.identity})))
+}

@@ -1,0 +1,633 @@
+//! A validator: commonware simplex consensus over the chain's blocks.
+//!
+//! Consensus orders block digests; this module supplies the blocks. One actor task owns the
+//! store and the mempool and answers consensus:
+//! - **propose**: once the parent is the committed tip, draw transactions from the mempool
+//!   (fairness policy), execute them, and hand consensus the new block's digest;
+//! - **verify**: once the block has arrived and its parent is the committed tip, check it
+//!   (height, view, time, every signature) and re-execute it; the state root must match;
+//! - **finalization** (from the reporter): commit the block and any ancestors missing locally,
+//!   fetching blocks by digest from other validators when needed (a restarted node catches up
+//!   this way), with the finalization certificate stored beside them.
+//!
+//! Waiting for the parent to be final before building on it costs one network hop per block but
+//! means there is only ever one state to execute on (no forks to track). Blocks travel on their
+//! own p2p channel; transactions admitted by one validator are gossiped to the others in batches.
+
+use crate::api::{self, ApiRequest};
+use crate::mempool::Mempool;
+use crate::network::{NetworkFile, ValidatorSecret};
+use crate::state::{ChainStore, Executed, Mode};
+use crate::{verify_signatures, Block, ChainError, Tx, TxHash, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
+use commonware_actor::Feedback;
+use commonware_codec::{Encode, ReadExt};
+use commonware_consensus::simplex::elector::RoundRobin;
+use commonware_consensus::simplex::scheme::bls12381_threshold::standard as threshold;
+use commonware_consensus::simplex::types::{Activity, Context, Finalization};
+use commonware_consensus::simplex::{self, Plan};
+use commonware_consensus::types::{Epoch, ViewDelta};
+use commonware_consensus::{Automaton, CertifiableAutomaton, Relay, Reporter};
+use commonware_cryptography::sha256::Digest;
+use commonware_cryptography::{ed25519, Sha256, Signer as _};
+use commonware_p2p::authenticated::lookup;
+use commonware_p2p::{Address as PeerAddress, AddressableManager as _, Receiver as _, Recipients, Sender as _};
+use commonware_parallel::Sequential;
+use commonware_runtime::buffer::paged::CacheRef;
+use commonware_runtime::{Quota, Runner as _, Supervisor as _};
+use commonware_stream::cups::{self, Cups};
+use commonware_stream::sake::{self, Sake};
+use commonware_utils::channel::oneshot;
+use commonware_utils::ordered::Map;
+use commonware_utils::{NZUsize, NZU16, NZU32};
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The consensus signing scheme: BLS12-381 threshold signatures over ed25519 participant ids.
+pub type Scheme = threshold::Scheme<ed25519::PublicKey, crate::network::Variant>;
+
+const NAMESPACE: &[u8] = b"SELF-CHAIN-V1";
+const CHANNEL_VOTES: u64 = 0;
+const CHANNEL_CERTIFICATES: u64 = 1;
+const CHANNEL_RESOLVER: u64 = 2;
+const CHANNEL_BLOCKS: u64 = 3;
+const CHANNEL_MEMPOOL: u64 = 4;
+const CHANNEL_SYNC: u64 = 5;
+/// Largest p2p message: a full block with headroom.
+const MAX_MESSAGE: u32 = (MAX_BLOCK_BYTES + 64 * 1024) as u32;
+/// How long a leader with an empty mempool waits for a transaction before proposing an empty block.
+const IDLE_BLOCK_WAIT: Duration = Duration::from_millis(500);
+/// How often admitted transactions are gossiped to the other validators.
+const GOSSIP_EVERY: Duration = Duration::from_millis(5);
+const MEMPOOL_CAPACITY: usize = 200_000;
+
+/// Where a validator keeps its data and how it reaches the network.
+pub struct ValidatorConfig {
+    /// The chain directory (`network.json`, `validator-N/`).
+    pub dir: PathBuf,
+    pub index: usize,
+}
+
+/// Runs validator `index` of the network in `dir` until the process is stopped.
+pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
+    let network = NetworkFile::load(&config.dir)?;
+    let secret = ValidatorSecret::load(&config.dir, config.index)?;
+    let me = network.validators.get(config.index).ok_or_else(|| ChainError::InvalidArgument(format!("no validator {} in this network", config.index)))?.clone();
+    let data = config.dir.join(format!("validator-{}", config.index));
+    let store = Arc::new(ChainStore::open(&data.join("chain.redb"), &network.genesis)?);
+    let participants = network.participants()?;
+    let validator_count = participants.len();
+    let polynomial = network.polynomial()?;
+    let signer = secret.signer()?;
+    let share = secret.share()?;
+    let scheme = Scheme::signer(NAMESPACE, participants.clone(), polynomial, share).ok_or_else(|| ChainError::InvalidArgument("this validator's key is not a participant".into()))?;
+    let peers: Vec<(ed25519::PublicKey, PeerAddress)> = participants.iter().cloned().zip(network.validators.iter().map(|v| PeerAddress::Symmetric(v.p2p))).collect();
+    let peers: Map<ed25519::PublicKey, PeerAddress> = peers.try_into().map_err(|_| ChainError::Malformed("validator keys repeat".into()))?;
+
+    let (api_tx, api_rx) = mpsc::channel(4096);
+    api::serve(me.http, store.clone(), api_tx, network.clone())?;
+
+    let runtime = commonware_runtime::tokio::Config::new().with_storage_directory(data.join("consensus"));
+    let runner = commonware_runtime::tokio::Runner::new(runtime);
+    let genesis_digest = Digest(network.genesis.digest());
+    runner.start(|context| async move {
+        let handshake = Cups::<_, commonware_cryptography::ChaCha20Poly1305>::new(
+            Sake { signer: signer.clone(), synchrony_bound: Duration::from_secs(5), max_handshake_age: Duration::from_secs(10), version: sake::Version::V1 },
+            cups::Version::V1,
+        );
+        let max_peers = NonZeroUsize::new(validator_count.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let mut p2p = lookup::Config::local(handshake, &[NAMESPACE, b"-P2P"].concat(), me.p2p, max_peers, MAX_MESSAGE, NZUsize!(1024));
+        p2p.peer_connection_cooldown = Duration::from_millis(250);
+        p2p.dial_frequency = Duration::from_millis(200);
+        let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p);
+        let _ = oracle.track(0, peers);
+        // Per-peer rates. The p2p layer preallocates each channel's inbox for one burst of this
+        // size from every peer, so they are sized to need, not set high "to be safe": consensus
+        // sends a handful of messages per view (hundreds of views a second at most), a block and
+        // a gossip batch per view, and sync asks for one block at a time.
+        let consensus = Quota::per_second(NZU32!(2_000));
+        let votes = network.register(CHANNEL_VOTES, consensus);
+        let certificates = network.register(CHANNEL_CERTIFICATES, consensus);
+        let resolver = network.register(CHANNEL_RESOLVER, consensus);
+        let blocks = network.register(CHANNEL_BLOCKS, Quota::per_second(NZU32!(500)));
+        let gossip = network.register(CHANNEL_MEMPOOL, Quota::per_second(NZU32!(1_000)));
+        let sync = network.register(CHANNEL_SYNC, Quota::per_second(NZU32!(1_000)));
+
+        let (mailbox_tx, mailbox_rx) = mpsc::unbounded_channel();
+        let mailbox = Mailbox { sender: mailbox_tx };
+        let config = simplex::Config {
+            scheme,
+            elector: RoundRobin::<Sha256>::default(),
+            blocker: oracle,
+            automaton: mailbox.clone(),
+            relay: mailbox.clone(),
+            reporter: mailbox.clone(),
+            track_historical_votes: false,
+            strategy: Sequential,
+            partition: "self-chain-epoch-0".into(),
+            mailbox_size: NZUsize!(4096),
+            epoch: Epoch::zero(),
+            floor: simplex::Floor::Genesis(genesis_digest),
+            replay_buffer: NZUsize!(1 << 20),
+            write_buffer: NZUsize!(1 << 20),
+            page_cache: CacheRef::new(NZU16!(16_384), NZUsize!(1_000)),
+            leader_timeout: Duration::from_secs(1),
+            certification_timeout: Duration::from_secs(2),
+            timeout_retry: Duration::from_secs(1),
+            view_retention: ViewDelta::new(64),
+            skip: simplex::SkipPolicy::Enabled { timeout: Duration::from_secs(3), budget: simplex::SkipBudget::default() },
+            fetch_timeout: commonware_utils::NonZeroDuration::new(Duration::from_secs(1)).expect("non-zero"),
+            fetch_retry_delay: Duration::from_millis(100),
+            forward: simplex::ForwardPolicy::SilentVoters,
+        };
+        let engine = simplex::Engine::new(context.child("engine"), config);
+        network.start();
+        engine.start(votes, certificates, resolver);
+        let actor = Actor {
+            store,
+            mempool: Mempool::new(crate::CHAIN_ID, MEMPOOL_CAPACITY),
+            me: signer.public_key(),
+            blocks: HashMap::new(),
+            executed: HashMap::new(),
+            finalizations: HashMap::new(),
+            proposals: Vec::new(),
+            verifies: Vec::new(),
+            watchers: HashMap::new(),
+            outbox: Vec::new(),
+            syncing: None,
+        };
+        actor.run(mailbox_rx, api_rx, blocks, gossip, sync).await;
+    });
+    Ok(())
+}
+
+enum Message {
+    Propose { context: Context<Digest, ed25519::PublicKey>, response: oneshot::Sender<Digest> },
+    Verify { context: Context<Digest, ed25519::PublicKey>, payload: Digest, response: oneshot::Sender<bool> },
+    Broadcast { payload: Digest, plan: Plan<ed25519::PublicKey> },
+    Finalized { digest: Digest, certificate: Vec<u8> },
+}
+
+/// What consensus holds to reach the actor (automaton, relay and reporter in one).
+#[derive(Clone)]
+struct Mailbox {
+    sender: mpsc::UnboundedSender<Message>,
+}
+
+impl Automaton for Mailbox {
+    type Context = Context<Digest, ed25519::PublicKey>;
+    type Digest = Digest;
+
+    async fn propose(&mut self, context: Self::Context) -> oneshot::Receiver<Digest> {
+        let (response, receiver) = oneshot::channel();
+        let _ = self.sender.send(Message::Propose { context, response });
+        receiver
+    }
+
+    async fn verify(&mut self, context: Self::Context, payload: Digest) -> oneshot::Receiver<bool> {
+        let (response, receiver) = oneshot::channel();
+        let _ = self.sender.send(Message::Verify { context, payload, response });
+        receiver
+    }
+}
+
+impl CertifiableAutomaton for Mailbox {}
+
+impl Relay for Mailbox {
+    type Digest = Digest;
+    type PublicKey = ed25519::PublicKey;
+    type Plan = Plan<ed25519::PublicKey>;
+
+    fn broadcast(&mut self, payload: Digest, plan: Self::Plan) -> Feedback {
+        if self.sender.send(Message::Broadcast { payload, plan }).is_ok() {
+            Feedback::Ok
+        } else {
+            Feedback::Closed
+        }
+    }
+}
+
+impl Reporter for Mailbox {
+    type Activity = Activity<Scheme, Digest>;
+
+    fn report(&mut self, activity: Self::Activity) -> Feedback {
+        if let Activity::Finalization(finalization) = activity {
+            let digest = finalization.proposal.payload;
+            let certificate = finalization.encode().to_vec();
+            if self.sender.send(Message::Finalized { digest, certificate }).is_err() {
+                return Feedback::Closed;
+            }
+        }
+        Feedback::Ok
+    }
+}
+
+type Outbound = lookup::Sender<ed25519::PublicKey, commonware_runtime::tokio::Context>;
+type Channel = (Outbound, lookup::Receiver<ed25519::PublicKey>);
+
+struct Actor {
+    store: Arc<ChainStore>,
+    mempool: Mempool,
+    me: ed25519::PublicKey,
+    /// Blocks known but not committed (proposed here, received, or fetched), by digest.
+    blocks: HashMap<[u8; 32], Block>,
+    /// Execution results of blocks on the current tip, so a verified block commits without re-running.
+    executed: HashMap<[u8; 32], Executed>,
+    /// Finalization certificates for blocks not yet committed.
+    finalizations: HashMap<[u8; 32], Vec<u8>>,
+    proposals: Vec<(Context<Digest, ed25519::PublicKey>, oneshot::Sender<Digest>, Instant)>,
+    verifies: Vec<(Context<Digest, ed25519::PublicKey>, Digest, oneshot::Sender<bool>)>,
+    watchers: HashMap<TxHash, Vec<oneshot::Sender<u64>>>,
+    /// Admitted here, not yet gossiped.
+    outbox: Vec<Tx>,
+    /// The finalized block we are fetching ancestors for, and when we last asked.
+    syncing: Option<([u8; 32], Instant)>,
+}
+
+impl Actor {
+    async fn run(mut self, mut mailbox: mpsc::UnboundedReceiver<Message>, mut api: mpsc::Receiver<ApiRequest>, mut blocks: Channel, mut gossip: Channel, mut sync: Channel) {
+        let mut tick = tokio::time::interval(GOSSIP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = mailbox.recv() => {
+                    let Some(message) = message else { break };
+                    self.on_message(message, &mut blocks.0, &mut sync.0);
+                }
+                request = api.recv() => {
+                    let Some(request) = request else { break };
+                    self.on_api(request);
+                }
+                received = blocks.1.recv() => {
+                    let Ok((_, bytes)) = received else { break };
+                    if let Ok(block) = Block::decode_bytes(bytes.as_ref()) {
+                        self.on_block(block, &mut sync.0);
+                    }
+                }
+                received = gossip.1.recv() => {
+                    let Ok((_, bytes)) = received else { break };
+                    self.on_gossip(bytes.as_ref());
+                }
+                received = sync.1.recv() => {
+                    let Ok((peer, bytes)) = received else { break };
+                    self.on_sync(peer, bytes.as_ref(), &mut sync.0);
+                }
+                _ = tick.tick() => {
+                    self.flush_gossip(&mut gossip.0);
+                    self.retry(&mut sync.0);
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: Message, blocks: &mut Outbound, sync: &mut Outbound) {
+        match message {
+            Message::Propose { context, response } => {
+                self.proposals.push((context, response, Instant::now()));
+                self.try_propose();
+            }
+            Message::Verify { context, payload, response } => {
+                self.verifies.push((context, payload, response));
+                self.try_verify();
+            }
+            Message::Broadcast { payload, plan } => {
+                let recipients = match plan {
+                    Plan::Propose { .. } | Plan::Prepare { .. } => Recipients::All,
+                    Plan::Forward { recipients, .. } => recipients,
+                };
+                if let Some(block) = self.blocks.get(&payload.0) {
+                    let _ = blocks.send(recipients, block.encode(), true);
+                }
+            }
+            Message::Finalized { digest, certificate } => {
+                if self.store.height_of(&digest.0).ok().flatten().is_none() {
+                    self.finalizations.insert(digest.0, certificate);
+                    self.advance(sync);
+                }
+            }
+        }
+    }
+
+    /// Builds blocks for proposal requests whose parent is the tip.
+    fn try_propose(&mut self) {
+        let tip = self.store.tip();
+        let mut waiting = Vec::new();
+        for (context, response, since) in std::mem::take(&mut self.proposals) {
+            if response.is_closed() {
+                continue;
+            }
+            if context.parent.1 .0 != tip.digest {
+                // Not yet final, or abandoned (a different block is final at its height).
+                if self.store.height_of(&context.parent.1 .0).ok().flatten().is_none() {
+                    waiting.push((context, response, since));
+                }
+                continue;
+            }
+            if self.mempool.is_empty() && since.elapsed() < IDLE_BLOCK_WAIT {
+                waiting.push((context, response, since));
+                continue;
+            }
+            match self.build(&context) {
+                Ok(digest) => {
+                    let _ = response.send(Digest(digest));
+                }
+                Err(e) => tracing::warn!(error = %e, "could not build a block"),
+            }
+        }
+        self.proposals = waiting;
+    }
+
+    fn build(&mut self, context: &Context<Digest, ed25519::PublicKey>) -> Result<[u8; 32], ChainError> {
+        let tip = self.store.tip();
+        let store = &self.store;
+        let candidates = self.mempool.select(MAX_BLOCK_TXS, |address| store.account(address).map(|a| a.nonce).unwrap_or(0));
+        let (txs, executed) = tokio::task::block_in_place(|| store.execute(candidates, Mode::Lenient))?;
+        let block = Block { parent: tip.digest, height: tip.height + 1, view: context.round.view().get(), timestamp_ms: selfcloud_core::unix_now_ms().max(tip.timestamp_ms), state_root: executed.state_root, txs };
+        let digest = block.digest();
+        tracing::debug!(height = block.height, txs = block.txs.len(), "proposing");
+        self.executed.insert(digest, executed);
+        self.blocks.insert(digest, block);
+        Ok(digest)
+    }
+
+    /// Answers verification requests whose block has arrived and whose parent is the tip.
+    fn try_verify(&mut self) {
+        let tip = self.store.tip();
+        let mut waiting = Vec::new();
+        for (context, payload, response) in std::mem::take(&mut self.verifies) {
+            if response.is_closed() {
+                continue;
+            }
+            let Some(block) = self.blocks.get(&payload.0) else {
+                waiting.push((context, payload, response));
+                continue;
+            };
+            if block.parent != context.parent.1 .0 || block.view != context.round.view().get() {
+                let _ = response.send(false);
+                continue;
+            }
+            if block.parent != tip.digest {
+                if self.store.height_of(&block.parent).ok().flatten().is_none() {
+                    waiting.push((context, payload, response));
+                }
+                continue;
+            }
+            let verdict = self.check(payload.0, &tip);
+            let _ = response.send(verdict);
+        }
+        self.verifies = waiting;
+    }
+
+    /// Re-executes a block on the tip; true if it is valid.
+    fn check(&mut self, digest: [u8; 32], tip: &crate::Tip) -> bool {
+        if self.executed.contains_key(&digest) {
+            return true;
+        }
+        let Some(block) = self.blocks.get(&digest) else { return false };
+        if block.height != tip.height + 1 || block.timestamp_ms < tip.timestamp_ms || block.timestamp_ms > selfcloud_core::unix_now_ms() + 10_000 {
+            return false;
+        }
+        let txs = block.txs.clone();
+        let root = block.state_root;
+        let store = &self.store;
+        let result = tokio::task::block_in_place(|| {
+            if !verify_signatures(&txs).into_iter().all(|ok| ok) {
+                return Err(ChainError::BadSignature);
+            }
+            store.execute(txs, Mode::Strict)
+        });
+        match result {
+            Ok((_, executed)) if executed.state_root == root => {
+                self.executed.insert(digest, executed);
+                true
+            }
+            Ok(_) => {
+                tracing::warn!(height = tip.height + 1, "block state root does not match its transactions");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(height = tip.height + 1, error = %e, "invalid block");
+                false
+            }
+        }
+    }
+
+    fn on_block(&mut self, block: Block, sync: &mut Outbound) {
+        let tip = self.store.tip();
+        if block.height <= tip.height || block.height > tip.height + 100_000 {
+            return;
+        }
+        self.blocks.insert(block.digest(), block);
+        self.try_verify();
+        self.advance(sync);
+    }
+
+    /// Commits every finalized block that now links to the tip; asks peers for missing links.
+    fn advance(&mut self, sync: &mut Outbound) {
+        loop {
+            let tip = self.store.tip();
+            // The lowest finalized-but-uncommitted block: walk each finalized block back to the tip.
+            let mut next = None;
+            let mut missing = None;
+            for digest in self.finalizations.keys() {
+                let mut cursor = *digest;
+                let mut chain_ok = true;
+                loop {
+                    let Some(block) = self.blocks.get(&cursor) else {
+                        missing = Some(cursor);
+                        chain_ok = false;
+                        break;
+                    };
+                    if block.parent == tip.digest {
+                        break;
+                    }
+                    if block.height <= tip.height + 1 {
+                        chain_ok = false;
+                        break;
+                    }
+                    cursor = block.parent;
+                }
+                if chain_ok {
+                    next = Some((cursor, *digest));
+                    break;
+                }
+            }
+            let Some((digest, finalized)) = next else {
+                if let Some(missing) = missing {
+                    self.request(missing, sync);
+                }
+                break;
+            };
+            let certificate = self.finalizations.get(&finalized).cloned().unwrap_or_default();
+            if let Err(e) = self.commit(digest, &certificate) {
+                tracing::error!(error = %e, "could not commit a finalized block");
+                break;
+            }
+        }
+        let tip = self.store.tip();
+        self.finalizations.retain(|digest, _| self.store.height_of(digest).ok().flatten().is_none());
+        self.blocks.retain(|_, block| block.height > tip.height);
+        self.try_verify();
+        self.try_propose();
+    }
+
+    fn commit(&mut self, digest: [u8; 32], certificate: &[u8]) -> Result<(), ChainError> {
+        let tip = self.store.tip();
+        if !self.executed.contains_key(&digest) && !self.check(digest, &tip) {
+            return Err(ChainError::InvalidArgument("a finalized block does not execute: the validator set is faulty beyond tolerance".into()));
+        }
+        let block = self.blocks.get(&digest).cloned().ok_or_else(|| ChainError::NotFound("finalized block".into()))?;
+        let executed = self.executed.remove(&digest).ok_or_else(|| ChainError::NotFound("execution result".into()))?;
+        let store = self.store.clone();
+        tokio::task::block_in_place(|| store.commit(&block, executed, certificate))?;
+        self.executed.clear();
+        self.finalizations.remove(&digest);
+        let store = &self.store;
+        self.mempool.prune(&block.txs, |address| store.account(address).map(|a| a.nonce).unwrap_or(0));
+        for tx in &block.txs {
+            for watcher in self.watchers.remove(&tx.hash()).unwrap_or_default() {
+                let _ = watcher.send(block.height);
+            }
+        }
+        tracing::debug!(height = block.height, txs = block.txs.len(), "committed");
+        Ok(())
+    }
+
+    fn request(&mut self, digest: [u8; 32], sync: &mut Outbound) {
+        if let Some((pending, since)) = self.syncing {
+            if pending == digest && since.elapsed() < Duration::from_millis(500) {
+                return;
+            }
+        }
+        self.syncing = Some((digest, Instant::now()));
+        let mut message = vec![0u8];
+        message.extend_from_slice(&digest);
+        let _ = sync.send(Recipients::All, message, false);
+    }
+
+    fn retry(&mut self, sync: &mut Outbound) {
+        if let Some((_, since)) = self.syncing {
+            if since.elapsed() >= Duration::from_millis(500) {
+                self.syncing = None;
+                self.advance(sync);
+            }
+        }
+        // A leader waiting out an idle mempool proposes when the wait ends.
+        if !self.proposals.is_empty() {
+            self.try_propose();
+        }
+    }
+
+    fn on_sync(&mut self, peer: ed25519::PublicKey, bytes: &[u8], sync: &mut Outbound) {
+        match bytes.split_first() {
+            Some((0, digest)) => {
+                let Ok(digest) = <[u8; 32]>::try_from(digest) else { return };
+                let block = match self.blocks.get(&digest) {
+                    Some(block) => Some(block.clone()),
+                    None => self.store.height_of(&digest).ok().flatten().and_then(|h| self.store.block(h).ok().flatten()),
+                };
+                if let Some(block) = block {
+                    let mut message = vec![1u8];
+                    message.extend_from_slice(&block.encode());
+                    let _ = sync.send(Recipients::One(peer), message, false);
+                }
+            }
+            Some((1, encoded)) => {
+                if let Ok(block) = Block::decode_bytes(encoded) {
+                    if self.syncing.is_some_and(|(d, _)| d == block.digest()) {
+                        self.syncing = None;
+                    }
+                    self.on_block(block, sync);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, bytes: &[u8]) {
+        let txs = decode_batch(bytes);
+        let verdicts = tokio::task::block_in_place(|| verify_signatures(&txs));
+        for (tx, ok) in txs.into_iter().zip(verdicts) {
+            if ok {
+                let nonce = self.store.account(&tx.body.sender()).map(|a| a.nonce).unwrap_or(0);
+                let _ = self.mempool.admit(tx, nonce);
+            }
+        }
+        self.try_propose();
+    }
+
+    fn flush_gossip(&mut self, gossip: &mut Outbound) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let txs = std::mem::take(&mut self.outbox);
+        for chunk in txs.chunks(4096) {
+            let _ = gossip.send(Recipients::All, encode_batch(chunk), false);
+        }
+    }
+
+    fn on_api(&mut self, request: ApiRequest) {
+        match request {
+            ApiRequest::Submit { txs, reply } => {
+                let mut results = Vec::with_capacity(txs.len());
+                for tx in txs {
+                    let nonce = match self.store.account(&tx.body.sender()) {
+                        Ok(account) => account.nonce,
+                        Err(e) => {
+                            results.push(Err(e));
+                            continue;
+                        }
+                    };
+                    let result = self.mempool.admit(tx.clone(), nonce);
+                    if result.is_ok() {
+                        self.outbox.push(tx);
+                    }
+                    results.push(result);
+                }
+                let _ = reply.send(results);
+                self.try_propose();
+            }
+            ApiRequest::Watch { hash, reply } => match self.store.tx_location(&hash) {
+                Ok(Some((height, _))) => {
+                    let _ = reply.send(height);
+                }
+                _ => self.watchers.entry(hash).or_default().push(reply),
+            },
+        }
+        let _ = &self.me;
+    }
+}
+
+/// Transactions gossiped between validators: each as a u32 length and its encoding.
+fn encode_batch(txs: &[Tx]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for tx in txs {
+        let bytes = tx.encode();
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+fn decode_batch(mut bytes: &[u8]) -> Vec<Tx> {
+    let mut out = Vec::new();
+    while bytes.len() >= 4 {
+        let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        let Some(item) = bytes.get(4..4 + len) else { break };
+        if let Ok(tx) = Tx::decode_bytes(item) {
+            out.push(tx);
+        }
+        bytes = &bytes[4 + len..];
+    }
+    out
+}
+
+/// Decodes a stored finalization certificate and checks it against the network's group key.
+pub fn verify_finalization(identity: &<crate::network::Variant as commonware_cryptography::bls12381::primitives::variant::Variant>::Public, certificate: &[u8], digest: &[u8; 32]) -> bool {
+    let verifier = Scheme::certificate_verifier(NAMESPACE, *identity);
+    let Ok(finalization) = Finalization::<Scheme, Digest>::read(&mut commonware_codec::Copying(certificate)) else { return false };
+    finalization.proposal.payload.0 == *digest && finalization.verify(&mut crate::network::os_seeded_rng(), &verifier, &Sequential)
+}

@@ -1,0 +1,144 @@
+//! The local SELF Chain network as child processes: `selfcloud up`, the chain tests and
+//! `selfcloud bench chain` all start validators through this, one `selfcloud chain validator`
+//! process each, so a validator can be killed and restarted like a real machine.
+
+use anyhow::Context;
+use selfcloud_chain::network::NetworkFile;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Validator processes of one chain directory.
+pub struct LocalNetwork {
+    exe: PathBuf,
+    dir: PathBuf,
+    children: Vec<Option<Child>>,
+    pub network: NetworkFile,
+}
+
+/// The faucet's secret key file: genesis funds it; the control plane pays sign-up grants from it.
+pub fn faucet_key_path(dir: &Path) -> PathBuf {
+    dir.join("faucet.key")
+}
+
+/// Creates the network in `dir` unless one is there: `count` validators, the faucet funded with
+/// one billion SELF at genesis.
+pub fn ensure_network(dir: &Path, count: usize) -> anyhow::Result<NetworkFile> {
+    if NetworkFile::path(dir).exists() {
+        return NetworkFile::load(dir).context("reading the chain network");
+    }
+    let seed = selfcloud_core::random_bytes::<32>();
+    let faucet = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let address = selfcloud_chain::Address::of_key(&faucet.verifying_key().to_bytes());
+    selfcloud_chain::network::write_private(&faucet_key_path(dir), selfcloud_core::hex(&seed).as_bytes()).context("writing the faucet key")?;
+    let network = selfcloud_chain::network::init(dir, count, vec![(address, 1_000_000_000 * selfcloud_chain::UNIT)]).context("creating the chain network")?;
+    Ok(network)
+}
+
+/// Reads the faucet's signing key.
+pub fn faucet_key(dir: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    let text = std::fs::read_to_string(faucet_key_path(dir)).context("reading the faucet key")?;
+    let bytes = selfcloud_core::unhex(text.trim(), 32).context("the faucet key is not hex")?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("the faucet key is not 32 bytes"))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+impl LocalNetwork {
+    /// Starts every validator of the network in `dir` (creating it with `count` validators first
+    /// if needed) and waits until each answers its status route.
+    pub fn start(exe: &Path, dir: &Path, count: usize) -> anyhow::Result<LocalNetwork> {
+        let network = ensure_network(dir, count)?;
+        let mut net = LocalNetwork { exe: exe.to_owned(), dir: dir.to_owned(), children: Vec::new(), network };
+        for index in 0..net.network.validators.len() {
+            let child = net.spawn(index)?;
+            net.children.push(Some(child));
+        }
+        net.wait_ready(Duration::from_secs(30))?;
+        Ok(net)
+    }
+
+    fn spawn(&self, index: usize) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("validator-{index}.log"))).context("opening the validator log")?;
+        let mut command = Command::new(&self.exe);
+        command.args(["chain", "validator", "--dir"]).arg(&self.dir).args(["--index", &index.to_string()]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        // A validator must not outlive the process that started it.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command.spawn().with_context(|| format!("starting validator {index}"))
+    }
+
+    /// The API base URL of validator `index`.
+    pub fn api(&self, index: usize) -> String {
+        format!("http://{}", self.network.validators[index].http)
+    }
+
+    pub fn len(&self) -> usize {
+        self.network.validators.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.network.validators.is_empty()
+    }
+
+    /// Waits until every running validator answers `/v1/status`.
+    pub fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for (index, child) in self.children.iter().enumerate() {
+            if child.is_none() {
+                continue;
+            }
+            let address = self.network.validators[index].http;
+            while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+                anyhow::ensure!(Instant::now() < deadline, "validator {index} did not start (see {})", self.dir.join(format!("validator-{index}.log")).display());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills validator `index` without warning (SIGKILL), as a crash would.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.children.get_mut(index).and_then(Option::take) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts validator `index` again on its existing data.
+    pub fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        self.kill(index);
+        let child = self.spawn(index)?;
+        self.children[index] = Some(child);
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// Stops every validator (SIGTERM, then SIGKILL after two seconds).
+    pub fn stop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for slot in &mut self.children {
+            if let Some(mut child) = slot.take() {
+                while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for LocalNetwork {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
