@@ -115,6 +115,11 @@ impl Tx {
         TxHash(Sha256::digest(self.encode()).into())
     }
 
+    /// The canonical encoding (what the node API takes, hex-encoded).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode().to_vec()
+    }
+
     /// Checks the signature against the body's signer key (strict: no malleable encodings).
     pub fn verify_signature(&self) -> Result<(), ChainError> {
         let key = VerifyingKey::from_bytes(&self.body.signer).map_err(|_| ChainError::BadSignature)?;
@@ -317,4 +322,9 @@ mod tests {
         bytes[at] = 0xff;
         assert!(Tx::decode_bytes(&bytes).is_err(), "invalid UTF-8 must not decode");
     }
+}
+
+/// A signed transfer of `amount` base units from `key`'s account to `to`.
+pub fn transfer(key: &SigningKey, nonce: u64, to: Address, amount: u128, fee: u128) -> Tx {
+    TxBody { chain_id: crate::CHAIN_ID.into(), signer: key.verifying_key().to_bytes(), nonce, fee, action: Action::Transfer { to, amount } }.sign(key)
 }

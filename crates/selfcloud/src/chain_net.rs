@@ -142,3 +142,71 @@ impl Drop for LocalNetwork {
         self.stop();
     }
 }
+
+/// A small client for one validator's node API.
+#[derive(Clone)]
+pub struct NodeClient {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl NodeClient {
+    pub fn new(base: &str) -> NodeClient {
+        NodeClient { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+    }
+
+    /// GET a route; the JSON body and the HTTP status.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// POST JSON to a route; the JSON body and the HTTP status.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<(u16, serde_json::Value)> {
+        let response = self.http.post(format!("{}{path}", self.base)).json(body).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// The committed height.
+    pub async fn height(&self) -> anyhow::Result<u64> {
+        let (_, status) = self.get("/v1/status").await?;
+        status["height"].as_u64().context("status without a height")
+    }
+
+    /// Submits one transaction and waits until it is final; returns its height.
+    pub async fn submit_final(&self, tx: &selfcloud_chain::Tx) -> anyhow::Result<u64> {
+        let body = serde_json::json!({"tx": selfcloud_core::hex(&tx.to_bytes())});
+        let (status, reply) = self.post("/v1/transactions?wait=true", &body).await?;
+        anyhow::ensure!(status == 200, "submit failed ({status}): {reply}");
+        reply["height"].as_u64().context("no height in the reply")
+    }
+
+    /// Submits a batch; returns how many the node admitted.
+    pub async fn submit_batch(&self, txs: &[selfcloud_chain::Tx]) -> anyhow::Result<usize> {
+        let encoded: Vec<String> = txs.iter().map(|tx| selfcloud_core::hex(&tx.to_bytes())).collect();
+        let (status, reply) = self.post("/v1/transactions", &serde_json::json!({"txs": encoded})).await?;
+        anyhow::ensure!(status == 200, "batch submit failed ({status}): {reply}");
+        Ok(reply["results"].as_array().map(|r| r.iter().filter(|x| x.get("hash").is_some()).count()).unwrap_or(0))
+    }
+
+    /// An account's balance in base units and its nonce.
+    pub async fn account(&self, address: &selfcloud_chain::Address) -> anyhow::Result<(u128, u64)> {
+        let (_, reply) = self.get(&format!("/v1/accounts/{address}")).await?;
+        let balance = reply["balance"].as_str().context("no balance")?.parse()?;
+        Ok((balance, reply["nonce"].as_u64().context("no nonce")?))
+    }
+
+    /// Waits until the node's height reaches `height`.
+    pub async fn wait_height(&self, height: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.height().await.unwrap_or(0) >= height {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{} did not reach height {height}", self.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

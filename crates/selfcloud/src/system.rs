@@ -28,6 +28,10 @@ impl OwnSystem {
     fn start_at(exe: &std::path::Path, data_dir: &std::path::Path, listen: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<OwnSystem> {
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("up").arg("--data-dir").arg(data_dir).arg("--listen").arg(listen);
+        // Systems started for tests and benches run no validators unless asked to
+        // (`SELFCLOUD_VALIDATORS` in `extra_env`): four more processes per system would crowd a
+        // small host and skew every figure that is not about the chain.
+        cmd.env("SELFCLOUD_VALIDATORS", "0");
         for (k, v) in extra_env {
             cmd.env(k, v);
         }

@@ -1,0 +1,107 @@
+//! SELF Chain end to end: four real validator processes on loopback, real signed transfers
+//! through the node API, a validator killed and restarted.
+
+use selfcloud::chain_net::{faucet_key, LocalNetwork, NodeClient};
+use selfcloud_chain::{transfer, Address, MIN_FEE, UNIT};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_selfcloud"))
+}
+
+fn fresh_address() -> (ed25519_dalek::SigningKey, Address) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&selfcloud_core::random_bytes::<32>());
+    let address = Address::of_key(&key.verifying_key().to_bytes());
+    (key, address)
+}
+
+/// Every node that has a block at a height has the same block there.
+async fn assert_one_history(nodes: &[NodeClient], up_to: u64) {
+    for height in 1..=up_to {
+        let mut hashes = HashSet::new();
+        for node in nodes {
+            let (status, block) = node.get(&format!("/v1/blocks/{height}")).await.unwrap();
+            if status == 200 {
+                hashes.insert(block["hash"].as_str().unwrap().to_owned());
+            }
+        }
+        assert_eq!(hashes.len(), 1, "height {height}: nodes disagree or none has it: {hashes:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_are_final_everywhere_and_survive_a_crashed_validator() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = LocalNetwork::start(&exe(), dir.path(), 4).unwrap();
+    let nodes: Vec<NodeClient> = (0..4).map(|i| NodeClient::new(&net.api(i))).collect();
+    let faucet = faucet_key(dir.path()).unwrap();
+    let faucet_address = Address::of_key(&faucet.verifying_key().to_bytes());
+    let (_, faucet_nonce) = nodes[0].account(&faucet_address).await.unwrap();
+    assert_eq!(faucet_nonce, 0);
+
+    // Transfers through different validators; each is final (with a height) when answered.
+    let (alice_key, alice) = fresh_address();
+    let (_, bob) = fresh_address();
+    let h1 = nodes[0].submit_final(&transfer(&faucet, 0, alice, 100 * UNIT, MIN_FEE)).await.unwrap();
+    let h2 = nodes[2].submit_final(&transfer(&alice_key, 0, bob, UNIT, MIN_FEE)).await.unwrap();
+    assert!(h2 > h1 || h2 == h1, "alice spends after she is paid");
+    for node in &nodes {
+        node.wait_height(h2, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(node.account(&bob).await.unwrap(), (UNIT, 0), "{} sees bob's 1 SELF", node.base);
+        assert_eq!(node.account(&alice).await.unwrap(), (99 * UNIT - MIN_FEE, 1));
+    }
+    let (status, tx) = nodes[1].get(&format!("/v1/accounts/{bob}/transactions")).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(tx["transactions"][0]["from"], alice.to_string());
+
+    // Bad transactions are refused with clear codes and change nothing.
+    let replay = transfer(&alice_key, 0, bob, UNIT, MIN_FEE);
+    let (status, reply) = nodes[0].post("/v1/transactions", &serde_json::json!({"tx": selfcloud_core::hex(&replay.to_bytes())})).await.unwrap();
+    assert_eq!((status, reply["error"]["code"].as_str()), (400, Some("INVALID_ARGUMENT")), "replayed nonce: {reply}");
+    let mut forged = transfer(&alice_key, 1, bob, UNIT, MIN_FEE);
+    forged.body.action = selfcloud_chain::Action::Transfer { to: alice, amount: 50 * UNIT };
+    let (status, reply) = nodes[0].post("/v1/transactions", &serde_json::json!({"tx": selfcloud_core::hex(&forged.to_bytes())})).await.unwrap();
+    assert_eq!(status, 400, "forged signature: {reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("signature"), "{reply}");
+    let mut other_chain = transfer(&alice_key, 1, bob, UNIT, MIN_FEE).body;
+    other_chain.chain_id = "other-chain".into();
+    let other_chain = other_chain.sign(&alice_key);
+    let (status, reply) = nodes[0].post("/v1/transactions", &serde_json::json!({"tx": selfcloud_core::hex(&other_chain.to_bytes())})).await.unwrap();
+    assert_eq!(status, 400, "wrong chain id: {reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("chain"), "{reply}");
+    for garbage in [serde_json::json!({"tx": "zz"}), serde_json::json!({"tx": "00"}), serde_json::json!({"tx": "ab".repeat(2000)}), serde_json::json!({"nope": 1})] {
+        let (status, reply) = nodes[0].post("/v1/transactions", &garbage).await.unwrap();
+        assert_eq!(status, 400, "{garbage}: {reply}");
+        assert!(reply["error"]["code"].is_string());
+    }
+    let (status, reply) = nodes[0].get("/v1/accounts/cosmos1qqqq").await.unwrap();
+    assert_eq!((status, reply["error"]["code"].as_str()), (400, Some("INVALID_ARGUMENT")));
+    let (status, _) = nodes[0].get(&format!("/v1/transactions/{}", "00".repeat(32))).await.unwrap();
+    assert_eq!(status, 404);
+
+    // Kill one of four: blocks keep being finalized and transfers keep landing.
+    net.kill(3);
+    let before = nodes[0].height().await.unwrap();
+    let mut nonce = 1;
+    let mut during = before;
+    for _ in 0..3 {
+        during = nodes[1].submit_final(&transfer(&faucet, nonce, bob, UNIT, MIN_FEE)).await.unwrap();
+        nonce += 1;
+    }
+    assert!(during > before, "no progress with one validator down ({before} → {during})");
+    for node in &nodes[..3] {
+        node.wait_height(during, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(node.account(&bob).await.unwrap().0, 4 * UNIT);
+    }
+
+    // Restart it: it catches up to the others and agrees with them.
+    net.restart(3).unwrap();
+    let target = nodes[0].height().await.unwrap();
+    nodes[3].wait_height(target, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(nodes[3].account(&bob).await.unwrap().0, 4 * UNIT, "the restarted node has the transfers it missed");
+    let last = nodes[1].submit_final(&transfer(&faucet, nonce, alice, UNIT, MIN_FEE)).await.unwrap();
+    nodes[3].wait_height(last, Duration::from_secs(30)).await.unwrap();
+    assert_one_history(&nodes, last).await;
+}
