@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 export SELFCLOUD_LOG="${SELFCLOUD_LOG:-warn}"
+# `ip netns` for the chain partition test (it runs as root only, like the sandbox checks).
+if [ "$(id -u)" = 0 ] && ! command -v ip >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2
+fi
 # The JavaScript peers of the interop tests (real npm packages, pinned by a lock file).
 ./scripts/interop-deps.sh
 # Doctests first (nextest does not run them): the crate docs' examples must compile and pass.

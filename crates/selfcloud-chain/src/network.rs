@@ -114,6 +114,13 @@ impl ValidatorSecret {
 /// Creates a chain directory for `count` validators on loopback (ports picked free now and kept),
 /// with `allocations` at genesis. Refuses to overwrite an existing network.
 pub fn init(dir: &Path, count: usize, allocations: Vec<(Address, u128)>) -> Result<NetworkFile, ChainError> {
+    let addresses = (0..count).map(|_| Ok((free_port()?, free_port()?))).collect::<Result<Vec<_>, ChainError>>()?;
+    init_at(dir, addresses, allocations)
+}
+
+/// Like [`init`], with each validator's (p2p, API) addresses given.
+pub fn init_at(dir: &Path, addresses: Vec<(SocketAddr, SocketAddr)>, allocations: Vec<(Address, u128)>) -> Result<NetworkFile, ChainError> {
+    let count = addresses.len();
     if count < 1 {
         return Err(ChainError::InvalidArgument("a network needs at least one validator".into()));
     }
@@ -130,8 +137,8 @@ pub fn init(dir: &Path, count: usize, allocations: Vec<(Address, u128)>) -> Resu
     let (output, shares) = deal::<Variant, _, N3f1>(&mut rng, Mode::NonZeroCounter, participants.clone()).map_err(|e| ChainError::Storage(format!("dealing shares: {e:?}")))?;
     let polynomial = output.public().clone();
     let mut validators = Vec::with_capacity(count);
-    for key in participants.iter() {
-        validators.push(ValidatorInfo { public_key: selfcloud_core::hex(&key.encode()), p2p: free_port()?, http: free_port()? });
+    for (key, (p2p, http)) in participants.iter().zip(addresses) {
+        validators.push(ValidatorInfo { public_key: selfcloud_core::hex(&key.encode()), p2p, http });
     }
     let network = NetworkFile {
         genesis: Genesis { chain_id: CHAIN_ID.into(), timestamp_ms: selfcloud_core::unix_now_ms(), allocations: allocations.into_iter().map(|(a, v)| (a, v.to_string())).collect() },

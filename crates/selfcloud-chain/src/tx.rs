@@ -8,15 +8,19 @@ use crate::{Address, ChainError};
 use bytes::BufMut;
 use commonware_codec::Buf;
 use commonware_codec::{Copying, DecodeExt, Encode, EncodeSize, Error as CodecError, RangeCfg, Read, Write};
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use commonware_cryptography::{ed25519, Verifier as _};
+use ed25519_dalek::{Signer as _, SigningKey};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 
 /// Largest encoded transaction accepted anywhere (mempool, blocks, API).
 pub const MAX_TX_BYTES: usize = 1024;
 /// Domain separation for transaction signatures, so a signature over a transaction can never be
-/// replayed as a signature over anything else the same key signs.
-const SIGNING_DOMAIN: &[u8] = b"SELF-CHAIN-TX-V1\0";
+/// replayed as a signature over anything else the same key signs. The signed bytes are
+/// commonware's namespaced payload (`varint(len(namespace)) ‖ namespace ‖ body`), so commonware's
+/// ed25519 verifier — ZIP-215 rules, under which single and batch verification always agree —
+/// checks them directly.
+pub(crate) const TX_NAMESPACE: &[u8] = b"SELF-CHAIN-TX-V1";
 
 const MAX_CHAIN_ID: usize = 32;
 const MAX_URL: usize = 256;
@@ -95,10 +99,7 @@ impl TxBody {
     }
 
     fn signing_message(&self) -> Vec<u8> {
-        let mut message = Vec::with_capacity(SIGNING_DOMAIN.len() + self.encode_size());
-        message.extend_from_slice(SIGNING_DOMAIN);
-        self.write(&mut message);
-        message
+        commonware_utils::union_unique(TX_NAMESPACE, &self.encode())
     }
 
     /// Signs the body with `key`, whose public half must be `self.signer`.
@@ -120,11 +121,22 @@ impl Tx {
         self.encode().to_vec()
     }
 
-    /// Checks the signature against the body's signer key (strict: no malleable encodings).
+    /// Checks the signature against the body's signer key (ZIP-215 rules, as every node applies).
     pub fn verify_signature(&self) -> Result<(), ChainError> {
-        let key = VerifyingKey::from_bytes(&self.body.signer).map_err(|_| ChainError::BadSignature)?;
-        let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
-        key.verify_strict(&self.body.signing_message(), &signature).map_err(|_| ChainError::BadSignature)
+        let (key, signature) = self.verification_parts().ok_or(ChainError::BadSignature)?;
+        if key.verify(TX_NAMESPACE, &self.body.encode(), &signature) {
+            Ok(())
+        } else {
+            Err(ChainError::BadSignature)
+        }
+    }
+
+    /// The signer key and signature as commonware's verifier takes them (`None` if the key is not
+    /// a curve point or the signature is not well-formed).
+    pub(crate) fn verification_parts(&self) -> Option<(ed25519::PublicKey, ed25519::Signature)> {
+        let key = signer_key(&self.body.signer)?;
+        let signature = ed25519::Signature::decode(Copying(&self.signature)).ok()?;
+        Some((key, signature))
     }
 
     /// Decodes one transaction, refusing oversized input, trailing bytes and non-UTF-8 strings.
@@ -134,6 +146,27 @@ impl Tx {
         }
         Tx::decode(Copying(bytes)).map_err(|e| ChainError::Malformed(e.to_string()))
     }
+}
+
+/// Decodes a signer key, remembering recent ones: decoding decompresses a curve point, which
+/// costs about as much as a third of a verification, and accounts sign again and again.
+fn signer_key(bytes: &[u8; 32]) -> Option<ed25519::PublicKey> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    const MAX_CACHED: usize = 1 << 16;
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], ed25519::PublicKey>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(key) = cache.lock().ok().and_then(|c| c.get(bytes).cloned()) {
+        return Some(key);
+    }
+    let key = ed25519::PublicKey::decode(Copying(bytes)).ok()?;
+    if let Ok(mut cache) = cache.lock() {
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(*bytes, key.clone());
+    }
+    Some(key)
 }
 
 fn write_text(text: &str, buf: &mut impl BufMut) {
@@ -255,6 +288,11 @@ impl Read for Tx {
     }
 }
 
+/// A signed transfer of `amount` base units from `key`'s account to `to`.
+pub fn transfer(key: &SigningKey, nonce: u64, to: Address, amount: u128, fee: u128) -> Tx {
+    TxBody { chain_id: crate::CHAIN_ID.into(), signer: key.verifying_key().to_bytes(), nonce, fee, action: Action::Transfer { to, amount } }.sign(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,9 +360,4 @@ mod tests {
         bytes[at] = 0xff;
         assert!(Tx::decode_bytes(&bytes).is_err(), "invalid UTF-8 must not decode");
     }
-}
-
-/// A signed transfer of `amount` base units from `key`'s account to `to`.
-pub fn transfer(key: &SigningKey, nonce: u64, to: Address, amount: u128, fee: u128) -> Tx {
-    TxBody { chain_id: crate::CHAIN_ID.into(), signer: key.verifying_key().to_bytes(), nonce, fee, action: Action::Transfer { to, amount } }.sign(key)
 }

@@ -62,6 +62,19 @@ pub enum Which {
         #[arg(long, default_value_t = 10_000)]
         js_entries: usize,
     },
+    /// SELF Chain: sustained transfers per second and finality latency p50/p99 under load, for
+    /// each validator count given.
+    Chain {
+        /// Validator counts to measure, one network each.
+        #[arg(long, value_delimiter = ',', default_value = "4,7")]
+        validators: Vec<usize>,
+        /// Seconds of load per network.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        /// Accounts sending transfers (each sends up to 400, in nonce order).
+        #[arg(long, default_value_t = 2_000)]
+        senders: usize,
+    },
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
@@ -76,12 +89,13 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
         }
         Which::Bitswap { mib } => crate::bench_bitswap::run(&dir, mib).await,
         Which::Db { puts, js_puts, entries, js_entries } => crate::bench_db::run(&dir, puts, js_puts, entries, js_entries).await,
+        Which::Chain { validators, seconds, senders } => crate::bench_chain::run(&dir, &validators, seconds, senders).await,
     };
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

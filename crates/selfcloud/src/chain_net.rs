@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub struct LocalNetwork {
     exe: PathBuf,
     dir: PathBuf,
+    /// Per validator, a command to run it under (e.g. `ip netns exec NAME`); empty runs it directly.
+    wrappers: Vec<Vec<String>>,
     children: Vec<Option<Child>>,
     pub network: NetworkFile,
 }
@@ -48,7 +50,12 @@ impl LocalNetwork {
     /// if needed) and waits until each answers its status route.
     pub fn start(exe: &Path, dir: &Path, count: usize) -> anyhow::Result<LocalNetwork> {
         let network = ensure_network(dir, count)?;
-        let mut net = LocalNetwork { exe: exe.to_owned(), dir: dir.to_owned(), children: Vec::new(), network };
+        Self::start_wrapped(exe, dir, network, Vec::new())
+    }
+
+    /// Starts the validators of an existing network, validator `i` under `wrappers[i]` when given.
+    pub fn start_wrapped(exe: &Path, dir: &Path, network: NetworkFile, wrappers: Vec<Vec<String>>) -> anyhow::Result<LocalNetwork> {
+        let mut net = LocalNetwork { exe: exe.to_owned(), dir: dir.to_owned(), wrappers, children: Vec::new(), network };
         for index in 0..net.network.validators.len() {
             let child = net.spawn(index)?;
             net.children.push(Some(child));
@@ -59,7 +66,14 @@ impl LocalNetwork {
 
     fn spawn(&self, index: usize) -> anyhow::Result<Child> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("validator-{index}.log"))).context("opening the validator log")?;
-        let mut command = Command::new(&self.exe);
+        let mut command = match self.wrappers.get(index).filter(|w| !w.is_empty()) {
+            Some(wrapper) => {
+                let mut command = Command::new(&wrapper[0]);
+                command.args(&wrapper[1..]).arg(&self.exe);
+                command
+            }
+            None => Command::new(&self.exe),
+        };
         command.args(["chain", "validator", "--dir"]).arg(&self.dir).args(["--index", &index.to_string()]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         // A validator must not outlive the process that started it.
         unsafe {
@@ -183,12 +197,13 @@ impl NodeClient {
         reply["height"].as_u64().context("no height in the reply")
     }
 
-    /// Submits a batch; returns how many the node admitted.
-    pub async fn submit_batch(&self, txs: &[selfcloud_chain::Tx]) -> anyhow::Result<usize> {
+    /// Submits a batch; per transaction, `None` if admitted or the refusal's error code.
+    pub async fn submit_batch(&self, txs: &[selfcloud_chain::Tx]) -> anyhow::Result<Vec<Option<String>>> {
         let encoded: Vec<String> = txs.iter().map(|tx| selfcloud_core::hex(&tx.to_bytes())).collect();
         let (status, reply) = self.post("/v1/transactions", &serde_json::json!({"txs": encoded})).await?;
         anyhow::ensure!(status == 200, "batch submit failed ({status}): {reply}");
-        Ok(reply["results"].as_array().map(|r| r.iter().filter(|x| x.get("hash").is_some()).count()).unwrap_or(0))
+        let results = reply["results"].as_array().context("no results")?;
+        Ok(results.iter().map(|r| r["error"]["code"].as_str().map(str::to_owned)).collect())
     }
 
     /// An account's balance in base units and its nonce.

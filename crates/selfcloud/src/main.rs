@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_bitswap;
+mod bench_chain;
 mod bench_db;
 mod bench_ipfs;
 

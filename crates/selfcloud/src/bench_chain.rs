@@ -1,0 +1,139 @@
+//! `selfcloud bench chain`: sustained transfers per second and finality latency of a local
+//! validator network on this host, driven by a load generator submitting signed transfers.
+//!
+//! The network is created fresh with `senders` accounts funded at genesis. The load generator
+//! keeps the validators' mempools full (batches of signed transfers, spread over the validators);
+//! meanwhile a probe account sends one transfer at a time and times it from submission to the
+//! answer "final" (the node answers once the block holding it is committed after finalization).
+
+use anyhow::Context;
+use selfcloud::chain_net::{LocalNetwork, NodeClient};
+use selfcloud_chain::{transfer, Address, Tx, MIN_FEE, UNIT};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn key(seed: u64) -> ed25519_dalek::SigningKey {
+    let mut bytes = [7u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    ed25519_dalek::SigningKey::from_bytes(&bytes)
+}
+
+fn address(key: &ed25519_dalek::SigningKey) -> Address {
+    Address::of_key(&key.verifying_key().to_bytes())
+}
+
+pub async fn run(dir: &Path, validators: &[usize], seconds: u64, senders: usize) -> anyhow::Result<()> {
+    println!("SELF Chain on this host: {seconds} s of load per network, {senders} sending accounts, release build recommended");
+    for &count in validators {
+        one_network(&dir.join(format!("chain-{count}")), count, seconds, senders).await?;
+    }
+    println!("anchors: commonware's example ~50 empty blocks/s with 4 validators; CometBFT QA saturates near 400 tx/s; SELF claims 1,000 TPS; target ≥ 20,000 transfers/s, finality p50 ≤ 100 ms (4 validators)");
+    Ok(())
+}
+
+async fn one_network(dir: &Path, count: usize, seconds: u64, senders: usize) -> anyhow::Result<()> {
+    let keys: Vec<ed25519_dalek::SigningKey> = (0..senders as u64 + 1).map(key).collect();
+    let allocations = keys.iter().map(|k| (address(k), 1_000_000 * UNIT)).collect();
+    selfcloud_chain::network::init(dir, count, allocations).context("creating the bench network")?;
+    let exe = std::env::current_exe()?;
+    let net = LocalNetwork::start(&exe, dir, count)?;
+    let nodes: Vec<NodeClient> = (0..count).map(|i| NodeClient::new(&net.api(i))).collect();
+    nodes[0].wait_height(1, Duration::from_secs(30)).await?;
+
+    // Signing is the client's work, not the chain's: sign everything before the clock starts.
+    let per_sender = 400usize;
+    let sink = address(&key(u64::MAX));
+    let (probe_key, load_keys) = keys.split_last().context("no keys")?;
+    let signing = Instant::now();
+    let load: Vec<Vec<Tx>> = tokio::task::spawn_blocking({
+        let load_keys = load_keys.to_vec();
+        move || (0..per_sender as u64).map(|nonce| load_keys.iter().map(|k| transfer(k, nonce, sink, 1, MIN_FEE)).collect()).collect()
+    })
+    .await?;
+    println!("  [{count} validators] signed {} transfers in {:.1} s", per_sender * load_keys.len(), signing.elapsed().as_secs_f64());
+
+    let start_height = nodes[0].height().await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    // Load: the senders are split among the validators; one task per validator submits its
+    // senders' next nonce as one batch after another, re-sending what a full mempool refused.
+    let mut by_validator: Vec<Vec<Vec<Tx>>> = vec![Vec::new(); count];
+    for round in load {
+        let chunk = round.len().div_ceil(count).max(1);
+        for (i, part) in round.chunks(chunk).enumerate() {
+            by_validator[i].push(part.to_vec());
+        }
+    }
+    let loaders: Vec<_> = by_validator
+        .into_iter()
+        .zip(nodes.iter().cloned())
+        .map(|(rounds, node)| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut admitted = 0usize;
+                for mut batch in rounds {
+                    while !batch.is_empty() && !stop.load(Ordering::Relaxed) {
+                        let Ok(results) = node.submit_batch(&batch).await else { break };
+                        let mut retry = Vec::new();
+                        for (tx, result) in batch.into_iter().zip(results) {
+                            match result.as_deref() {
+                                None => admitted += 1,
+                                Some("UNAVAILABLE") => retry.push(tx),
+                                Some(_) => {}
+                            }
+                        }
+                        if !retry.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        batch = retry;
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                admitted
+            })
+        })
+        .collect();
+    // Probe: one transfer at a time, timed to finality.
+    let mut latencies = Vec::new();
+    let mut nonce = 0;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let tx = transfer(probe_key, nonce, sink, 1, MIN_FEE);
+        let sent = Instant::now();
+        if nodes[nonce as usize % nodes.len()].submit_final(&tx).await.is_ok() {
+            latencies.push(sent.elapsed());
+            nonce += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut submitted = 0;
+    for loader in loaders {
+        submitted += loader.await.unwrap_or(0);
+    }
+    let elapsed = started.elapsed();
+    let end_height = nodes[0].height().await?;
+    let mut committed = 0usize;
+    for height in start_height + 1..=end_height {
+        let (_, block) = nodes[0].get(&format!("/v1/blocks/{height}")).await?;
+        committed += block["transactions"].as_array().map_or(0, Vec::len);
+    }
+    latencies.sort();
+    let tps = committed as f64 / elapsed.as_secs_f64();
+    let blocks = end_height - start_height;
+    println!(
+        "  [{count} validators] {committed} transfers final in {:.1} s: {tps:.0} transfers/s over {blocks} blocks ({:.1} blocks/s); submitted {submitted}",
+        elapsed.as_secs_f64(),
+        blocks as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  [{count} validators] finality latency under that load ({} probes): p50 {:.1} ms, p99 {:.1} ms",
+        latencies.len(),
+        crate::bench::percentile(&latencies, 0.50),
+        crate::bench::percentile(&latencies, 0.99)
+    );
+    drop(net);
+    Ok(())
+}
