@@ -18,6 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+/// How long `?wait=true` waits for finality before answering `UNAVAILABLE` (the transaction may
+/// still land; its hash says where to look).
+const WAIT_FINAL: Duration = Duration::from_secs(20);
+
 /// What the API asks of the node's actor.
 pub enum ApiRequest {
     /// Admit signed transactions to the mempool (signatures already checked).
@@ -31,13 +35,34 @@ struct Api {
     store: Arc<ChainStore>,
     node: mpsc::Sender<ApiRequest>,
     network: Arc<NetworkFile>,
+    faucet: Option<Arc<Faucet>>,
+}
+
+/// What the dev faucet gives each new account.
+pub const FAUCET_GRANT: u128 = 100 * crate::UNIT;
+
+/// The local network's dev faucet: pays [`FAUCET_GRANT`] once to each account that has never held
+/// anything, from the key `chain init` funded at genesis (`faucet.key` in the chain directory).
+pub struct Faucet {
+    key: ed25519_dalek::SigningKey,
+    /// The next nonce to use (grants are serialized: one at a time, each waited to finality).
+    lock: tokio::sync::Mutex<Option<u64>>,
+}
+
+impl Faucet {
+    /// The faucet of the chain directory `dir`, if it has one.
+    pub fn load(dir: &std::path::Path) -> Option<Faucet> {
+        let text = std::fs::read_to_string(dir.join("faucet.key")).ok()?;
+        let seed: [u8; 32] = selfcloud_core::unhex(text.trim(), 32)?.try_into().ok()?;
+        Some(Faucet { key: ed25519_dalek::SigningKey::from_bytes(&seed), lock: tokio::sync::Mutex::new(None) })
+    }
 }
 
 /// Starts the API on `listen` in its own thread (own runtime, so slow clients never stall consensus).
-pub fn serve(listen: SocketAddr, store: Arc<ChainStore>, node: mpsc::Sender<ApiRequest>, network: NetworkFile) -> Result<(), ChainError> {
+pub fn serve(listen: SocketAddr, store: Arc<ChainStore>, node: mpsc::Sender<ApiRequest>, network: NetworkFile, faucet: Option<Faucet>) -> Result<(), ChainError> {
     let listener = std::net::TcpListener::bind(listen).map_err(|e| ChainError::Storage(format!("node API on {listen}: {e}")))?;
     listener.set_nonblocking(true).map_err(|e| ChainError::Storage(e.to_string()))?;
-    let api = Api { store, node, network: Arc::new(network) };
+    let api = Api { store, node, network: Arc::new(network), faucet: faucet.map(Arc::new) };
     std::thread::Builder::new()
         .name("chain-api".into())
         .spawn(move || {
@@ -62,12 +87,15 @@ fn router(api: Api) -> Router {
         .route("/v1/blocks/latest", get(latest_block))
         .route("/v1/blocks/{height}", get(block_at))
         .route("/v1/blocks/hash/{hash}", get(block_by_hash))
+        .route("/v1/blocks/{height}/raw", get(block_raw))
         .route("/v1/transactions", post(submit))
         .route("/v1/transactions/{hash}", get(transaction))
         .route("/v1/accounts/{address}", get(account))
         .route("/v1/accounts/{address}/balance", get(balance))
         .route("/v1/accounts/{address}/transactions", get(account_transactions))
         .route("/v1/validators", get(validators))
+        .route("/v1/directory/{address}", get(directory))
+        .route("/v1/faucet", post(faucet))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BLOCK_BYTES * 2))
         .with_state(api)
 }
@@ -172,6 +200,15 @@ async fn block_by_hash(State(api): State<Api>, Path(hash): Path<String>) -> ApiR
     block_response(&api, height)
 }
 
+/// `GET /v1/blocks/{height}/raw` → `{block, finalization}`, both hex: what a verifying follower
+/// needs to check a block against the group key without trusting this node.
+async fn block_raw(State(api): State<Api>, Path(height): Path<String>) -> ApiResult {
+    let height: u64 = height.parse().map_err(|_| ChainError::InvalidArgument(format!("{height:?} is not a height")))?;
+    let block = blocking(|| api.store.block(height))?.ok_or_else(|| ChainError::NotFound(format!("no block at height {height}")))?;
+    let finalization = api.store.finalization(height)?.unwrap_or_default();
+    Ok(Json(json!({"height": height, "block": selfcloud_core::hex(&block.to_bytes()), "finalization": selfcloud_core::hex(&finalization)})))
+}
+
 #[derive(Deserialize)]
 struct SubmitBody {
     tx: Option<String>,
@@ -214,7 +251,11 @@ async fn submit(State(api): State<Api>, Query(query): Query<SubmitQuery>, body: 
         }
         let (reply, answer) = oneshot::channel();
         api.node.send(ApiRequest::Watch { hash, reply }).await.map_err(|_| ChainError::MempoolFull)?;
-        let height = tokio::time::timeout(Duration::from_secs(30), answer).await.map_err(|_| ChainError::MempoolFull)?.map_err(|_| ChainError::MempoolFull)?;
+        let height = match tokio::time::timeout(WAIT_FINAL, answer).await {
+            Ok(Ok(height)) => height,
+            Ok(Err(_)) => return Err(ChainError::InvalidArgument(format!("transaction {hash} could not execute (funds or nonce) and was dropped")).into()),
+            Err(_) => return Err(ChainError::Unavailable(format!("transaction {hash} is pending but not final after {} s", WAIT_FINAL.as_secs())).into()),
+        };
         return Ok(Json(json!({"hash": hash.to_string(), "status": "final", "height": height})));
     }
     let results: Vec<Value> = results.into_iter().map(|r| match r {
@@ -222,6 +263,35 @@ async fn submit(State(api): State<Api>, Query(query): Query<SubmitQuery>, body: 
         Err(e) => json!({"error": {"code": e.code(), "message": e.to_string()}}),
     }).collect();
     Ok(Json(json!({"results": results})))
+}
+
+#[derive(Deserialize)]
+struct FaucetBody {
+    address: String,
+}
+
+/// `POST /v1/faucet` `{address}` → `{hash, height, amount}` once the grant is final.
+async fn faucet(State(api): State<Api>, body: axum::body::Bytes) -> ApiResult {
+    let faucet = api.faucet.clone().ok_or_else(|| ChainError::NotFound("this node runs no faucet".into()))?;
+    let body: FaucetBody = serde_json::from_slice(&body).map_err(|e| ChainError::InvalidArgument(format!("body: {e}")))?;
+    let address: Address = body.address.parse()?;
+    let mut next = faucet.lock.lock().await;
+    let existing = api.store.account(&address)?;
+    if existing.balance > 0 || existing.nonce > 0 {
+        return Err(ChainError::InvalidArgument(format!("{address} already holds funds or has sent; the faucet pays new accounts only")).into());
+    }
+    let from = Address::of_key(&faucet.key.verifying_key().to_bytes());
+    let committed = api.store.account(&from)?.nonce;
+    let nonce = next.map_or(committed, |n: u64| n.max(committed));
+    let tx = crate::transfer(&faucet.key, nonce, address, FAUCET_GRANT, crate::MIN_FEE);
+    let (reply, answer) = oneshot::channel();
+    api.node.send(ApiRequest::Submit { txs: vec![tx.clone()], reply }).await.map_err(|_| ChainError::MempoolFull)?;
+    let hash = answer.await.map_err(|_| ChainError::MempoolFull)?.into_iter().next().unwrap_or(Err(ChainError::MempoolFull))?;
+    *next = Some(nonce + 1);
+    let (reply, answer) = oneshot::channel();
+    api.node.send(ApiRequest::Watch { hash, reply }).await.map_err(|_| ChainError::MempoolFull)?;
+    let height = tokio::time::timeout(Duration::from_secs(30), answer).await.map_err(|_| ChainError::MempoolFull)?.map_err(|_| ChainError::MempoolFull)?;
+    Ok(Json(json!({"hash": hash.to_string(), "height": height, "amount": FAUCET_GRANT.to_string()})))
 }
 
 async fn transaction(State(api): State<Api>, Path(hash): Path<String>) -> ApiResult {
@@ -291,6 +361,15 @@ async fn account_transactions(State(api): State<Api>, Path(address): Path<String
         }
     }
     Ok(Json(json!({"address": address.to_string(), "transactions": out})))
+}
+
+/// `GET /v1/directory/{address}` → `{address, url, encryption_key}`: where that user's instance
+/// answers and the X25519 key to encrypt to.
+async fn directory(State(api): State<Api>, Path(address): Path<String>) -> ApiResult {
+    let address: Address = address.parse()?;
+    let entry = api.store.latest(&crate::state::keys::directory(&address))?.ok_or_else(|| ChainError::NotFound(format!("{address} has no directory entry")))?;
+    let (key, url) = entry.split_at(32.min(entry.len()));
+    Ok(Json(json!({"address": address.to_string(), "url": String::from_utf8_lossy(url), "encryption_key": selfcloud_core::hex(key)})))
 }
 
 async fn validators(State(api): State<Api>) -> ApiResult {

@@ -35,6 +35,11 @@ impl Block {
         Sha256::digest(self.encode()).into()
     }
 
+    /// The canonical encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode().to_vec()
+    }
+
     /// Decodes one block, refusing oversized or non-canonical input.
     pub fn decode_bytes(bytes: &[u8]) -> Result<Block, crate::ChainError> {
         if bytes.len() > MAX_BLOCK_BYTES {

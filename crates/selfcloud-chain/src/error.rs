@@ -27,6 +27,8 @@ pub enum ChainError {
     Duplicate,
     #[error("mempool is full")]
     MempoolFull,
+    #[error("{0}")]
+    Unavailable(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("storage: {0}")]
@@ -39,7 +41,7 @@ impl ChainError {
         match self {
             ChainError::NotFound(_) => "NOT_FOUND",
             ChainError::Duplicate => "ALREADY_EXISTS",
-            ChainError::MempoolFull => "UNAVAILABLE",
+            ChainError::MempoolFull | ChainError::Unavailable(_) => "UNAVAILABLE",
             ChainError::Storage(_) => "INTERNAL",
             ChainError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
             _ => "INVALID_ARGUMENT",

@@ -168,6 +168,19 @@ impl Mempool {
         fair_selection(&candidates, capacity).into_iter().filter_map(|i| self.by_hash.get(&candidates[i].hash).map(|p| p.tx.clone())).collect()
     }
 
+    /// Drops one transaction (it can no longer execute).
+    pub fn remove(&mut self, hash: &TxHash) -> bool {
+        let Some(pending) = self.by_hash.remove(hash) else { return false };
+        let sender = pending.tx.body.sender();
+        if let Some(nonces) = self.by_sender.get_mut(&sender) {
+            nonces.remove(&pending.tx.body.nonce);
+            if nonces.is_empty() {
+                self.by_sender.remove(&sender);
+            }
+        }
+        true
+    }
+
     /// Drops what a committed block included and whatever its senders can no longer use.
     pub fn prune(&mut self, committed: &[Tx], committed_nonce: impl Fn(&Address) -> u64) {
         let mut senders = HashSet::new();

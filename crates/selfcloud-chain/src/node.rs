@@ -88,7 +88,9 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
     let peers: Map<ed25519::PublicKey, PeerAddress> = peers.try_into().map_err(|_| ChainError::Malformed("validator keys repeat".into()))?;
 
     let (api_tx, api_rx) = mpsc::channel(4096);
-    api::serve(me.http, store.clone(), api_tx, network.clone())?;
+    // The dev faucet (local networks only): validator 0 pays from the key genesis funded.
+    let faucet = if config.index == 0 { crate::api::Faucet::load(&config.dir) } else { None };
+    api::serve(me.http, store.clone(), api_tx, network.clone(), faucet)?;
 
     let runtime = commonware_runtime::tokio::Config::new().with_storage_directory(data.join("consensus"));
     let runner = commonware_runtime::tokio::Runner::new(runtime);
@@ -344,7 +346,17 @@ impl Actor {
         let tip = self.store.tip();
         let store = &self.store;
         let candidates = self.mempool.select(MAX_BLOCK_TXS, |address| store.account(address).map(|a| a.nonce).unwrap_or(0));
+        let drawn: Vec<TxHash> = candidates.iter().map(Tx::hash).collect();
         let (txs, executed) = tokio::task::block_in_place(|| store.execute(candidates, Mode::Lenient))?;
+        if txs.len() < drawn.len() {
+            // Drawn but unable to execute on the tip (funds gone, a nonce gap): they never will,
+            // since the tip only moves on. Drop them, and tell anyone waiting.
+            let applied: std::collections::HashSet<TxHash> = txs.iter().map(Tx::hash).collect();
+            for hash in drawn.into_iter().filter(|h| !applied.contains(h)) {
+                self.mempool.remove(&hash);
+                self.watchers.remove(&hash);
+            }
+        }
         let block = Block { parent: tip.digest, height: tip.height + 1, view: context.round.view().get(), timestamp_ms: selfcloud_core::unix_now_ms().max(tip.timestamp_ms), state_root: executed.state_root, txs };
         let digest = block.digest();
         tracing::debug!(height = block.height, txs = block.txs.len(), "proposing");
@@ -577,14 +589,24 @@ impl Actor {
             ApiRequest::Submit { txs, reply } => {
                 let mut results = Vec::with_capacity(txs.len());
                 for tx in txs {
-                    let nonce = match self.store.account(&tx.body.sender()) {
-                        Ok(account) => account.nonce,
+                    let account = match self.store.account(&tx.body.sender()) {
+                        Ok(account) => account,
                         Err(e) => {
                             results.push(Err(e));
                             continue;
                         }
                     };
-                    let result = self.mempool.admit(tx.clone(), nonce);
+                    // Refuse now what the committed state already cannot pay for.
+                    let spend = match &tx.body.action {
+                        crate::Action::Transfer { amount, .. } => *amount,
+                        _ => 0,
+                    };
+                    let needed = spend.saturating_add(tx.body.fee);
+                    if account.balance < needed {
+                        results.push(Err(ChainError::InsufficientFunds { balance: account.balance, needed }));
+                        continue;
+                    }
+                    let result = self.mempool.admit(tx.clone(), account.nonce);
                     if result.is_ok() {
                         self.outbox.push(tx);
                     }

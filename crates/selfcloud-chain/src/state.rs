@@ -41,7 +41,8 @@ impl Account {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Account {
+    /// Decodes a stored account value (as state proofs carry it).
+    pub fn decode(bytes: &[u8]) -> Account {
         let balance = bytes.get(..16).and_then(|b| b.try_into().ok()).map(u128::from_be_bytes).unwrap_or(0);
         let nonce = bytes.get(16..24).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
         Account { balance, nonce }

@@ -34,6 +34,32 @@ pub struct SupervisorConfig {
     pub idle_timeout: Duration,
     /// Where instances' p2p nodes listen (`None`: offline).
     pub p2p_host: Option<std::net::IpAddr>,
+    /// The local SELF Chain instances follow (`None`: no chain).
+    pub chain: Option<ChainLink>,
+    /// The gateway's public URL (an instance's own URL is `{public_url}/i/{username}`).
+    pub public_url: String,
+}
+
+/// How an instance reaches the chain: the validators' node APIs and the group key their
+/// finality certificates verify against.
+#[derive(Clone, Debug)]
+pub struct ChainLink {
+    /// Base URLs of the validators' node APIs.
+    pub apis: Vec<String>,
+    /// The network's group public key, hex.
+    pub identity: String,
+}
+
+impl ChainLink {
+    /// Reads the link from a chain directory's `network.json` (written by `selfcloud chain init`);
+    /// `None` if there is no network there.
+    pub fn from_network_file(path: &std::path::Path) -> Option<ChainLink> {
+        let text = std::fs::read(path).ok()?;
+        let network: serde_json::Value = serde_json::from_slice(&text).ok()?;
+        let apis = network["validators"].as_array()?.iter().filter_map(|v| v["http"].as_str().map(|a| format!("http://{a}"))).collect::<Vec<_>>();
+        let identity = network["identity"].as_str()?.to_owned();
+        (!apis.is_empty()).then_some(ChainLink { apis, identity })
+    }
 }
 
 /// What one launch needs besides the config.
@@ -158,6 +184,14 @@ impl Supervisor {
         if let Some(host) = self.config.p2p_host {
             let port = p2p_port(&dir, host).map_err(|e| fail(format!("choosing its p2p port: {e}")))?;
             cmd.arg("--p2p-host").arg(host.to_string()).arg("--p2p-port").arg(port.to_string());
+            // The chain is reached over TCP too, which only a networked instance may open.
+            if let Some(chain) = &self.config.chain {
+                for api in &chain.apis {
+                    cmd.arg("--chain-api").arg(api);
+                }
+                cmd.arg("--chain-identity").arg(&chain.identity);
+                cmd.arg("--instance-url").arg(format!("{}/i/{}", self.config.public_url.trim_end_matches('/'), spec.username));
+            }
         }
         if self.config.sandbox {
             cmd.arg("--uid").arg(spec.uid.to_string());

@@ -35,6 +35,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/i/{username}/{*rest}", any(proxy::instance_route))
+        .route("/chain/{*rest}", any(crate::chain_proxy::forward))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::edge::control_body_limit_layer))

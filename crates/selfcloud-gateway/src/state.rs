@@ -35,6 +35,8 @@ pub struct Gateway {
     pub limits: RateLimits,
     /// Connections to instance sockets.
     pub pools: Pools,
+    /// The local SELF Chain's validators, whose node API `/chain/…` serves.
+    pub chain: Option<selfcloud_control::supervisor::ChainLink>,
     accounts: RwLock<HashMap<String, Account>>,
     csrf_key: [u8; 32],
 }
@@ -88,6 +90,7 @@ impl Gateway {
                 RevokedKind::Session => tokens.deny_session(&id),
             }
         }
+        let chain = if config.validators > 0 { selfcloud_control::supervisor::ChainLink::from_network_file(&dir.join("chain").join("network.json")) } else { None };
         let supervisor = Supervisor::new(SupervisorConfig {
             exe,
             instances_dir: dir.join("instances"),
@@ -96,6 +99,8 @@ impl Gateway {
             start_timeout: Duration::from_millis(config.instance_start_timeout_ms),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             p2p_host: config.p2p_host,
+            chain: chain.clone(),
+            public_url: config.public_url(),
         });
         supervisor.start_hibernation_loop();
         let audit = AuditLog::start(store.clone());
@@ -111,6 +116,7 @@ impl Gateway {
             audit,
             limits,
             pools: Pools::default(),
+            chain,
             accounts: RwLock::new(accounts),
             csrf_key,
         });

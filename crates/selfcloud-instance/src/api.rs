@@ -38,6 +38,8 @@ pub struct State {
     pub p2p: Option<selfcloud_p2p::Node>,
     /// The OrbitDB databases.
     pub orbit: crate::orbit::Orbit,
+    /// The SELF Chain follower (absent when no chain is configured).
+    pub chain: Option<Arc<crate::chain::ChainNode>>,
 }
 
 pub(crate) type Shared = Arc<State>;
@@ -54,6 +56,7 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::network::routes())
         .merge(crate::dag_io::routes())
         .merge(crate::db_api::routes())
+        .merge(crate::chain::routes())
         .fallback(not_here)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
@@ -148,7 +151,7 @@ async fn info(axum::extract::State(state): axum::extract::State<Shared>, _ctx: C
     let (peer_id, multiaddrs) = crate::network::identity(&state).await;
     let body = serde_json::json!({
         "username": state.username,
-        "chain_address": null,
+        "chain_address": state.chain.as_ref().map(|c| c.address.to_string()),
         "peer_id": peer_id,
         "multiaddrs": multiaddrs,
         "identity_public_key": state.identity_public,

@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod blocks;
+pub mod chain;
 mod dag_io;
 mod db_api;
 pub mod files;
@@ -45,6 +46,8 @@ pub struct InstanceConfig {
     pub p2p_listen: Option<String>,
     /// The tier's storage quota, for data no request brings (replicated database entries).
     pub quota_bytes: u64,
+    /// The SELF Chain to follow and hold the user's account on (`None`: no chain).
+    pub chain: Option<chain::ChainLink>,
 }
 
 impl InstanceConfig {
@@ -98,7 +101,20 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
         None => None,
     };
     let orbit = orbit::Orbit::start(store.clone(), p2p.clone(), config.quota_bytes).await?;
-    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), p2p, orbit });
+    let chain = match config.chain.clone() {
+        Some(link) => match chain::ChainNode::new(link, identity.secret_bytes()) {
+            Ok(node) => Some(Arc::new(node)),
+            Err(e) => {
+                tracing::error!(error = %e, "chain link unusable; running without the chain");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(node) = chain.clone() {
+        register_on_chain(node, store.clone());
+    }
+    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), p2p, orbit, chain });
     let app = api::router(state);
     {
         use std::io::Write;
@@ -109,6 +125,30 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
     tracing::info!(user = %config.username, "instance answering");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Publishes the account in the chain's directory once (after the faucet's grant), retrying in
+/// the background until it lands; remembered in the store so a restart does not repeat it.
+fn register_on_chain(node: Arc<chain::ChainNode>, store: Arc<store::Store>) {
+    const DONE: &str = "chain.registered";
+    if matches!(store.get_meta_sealed(DONE), Ok(Some(_))) {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut wait = std::time::Duration::from_millis(500);
+        loop {
+            match node.register().await {
+                Ok(()) => {
+                    let _ = store.put_meta_sealed(DONE, b"1");
+                    tracing::info!(address = %node.address, "registered in the chain directory");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "chain registration failed; retrying"),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(30));
+        }
+    });
 }
 
 /// How long one wanted block may take to arrive from peers.

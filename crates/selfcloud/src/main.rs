@@ -142,6 +142,15 @@ struct InstanceArgs {
     /// The p2p node's TCP port: the only port the sandbox lets the instance bind.
     #[arg(long, requires = "p2p_host")]
     p2p_port: Option<u16>,
+    /// A validator's node API the instance's chain follower uses (repeat for several).
+    #[arg(long, requires = "chain_identity")]
+    chain_api: Vec<String>,
+    /// The chain's group public key (hex) finality certificates verify against.
+    #[arg(long)]
+    chain_identity: Option<String>,
+    /// The instance's public URL, published in the chain directory.
+    #[arg(long)]
+    instance_url: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -261,7 +270,11 @@ fn instance(args: InstanceArgs) -> anyhow::Result<()> {
         (Some(std::net::IpAddr::V6(host)), Some(port)) => Some(format!("/ip6/{host}/tcp/{port}")),
         _ => None,
     };
-    let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir, p2p_listen, quota_bytes: args.quota_bytes };
+    let chain = match (args.chain_api.is_empty(), args.chain_identity) {
+        (false, Some(identity)) => Some(selfcloud_instance::chain::ChainLink { apis: args.chain_api, identity, instance_url: args.instance_url.unwrap_or_default() }),
+        _ => None,
+    };
+    let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir, p2p_listen, quota_bytes: args.quota_bytes, chain };
     runtime.block_on(selfcloud_instance::serve(config, key)).context("instance failed")?;
     Ok(())
 }

@@ -1,0 +1,245 @@
+//! The instance's SELF Chain node: a verifying follower that holds the user's account key.
+//!
+//! The account is the instance's ed25519 identity key (generated here, never leaving the
+//! instance); its address is `self1…` of that key. The follower trusts no validator: every
+//! account read comes with a Jellyfish Merkle proof against the state root of a block, and that
+//! block is checked against the network's one group public key with its BLS threshold
+//! finalization certificate. Anything that does not verify is an error, never an answer.
+//!
+//! On first start the instance asks the local network's dev faucet for its starting balance and
+//! then publishes its directory entry (its URL and X25519 encryption key) in a transaction it
+//! signs itself, in the background, so sign-up never waits for the chain.
+
+use crate::api::{json_response, Ctx, Shared};
+use axum::extract::{Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use selfcloud_chain::network::Variant;
+use selfcloud_chain::{Account, Action, Address, Block, Tx, TxBody, MIN_FEE};
+use selfcloud_core::{ApiError, ErrorCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Where the chain is and what its certificates verify against (from `selfcloud up`).
+#[derive(Clone, Debug)]
+pub struct ChainLink {
+    /// Validators' node API base URLs (`http://host:port`).
+    pub apis: Vec<String>,
+    /// The group public key, hex.
+    pub identity: String,
+    /// This instance's public URL (published in the directory).
+    pub instance_url: String,
+}
+
+type GroupKey = <Variant as commonware_cryptography::bls12381::primitives::variant::Variant>::Public;
+
+/// The follower: the user's key and a verified view of the chain.
+pub struct ChainNode {
+    link: ChainLink,
+    group_key: GroupKey,
+    key: ed25519_dalek::SigningKey,
+    /// The user's account address (`self1…` of the identity key).
+    pub address: Address,
+}
+
+/// Why a chain call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainFailure {
+    /// No validator could be reached.
+    #[error("no validator answered: {0}")]
+    Unreachable(String),
+    /// A validator answered with something that does not check out.
+    #[error("the chain's answer did not verify: {0}")]
+    Unverified(String),
+    /// A validator refused the request.
+    #[error("{code}: {message}")]
+    Refused {
+        /// The node API's error code.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+}
+
+impl ChainFailure {
+    fn into_api(self) -> ApiError {
+        match self {
+            ChainFailure::Refused { code, message } if code == "INVALID_ARGUMENT" => ApiError::invalid(message),
+            ChainFailure::Refused { code, message } if code == "NOT_FOUND" => ApiError::not_found(message),
+            other => ApiError::new(ErrorCode::Unavailable, other.to_string()),
+        }
+    }
+}
+
+fn unverified(what: impl std::fmt::Display) -> ChainFailure {
+    ChainFailure::Unverified(what.to_string())
+}
+
+impl ChainNode {
+    /// A follower for `link`, signing with the instance identity `secret`.
+    pub fn new(link: ChainLink, secret: [u8; 32]) -> Result<ChainNode, String> {
+        let bytes = selfcloud_core::unhex(&link.identity, 256).ok_or("the chain identity is not hex")?;
+        let group_key = commonware_codec::DecodeExt::decode(commonware_codec::Copying(&bytes)).map_err(|e| format!("the chain identity: {e}"))?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&secret);
+        let address = Address::of_key(&key.verifying_key().to_bytes());
+        Ok(ChainNode { link, group_key, key, address })
+    }
+
+    /// Calls the validators in turn until one answers; the status and the JSON body.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<(u16, Value), ChainFailure> {
+        let mut last = String::from("no validators configured");
+        for api in &self.link.apis {
+            match request(api, method.clone(), path, body.as_ref()).await {
+                Ok((status, bytes)) => {
+                    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    if status >= 400 {
+                        let code = value["error"]["code"].as_str().unwrap_or("UNAVAILABLE").to_owned();
+                        let message = value["error"]["message"].as_str().unwrap_or("refused").to_owned();
+                        return Err(ChainFailure::Refused { code, message });
+                    }
+                    return Ok((status, value));
+                }
+                Err(e) => last = format!("{api}: {e}"),
+            }
+        }
+        Err(ChainFailure::Unreachable(last))
+    }
+
+    /// The user's account, proved: (account, height, state root), checked against a finalized block.
+    pub async fn verified_account(&self) -> Result<(Account, u64), ChainFailure> {
+        let (_, proved) = self.call(Method::GET, &format!("/v1/accounts/{}?proof=true", self.address), None).await?;
+        let height = proved["height"].as_u64().ok_or_else(|| unverified("no height"))?;
+        let root = hex32(&proved["state_root"]).ok_or_else(|| unverified("no state root"))?;
+        let value = match &proved["value"] {
+            Value::Null => None,
+            v => Some(v.as_str().and_then(|h| selfcloud_core::unhex(h, 64)).ok_or_else(|| unverified("bad value"))?),
+        };
+        let proof = proved["proof"].as_str().and_then(|h| selfcloud_core::unhex(h, 1 << 16)).ok_or_else(|| unverified("no proof"))?;
+        let key = selfcloud_chain::state::keys::account(&self.address);
+        selfcloud_chain::state::verify_proof(&root, &key, value.as_deref(), &proof).map_err(unverified)?;
+        if height > 0 {
+            let block = self.verified_block(height).await?;
+            if block.state_root != root {
+                return Err(unverified(format!("block {height} commits to another state root")));
+            }
+        }
+        Ok((value.map(|v| Account::decode(&v)).unwrap_or_default(), height))
+    }
+
+    /// Block `height`, checked against its finalization certificate and the group key.
+    pub async fn verified_block(&self, height: u64) -> Result<Block, ChainFailure> {
+        let (_, raw) = self.call(Method::GET, &format!("/v1/blocks/{height}/raw"), None).await?;
+        let bytes = raw["block"].as_str().and_then(|h| selfcloud_core::unhex(h, selfcloud_chain::MAX_BLOCK_BYTES)).ok_or_else(|| unverified("no block"))?;
+        let certificate = raw["finalization"].as_str().and_then(|h| selfcloud_core::unhex(h, 1 << 16)).ok_or_else(|| unverified("no certificate"))?;
+        let block = Block::decode_bytes(&bytes).map_err(unverified)?;
+        if block.height != height {
+            return Err(unverified(format!("asked for block {height}, got {}", block.height)));
+        }
+        if !selfcloud_chain::node::verify_finalization(&self.group_key, &certificate, &block.digest()) {
+            return Err(unverified(format!("block {height}'s finalization certificate does not verify against the network key")));
+        }
+        Ok(block)
+    }
+
+    /// Signs and submits a transaction with the account's next nonce; answers once it is final.
+    pub async fn submit(&self, action: Action) -> Result<(String, u64), ChainFailure> {
+        let (account, _) = self.verified_account().await?;
+        let tx: Tx = TxBody { chain_id: selfcloud_chain::CHAIN_ID.into(), signer: self.key.verifying_key().to_bytes(), nonce: account.nonce, fee: MIN_FEE, action }.sign(&self.key);
+        let body = json!({"tx": selfcloud_core::hex(&tx.to_bytes())});
+        let (_, reply) = self.call(Method::POST, "/v1/transactions?wait=true", Some(body)).await?;
+        let hash = reply["hash"].as_str().unwrap_or_default().to_owned();
+        let height = reply["height"].as_u64().unwrap_or(0);
+        Ok((hash, height))
+    }
+
+    /// First start: take the faucet's grant (if the account is new), then publish the directory entry.
+    pub async fn register(&self) -> Result<(), ChainFailure> {
+        let (account, _) = self.verified_account().await?;
+        if account.balance == 0 && account.nonce == 0 {
+            self.call(Method::POST, "/v1/faucet", Some(json!({"address": self.address.to_string()}))).await?;
+        }
+        let encryption_key = self.key.verifying_key().to_montgomery().to_bytes();
+        self.submit(Action::Directory { url: self.link.instance_url.clone(), encryption_key }).await?;
+        Ok(())
+    }
+}
+
+fn hex32(value: &Value) -> Option<[u8; 32]> {
+    selfcloud_core::unhex(value.as_str()?, 32)?.try_into().ok()
+}
+
+/// One HTTP/1 request to `base` (`http://host:port`); the status and the body (at most 16 MiB).
+async fn request(base: &str, method: Method, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>), String> {
+    let authority = base.strip_prefix("http://").ok_or("only http:// validator URLs are supported")?.trim_end_matches('/');
+    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(authority)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let payload = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(payload)))
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(45), sender.send_request(request)).await.map_err(|_| "the validator did not answer in time".to_string())?.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let bytes = Limited::new(response.into_body(), 16 << 20).collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, bytes.to_vec()))
+}
+
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new().route("/v1/chain/info", get(info)).route("/v1/chain/transactions", get(transactions).post(send))
+}
+
+fn node<'a>(state: &'a Shared, ctx: &Ctx) -> Result<&'a ChainNode, ApiError> {
+    state.chain.as_deref().ok_or_else(|| ctx.fail(ApiError::new(ErrorCode::Unavailable, "this instance is not connected to a chain")))
+}
+
+/// `GET /v1/chain/info` → `{address, balance, nonce, height}` (verified).
+async fn info(State(state): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
+    let node = node(&state, &ctx)?;
+    let (account, height) = node.verified_account().await.map_err(|e| ctx.fail(e.into_api()))?;
+    let body = json!({"address": node.address.to_string(), "balance": account.balance.to_string(), "balance_self": selfcloud_chain::format_self(account.balance), "nonce": account.nonce, "height": height, "verified": true});
+    Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
+}
+
+#[derive(Deserialize)]
+struct SendBody {
+    to: String,
+    amount: String,
+}
+
+/// `POST /v1/chain/transactions` `{to, amount}` → `{hash, height}` once final.
+async fn send(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let node = node(&state, &ctx)?;
+    let body: SendBody = serde_json::from_slice(&body).map_err(|e| ctx.fail(ApiError::invalid(format!("body must be {{to, amount}}: {e}"))))?;
+    let to: Address = body.to.parse().map_err(|e: selfcloud_chain::ChainError| ctx.fail(ApiError::invalid(e.to_string())))?;
+    let amount: u128 = body.amount.parse().map_err(|_| ctx.fail(ApiError::invalid("amount must be a decimal string of base units (1 SELF = 10^18)")))?;
+    if amount == 0 {
+        return Err(ctx.fail(ApiError::invalid("amount must be positive")));
+    }
+    let (hash, height) = node.submit(Action::Transfer { to, amount }).await.map_err(|e| ctx.fail(e.into_api()))?;
+    Ok(json_response(StatusCode::OK, json!({"hash": hash, "height": height}).to_string().into_bytes()))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+/// `GET /v1/chain/transactions?limit=&offset=` → the account's transactions, newest first.
+async fn transactions(State(state): State<Shared>, ctx: Ctx, Query(page): Query<Page>) -> Result<Response, ApiError> {
+    let node = node(&state, &ctx)?;
+    let path = format!("/v1/accounts/{}/transactions?limit={}&offset={}", node.address, page.limit.unwrap_or(50).min(500), page.offset.unwrap_or(0));
+    let (_, reply) = node.call(Method::GET, &path, None).await.map_err(|e| ctx.fail(e.into_api()))?;
+    Ok(json_response(StatusCode::OK, reply.to_string().into_bytes()))
+}

@@ -1,0 +1,81 @@
+//! The chain wired into the spine: `selfcloud up` runs the validators, each new instance gets
+//! the faucet's grant and publishes its directory entry by itself, users send SELF through their
+//! instances (which verify what they read), and the gateway serves the node API under `/chain`.
+
+mod common;
+
+use common::TestSystem;
+use reqwest::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const GRANT: u128 = 100 * selfcloud_chain::UNIT;
+
+async fn chain_info(system: &TestSystem, user: &str, token: &str) -> serde_json::Value {
+    let reply = system.call(Method::GET, &format!("/i/{user}/v1/chain/info"), Some(token), None).await;
+    assert_eq!(reply.status, 200, "{user}'s chain info: {}", reply.text);
+    reply.json
+}
+
+async fn wait_funded(system: &TestSystem, user: &str, token: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = chain_info(system, user, token).await;
+        // Funded and registered: the directory entry is the account's first own transaction.
+        if info["nonce"].as_u64() == Some(1) {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "{user} was never funded and registered: {info}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_get_accounts_and_send_self_through_their_instances() {
+    let system = TestSystem::start(&[("SELFCLOUD_VALIDATORS", "4")]);
+    let alice = system.user("alice").await;
+    let bob = system.user("bob").await;
+
+    let alice_info = wait_funded(&system, "alice", &alice).await;
+    let bob_info = wait_funded(&system, "bob", &bob).await;
+    let alice_address = alice_info["address"].as_str().unwrap().to_owned();
+    let bob_address = bob_info["address"].as_str().unwrap().to_owned();
+    assert!(alice_address.starts_with("self1") && alice_address != bob_address);
+    assert_eq!(alice_info["verified"], true);
+    let after_registration = GRANT - selfcloud_chain::MIN_FEE;
+    assert_eq!(alice_info["balance"], after_registration.to_string());
+    let info = system.call(Method::GET, "/i/alice/v1/info", Some(&alice), None).await;
+    assert_eq!(info.json["chain_address"], alice_address.as_str());
+
+    // The directory names each user's instance, published by the instance itself.
+    let dir = system.call(Method::GET, &format!("/chain/v1/directory/{bob_address}"), None, None).await;
+    assert_eq!(dir.status, 200, "{}", dir.text);
+    assert!(dir.json["url"].as_str().unwrap().ends_with("/i/bob"), "{}", dir.text);
+
+    // Alice sends Bob 1 SELF; both see it final.
+    let sent = system.call(Method::POST, "/i/alice/v1/chain/transactions", Some(&alice), Some(json!({"to": bob_address, "amount": selfcloud_chain::UNIT.to_string()}))).await;
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    assert!(sent.json["height"].as_u64().unwrap() > 0);
+    let bob_after = chain_info(&system, "bob", &bob).await;
+    assert_eq!(bob_after["balance"], (after_registration + selfcloud_chain::UNIT).to_string());
+    let alice_after = chain_info(&system, "alice", &alice).await;
+    assert_eq!(alice_after["balance"], (after_registration - selfcloud_chain::UNIT - selfcloud_chain::MIN_FEE).to_string());
+    let history = system.call(Method::GET, "/i/bob/v1/chain/transactions", Some(&bob), None).await;
+    assert_eq!(history.status, 200);
+    assert!(history.json["transactions"].as_array().unwrap().iter().any(|t| t["hash"] == sent.json["hash"]), "{}", history.text);
+
+    // Bad requests are refused before anything is signed.
+    for body in [json!({"to": "cosmos1xyz", "amount": "1"}), json!({"to": bob_address, "amount": "-1"}), json!({"to": bob_address, "amount": "0"}), json!({"amount": "1"})] {
+        let r = system.call(Method::POST, "/i/alice/v1/chain/transactions", Some(&alice), Some(body.clone())).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, Some("INVALID_ARGUMENT")), "{body}: {}", r.text);
+    }
+    let broke = system.call(Method::POST, "/i/alice/v1/chain/transactions", Some(&alice), Some(json!({"to": bob_address, "amount": (1000 * selfcloud_chain::UNIT).to_string()}))).await;
+    assert_eq!(broke.status, 400, "overspending: {}", broke.text);
+
+    // The public node API through the gateway, without a token.
+    let status = system.call(Method::GET, "/chain/v1/status", None, None).await;
+    assert_eq!(status.status, 200, "{}", status.text);
+    assert_eq!(status.json["chain_id"], "self-testnet-1");
+    let missing = system.call(Method::GET, "/chain/v1/transactions/00", None, None).await;
+    assert_eq!(missing.status, 400);
+}
