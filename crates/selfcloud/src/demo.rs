@@ -22,6 +22,9 @@ fn later(text: &str) {
     println!("   --  not yet available: {text}");
 }
 
+/// The demo's own system runs the local validator network (test systems default to none).
+const DEMO_ENV: &[(&str, &str)] = &[("SELFCLOUD_VALIDATORS", "4")];
+
 /// Run the demo.
 pub async fn run(url: Option<String>) -> anyhow::Result<()> {
     let (own, temp) = match url {
@@ -30,7 +33,7 @@ pub async fn run(url: Option<String>) -> anyhow::Result<()> {
             let temp = std::env::temp_dir().join(format!("selfcloud-demo-{}", std::process::id()));
             std::fs::create_dir_all(&temp)?;
             println!("starting a private selfcloud in {} for the demo", temp.display());
-            (Some(OwnSystem::start(&std::env::current_exe()?, &temp, &[])?), Some(temp))
+            (Some(OwnSystem::start(&std::env::current_exe()?, &temp, DEMO_ENV)?), Some(temp))
         }
     };
     let base = url.clone().or_else(|| own.as_ref().map(|s| s.url.clone())).unwrap_or_default();
@@ -41,7 +44,7 @@ pub async fn run(url: Option<String>) -> anyhow::Result<()> {
             step("9", "stop everything and start it again: acknowledged writes survive");
             let (dir, listen) = system.stop()?;
             ok("selfcloud up stopped cleanly (SIGTERM)");
-            let again = OwnSystem::restart(&std::env::current_exe()?, &dir, &listen, &[])?;
+            let again = OwnSystem::restart(&std::env::current_exe()?, &dir, &listen, DEMO_ENV)?;
             let owner = client.sign_in(&state.alice, "demo-password-alice").await?;
             let r = client.call(Method::GET, &format!("/i/{}/v1/storage/kept?app={}", state.alice, state.app_id), Some(&owner), None).await?;
             if r.status != StatusCode::OK || r.json["value"] != json!({"kept": true}) {
@@ -52,7 +55,7 @@ pub async fn run(url: Option<String>) -> anyhow::Result<()> {
             if let Some(temp) = temp {
                 let _ = std::fs::remove_dir_all(temp);
             }
-            println!("\ndemo complete: steps 1-7 and 9 passed; step 8 awaits the chain.");
+            println!("\ndemo complete: steps 1-9 passed (the AI chat of step 5 awaits the private LLM).");
             Ok(())
         }
         (None, Ok(_)) => {
@@ -129,8 +132,27 @@ async fn walk(client: &Client) -> anyhow::Result<DemoState> {
     expect(&r, StatusCode::OK, "DELETE notes/2")?;
     ok("DELETE notes/2");
     later("chat with alice's AI (issue: private LLM)");
-    later("add and read a file by CID (issue: IPFS node)");
-    later("read alice's chain info (issue: SELF Chain)");
+    let file = b"hello from the notes app".to_vec();
+    let r = client.call_raw(Method::POST, &format!("{inst}/v1/files?name=hello.txt"), Some(&token), "application/octet-stream", file.clone()).await?;
+    expect(&r, StatusCode::CREATED, "POST /v1/files")?;
+    let cid = r.json["cid"].as_str().unwrap_or_default().to_owned();
+    ok(format!("added hello.txt: {cid}"));
+    let r = client.call(Method::GET, &format!("{inst}/v1/files/{cid}?app={}", app.app_id), Some(&alice_owner), None).await?;
+    expect(&r, StatusCode::OK, "GET /v1/files/{cid}")?;
+    if r.text.as_bytes() != file.as_slice() {
+        bail!("the file read back by CID differs");
+    }
+    ok(format!("read back by CID (alice, who can read her apps' files): {:?}", r.text));
+    let r = client.call(Method::GET, &format!("{inst}/v1/info"), Some(&token), None).await?;
+    expect(&r, StatusCode::OK, "GET /v1/info")?;
+    match r.json["chain_address"].as_str() {
+        Some(address) => {
+            let account = client.call(Method::GET, &format!("/chain/v1/accounts/{address}"), None, None).await?;
+            expect(&account, StatusCode::OK, "GET /chain/v1/accounts")?;
+            ok(format!("alice's chain account {address}: {} SELF (public node API)", account.json["balance_self"].as_str().unwrap_or("?")));
+        }
+        None => later("alice's chain info: this system runs no chain (SELFCLOUD_VALIDATORS=0)"),
+    }
 
     step("6", "isolation: wrong instance, missing scope, rate limit");
     let r = client.call(Method::GET, &format!("/i/{bob}/v1/storage/notes/1"), Some(&token), None).await?;
@@ -152,7 +174,6 @@ async fn walk(client: &Client) -> anyhow::Result<DemoState> {
     }
     let Some((after, retry)) = limited else { bail!("150 calls in a burst never hit the free tier's rate limit") };
     ok(format!("after {after} more calls in a burst -> RATE_LIMITED (Retry-After: {retry} s)"));
-    let _ = bob_owner;
 
     step("7", "alice revokes notes; its next call is refused; the access log shows it all");
     let r = client.call(Method::DELETE, &format!("{inst}/v1/grants/{}", app.app_id), Some(&alice_owner), None).await?;
@@ -170,8 +191,41 @@ async fn walk(client: &Client) -> anyhow::Result<DemoState> {
     }
 
     step("8", "alice sends bob 1 SELF");
-    later("transfers (issue: SELF Chain)");
+    let alice_info = funded(client, &alice, &alice_owner).await?;
+    let bob_info = funded(client, &bob, &bob_owner).await?;
+    if let (Some(alice_info), Some(bob_info)) = (alice_info, bob_info) {
+        let bob_address = bob_info["address"].as_str().unwrap_or_default().to_owned();
+        ok(format!("alice {} holds {} SELF, bob {} holds {} SELF (each instance took the faucet's grant and registered itself)", alice_info["address"].as_str().unwrap_or(""), alice_info["balance_self"].as_str().unwrap_or("?"), bob_address, bob_info["balance_self"].as_str().unwrap_or("?")));
+        let one = "1000000000000000000";
+        let r = client.call(Method::POST, &format!("/i/{alice}/v1/chain/transactions"), Some(&alice_owner), Some(&json!({"to": bob_address, "amount": one}))).await?;
+        expect(&r, StatusCode::OK, "POST /v1/chain/transactions")?;
+        ok(format!("transfer {} final at height {}", r.json["hash"].as_str().unwrap_or(""), r.json["height"]));
+        let a = client.call(Method::GET, &format!("/i/{alice}/v1/chain/info"), Some(&alice_owner), None).await?;
+        let b = client.call(Method::GET, &format!("/i/{bob}/v1/chain/info"), Some(&bob_owner), None).await?;
+        ok(format!("both see it final (verified by their instances): alice {} SELF, bob {} SELF", a.json["balance_self"].as_str().unwrap_or("?"), b.json["balance_self"].as_str().unwrap_or("?")));
+    } else {
+        later("transfers: this system runs no chain (SELFCLOUD_VALIDATORS=0)");
+    }
     Ok(DemoState { alice, app_id: app.app_id })
+}
+
+/// A user's verified chain info once the instance has its grant and directory entry (`None`
+/// when the system runs no chain).
+async fn funded(client: &Client, user: &str, owner: &str) -> anyhow::Result<Option<serde_json::Value>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = client.call(Method::GET, &format!("/i/{user}/v1/chain/info"), Some(owner), None).await?;
+        if r.code() == Some("UNAVAILABLE") && r.text.contains("not connected to a chain") {
+            return Ok(None);
+        }
+        if r.status == StatusCode::OK && r.json["nonce"].as_u64().unwrap_or(0) >= 1 {
+            return Ok(Some(r.json));
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{user}'s instance never got its chain account funded: {} {}", r.status, r.text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 fn selfcloud_core_suffix() -> String {
