@@ -61,6 +61,10 @@ pub struct Grant {
     pub created_at: u64,
     /// Last change.
     pub updated_at: u64,
+    /// What the app may spend from the user's chain account per UTC day, in base units, set on
+    /// the consent screen when the app asks for `chain:transact` (`None`: nothing).
+    #[serde(default)]
+    pub chain_daily_limit: Option<String>,
 }
 
 /// A pending authorization code (stored under the SHA-256 of the code).

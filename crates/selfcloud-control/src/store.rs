@@ -206,8 +206,9 @@ impl ControlStore {
             .collect())
     }
 
-    /// Add scopes to a grant (incremental consent), creating or re-activating it.
-    pub fn add_to_grant(&self, username: &str, app_id: &str, scopes: &[String]) -> Result<Grant, Error> {
+    /// Add scopes to a grant (incremental consent), creating or re-activating it; a given
+    /// `chain_daily_limit` (base units) replaces the one in force.
+    pub fn add_to_grant(&self, username: &str, app_id: &str, scopes: &[String], chain_daily_limit: Option<u128>) -> Result<Grant, Error> {
         let key = join(username, app_id);
         let now = selfcloud_core::unix_now();
         let txn = self.db.begin_write()?;
@@ -215,11 +216,15 @@ impl ControlStore {
         {
             let mut t = txn.open_table(GRANTS)?;
             let existing: Option<Grant> = t.get(key.as_str())?.map(|v| serde_json::from_slice(v.value())).transpose()?;
-            let mut g = existing.unwrap_or(Grant { scopes: Vec::new(), generation: 0, active: true, created_at: now, updated_at: now });
+            let mut g = existing.unwrap_or(Grant { scopes: Vec::new(), generation: 0, active: true, created_at: now, updated_at: now, chain_daily_limit: None });
             if !g.active {
-                // A revoked grant starts over: old scopes are not silently restored.
+                // A revoked grant starts over: old scopes and limits are not silently restored.
                 g.scopes.clear();
+                g.chain_daily_limit = None;
                 g.active = true;
+            }
+            if let Some(limit) = chain_daily_limit {
+                g.chain_daily_limit = Some(limit.to_string());
             }
             for s in scopes {
                 if !g.scopes.contains(s) {

@@ -11,6 +11,9 @@ pub const SCOPES: &str = "x-selfcloud-scopes";
 pub const REQUEST_ID: &str = "x-request-id";
 /// The storage quota of the instance's tier, in bytes.
 pub const QUOTA_BYTES: &str = "x-selfcloud-quota-bytes";
+/// What the calling app may spend from the user's chain account per UTC day (base units), as set
+/// at consent; sent with chain transfers by apps only. Absent: the app may spend nothing.
+pub const CHAIN_DAILY_LIMIT: &str = "x-selfcloud-chain-daily-limit";
 
 /// Who is making a call, as the instance sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -62,6 +62,8 @@ struct AuthorizeParams {
     // POST only:
     csrf: Option<String>,
     decision: Option<String>,
+    /// SELF per day, when the app asks for `chain:transact`.
+    chain_daily_limit: Option<String>,
 }
 
 /// A request that passed validation up to the user's decision.
@@ -192,6 +194,7 @@ pub async fn authorize_get(State(gw): Shared, headers: HeaderMap, RawQuery(query
         granted: &granted,
         hidden: &hidden,
         redirect_uri: &valid.redirect_uri,
+        chain_limit: new_scopes.contains(&Scope::ChainTransact),
     })
 }
 
@@ -240,7 +243,16 @@ pub async fn authorize_post(State(gw): Shared, rid: Rid, headers: HeaderMap, bod
         _ => return pages::error(StatusCode::BAD_REQUEST, "Choose allow or deny."),
     }
     let scopes: Vec<String> = valid.scopes.iter().map(|s| s.as_str().to_owned()).collect();
-    match gw.store.add_to_grant(&username, &valid.app.app_id, &scopes) {
+    // An app that may transact gets the limit the user typed; a form without one grants nothing to spend.
+    let chain_limit = if valid.scopes.contains(&Scope::ChainTransact) {
+        match parse_self_amount(params.chain_daily_limit.as_deref().unwrap_or("0")) {
+            Some(units) => Some(units),
+            None => return pages::error(StatusCode::BAD_REQUEST, "The spending limit must be a number of SELF, like 10 or 0.5."),
+        }
+    } else {
+        None
+    };
+    match gw.store.add_to_grant(&username, &valid.app.app_id, &scopes, chain_limit) {
         Ok(grant) => gw.tokens.set_grant(&username, &valid.app.app_id, grant.generation, grant.active),
         Err(e) => {
             tracing::error!(error = %e, "recording a grant failed");
@@ -249,6 +261,19 @@ pub async fn authorize_post(State(gw): Shared, rid: Rid, headers: HeaderMap, bod
     }
     tracing::info!(user = %username, app = %valid.app.app_id, scopes = %Scope::join(&valid.scopes), "grant given");
     issue_code(&gw, &username, &valid).await
+}
+
+/// A decimal SELF amount ("10", "0.5") in base units (18 decimals); `None` if malformed.
+fn parse_self_amount(text: &str) -> Option<u128> {
+    const DECIMALS: usize = 18;
+    let text = text.trim();
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.len() > DECIMALS || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let fraction: u128 = if fraction.is_empty() { 0 } else { format!("{fraction:0<DECIMALS$}").parse().ok()? };
+    whole.checked_mul(10u128.pow(DECIMALS as u32))?.checked_add(fraction)
 }
 
 async fn issue_code(gw: &Gateway, username: &str, valid: &Valid) -> Response {

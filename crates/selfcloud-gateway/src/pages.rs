@@ -81,7 +81,12 @@ pub struct Consent<'a> {
     pub hidden: &'a [(&'a str, String)],
     /// Where the decision goes on allow/deny.
     pub redirect_uri: &'a str,
+    /// Ask for a daily spending limit (the app wants `chain:transact`).
+    pub chain_limit: bool,
 }
+
+/// The spending limit the consent screen proposes, in SELF per day.
+pub const DEFAULT_CHAIN_DAILY_LIMIT: &str = "10";
 
 /// The consent screen.
 pub fn consent(c: &Consent<'_>) -> Response {
@@ -94,7 +99,12 @@ pub fn consent(c: &Consent<'_>) -> Response {
     } else {
         format!("<p>Already allowed: {}.</p>", c.granted.iter().map(|s| format!("<code>{}</code>", escape(s))).collect::<Vec<_>>().join(", "))
     };
-    let hidden: String = c.hidden.iter().map(|(k, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(k), escape(v))).collect();
+    let mut hidden: String = c.hidden.iter().map(|(k, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(k), escape(v))).collect();
+    if c.chain_limit {
+        hidden.push_str(&format!(
+            "<p><label>It may spend at most <input type=\"text\" name=\"chain_daily_limit\" value=\"{DEFAULT_CHAIN_DAILY_LIMIT}\" inputmode=\"decimal\" size=\"8\"> SELF a day from your account.</label></p>"
+        ));
+    }
     let body = format!(
         "<h1>Allow <em>{app}</em> to use your instance?</h1><p>Signed in as <strong>{user}</strong>. <em>{app}</em> asks to:</p>\
 <ul id=\"scopes\">{items}</ul>{granted}<p>You can revoke this at any time; it then stops working within a second.\

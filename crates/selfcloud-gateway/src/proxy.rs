@@ -363,6 +363,13 @@ async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, r
     headers.insert(caller::SCOPES, scopes);
     headers.insert(caller::REQUEST_ID, internal(&rid.0)?);
     headers.insert(caller::QUOTA_BYTES, HeaderValue::from(tier.storage_quota_bytes()));
+    if let (Subject::App { app_id, .. }, true) = (&claims.subject, parts.method == Method::POST && route == "/v1/chain/transactions") {
+        // The spending limit the user set at consent; read fresh so a changed grant applies at once.
+        let grant = gw.store.grant(&claims.username, app_id).map_err(|_| ApiError::internal())?;
+        if let Some(limit) = grant.and_then(|g| g.chain_daily_limit) {
+            headers.insert(caller::CHAIN_DAILY_LIMIT, internal(&limit)?);
+        }
+    }
     let mut request = hyper::Request::new(body);
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;

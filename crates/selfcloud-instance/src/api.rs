@@ -67,6 +67,8 @@ pub struct Ctx {
     pub(crate) caller: Caller,
     pub(crate) request_id: String,
     pub(crate) quota_bytes: u64,
+    /// What an app caller may spend on the chain per day (base units; 0 when the grant sets none).
+    pub(crate) chain_daily_limit: u128,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {
@@ -80,7 +82,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             .and_then(Caller::parse)
             .ok_or_else(|| ApiError::unauthenticated("no caller").with_request_id(&request_id))?;
         let quota_bytes = header_str(headers, caller::QUOTA_BYTES).and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok(Ctx { caller, request_id, quota_bytes })
+        let chain_daily_limit = header_str(headers, caller::CHAIN_DAILY_LIMIT).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(Ctx { caller, request_id, quota_bytes, chain_daily_limit })
     }
 }
 

@@ -45,6 +45,9 @@ pub struct ChainNode {
     key: ed25519_dalek::SigningKey,
     /// The user's account address (`self1…` of the identity key).
     pub address: Address,
+    /// One transaction at a time: each takes the next nonce, and an app's daily spending is
+    /// checked and counted around its send.
+    sending: tokio::sync::Mutex<()>,
 }
 
 /// Why a chain call failed.
@@ -87,7 +90,7 @@ impl ChainNode {
         let group_key = commonware_codec::DecodeExt::decode(commonware_codec::Copying(&bytes)).map_err(|e| format!("the chain identity: {e}"))?;
         let key = ed25519_dalek::SigningKey::from_bytes(&secret);
         let address = Address::of_key(&key.verifying_key().to_bytes());
-        Ok(ChainNode { link, group_key, key, address })
+        Ok(ChainNode { link, group_key, key, address, sending: tokio::sync::Mutex::new(()) })
     }
 
     /// Calls the validators in turn until one answers; the status and the JSON body.
@@ -148,6 +151,11 @@ impl ChainNode {
 
     /// Signs and submits a transaction with the account's next nonce; answers once it is final.
     pub async fn submit(&self, action: Action) -> Result<(String, u64), ChainFailure> {
+        let _one_at_a_time = self.sending.lock().await;
+        self.submit_locked(action).await
+    }
+
+    async fn submit_locked(&self, action: Action) -> Result<(String, u64), ChainFailure> {
         let (account, _) = self.verified_account().await?;
         let tx: Tx = TxBody { chain_id: selfcloud_chain::CHAIN_ID.into(), signer: self.key.verifying_key().to_bytes(), nonce: account.nonce, fee: MIN_FEE, action }.sign(&self.key);
         let body = json!({"tx": selfcloud_core::hex(&tx.to_bytes())});
@@ -226,7 +234,30 @@ async fn send(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Resp
     if amount == 0 {
         return Err(ctx.fail(ApiError::invalid("amount must be positive")));
     }
-    let (hash, height) = node.submit(Action::Transfer { to, amount }).await.map_err(|e| ctx.fail(e.into_api()))?;
+    let _one_at_a_time = node.sending.lock().await;
+    // An app spends only within the daily limit the user set on the consent screen.
+    let spent_key = ctx.caller.app_id().map(|app| format!("chain.spent.{app}.{}", selfcloud_core::unix_now() / 86_400));
+    if let Some(key) = spent_key.clone() {
+        let store = state.store.clone();
+        let spent = crate::api::blocking(&ctx, move || store.get_meta_sealed(&key)).await?.and_then(|v| v.try_into().ok()).map(u128::from_be_bytes).unwrap_or(0);
+        if spent.saturating_add(amount) > ctx.chain_daily_limit {
+            let left = ctx.chain_daily_limit.saturating_sub(spent);
+            return Err(ctx.fail(ApiError::permission_denied(format!(
+                "this app may spend {} SELF a day from this account and has {} SELF left today; nothing was sent",
+                selfcloud_chain::format_self(ctx.chain_daily_limit),
+                selfcloud_chain::format_self(left)
+            ))));
+        }
+    }
+    let (hash, height) = node.submit_locked(Action::Transfer { to, amount }).await.map_err(|e| ctx.fail(e.into_api()))?;
+    if let Some(key) = spent_key {
+        let store = state.store.clone();
+        crate::api::blocking(&ctx, move || {
+            let spent = store.get_meta_sealed(&key)?.and_then(|v| v.try_into().ok()).map(u128::from_be_bytes).unwrap_or(0);
+            store.put_meta_sealed(&key, &spent.saturating_add(amount).to_be_bytes())
+        })
+        .await?;
+    }
     Ok(json_response(StatusCode::OK, json!({"hash": hash, "height": height}).to_string().into_bytes()))
 }
 

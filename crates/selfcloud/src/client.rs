@@ -131,9 +131,20 @@ impl Client {
     /// Submit the consent form shown in `page` with `decision` (`allow`/`deny`); returns the
     /// redirect `Location` the browser would follow.
     pub async fn decide(&self, page: &Reply, owner_token: &str, decision: &str) -> anyhow::Result<String> {
+        self.decide_with(page, owner_token, decision, &[]).await
+    }
+
+    /// [`Self::decide`], with some of the form's visible fields changed (as a user would type them).
+    pub async fn decide_with(&self, page: &Reply, owner_token: &str, decision: &str, changed: &[(&str, &str)]) -> anyhow::Result<String> {
         let mut fields = hidden_fields(&page.text);
         if fields.is_empty() {
             bail!("no consent form in the page: {}", page.text.chars().take(300).collect::<String>());
+        }
+        for (name, value) in changed {
+            match fields.iter_mut().find(|(n, _)| n == name) {
+                Some(field) => field.1 = (*value).to_owned(),
+                None => bail!("the consent form has no field {name}"),
+            }
         }
         fields.push(("decision".to_owned(), decision.to_owned()));
         let req = self
@@ -222,10 +233,12 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(query).ok()?.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
-/// `name`/`value` of every `<input type="hidden">` in a page.
+/// `name`/`value` of every hidden or text `<input>` in a page: what a browser submits when the
+/// user changes nothing.
 pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for chunk in html.split("<input type=\"hidden\" ").skip(1) {
+    // Hidden inputs, and text inputs with the value they show (what a browser submits untouched).
+    for chunk in html.split("<input type=\"hidden\" ").skip(1).chain(html.split("<input type=\"text\" ").skip(1)) {
         let attr = |name: &str| {
             let start = chunk.find(&format!("{name}=\""))? + name.len() + 2;
             let end = chunk[start..].find('"')? + start;

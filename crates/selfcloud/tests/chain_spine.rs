@@ -72,6 +72,42 @@ async fn users_get_accounts_and_send_self_through_their_instances() {
     let broke = system.call(Method::POST, "/i/alice/v1/chain/transactions", Some(&alice), Some(json!({"to": bob_address, "amount": (1000 * selfcloud_chain::UNIT).to_string()}))).await;
     assert_eq!(broke.status, 400, "overspending: {}", broke.text);
 
+    // An app with chain:transact spends only within the limit alice typed on the consent screen.
+    let wallet = system.app(&alice, "wallet").await;
+    let (verifier, challenge) = selfcloud::client::pkce_pair();
+    let url = format!(
+        "{}/oauth/authorize?{}",
+        system.client.base,
+        serde_urlencoded::to_string([
+            ("response_type", "code"),
+            ("client_id", wallet.app_id.as_str()),
+            ("redirect_uri", common::REDIRECT),
+            ("scope", "chain:read chain:transact"),
+            ("state", "s"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .unwrap()
+    );
+    let page = system.client.open_authorize(&url, &alice).await.unwrap();
+    assert!(page.text.contains("name=\"chain_daily_limit\""), "the consent screen asks for a spending limit: {}", page.text);
+    let target = system.client.decide_with(&page, &alice, "allow", &[("chain_daily_limit", "1.5")]).await.unwrap();
+    let code = selfcloud::client::query_param(&target, "code").unwrap();
+    let tokens = system.client.exchange_code(&wallet, &code, common::REDIRECT, &verifier).await.unwrap();
+    let pay = |amount: u128| json!({"to": bob_address, "amount": amount.to_string()});
+    let first = system.call(Method::POST, "/i/alice/v1/chain/transactions", Some(&tokens.access_token), Some(pay(selfcloud_chain::UNIT))).await;
+    assert_eq!(first.status, 200, "within the limit: {}", first.text);
+    let before = chain_info(&system, "bob", &bob).await["balance"].clone();
+    let over = system.call(Method::POST, "/i/alice/v1/chain/transactions", Some(&tokens.access_token), Some(pay(selfcloud_chain::UNIT))).await;
+    assert_eq!((over.status.as_u16(), over.code()), (403, Some("PERMISSION_DENIED")), "over the limit: {}", over.text);
+    assert_eq!(chain_info(&system, "bob", &bob).await["balance"], before, "nothing was sent");
+    let rest = system.call(Method::POST, "/i/alice/v1/chain/transactions", Some(&tokens.access_token), Some(pay(selfcloud_chain::UNIT / 2))).await;
+    assert_eq!(rest.status, 200, "the rest of the limit: {}", rest.text);
+    // A malformed limit is refused on the consent screen itself.
+    let page = system.client.open_authorize(&url.replace("chain%3Aread+", ""), &bob).await.unwrap();
+    let refused = system.client.decide_with(&page, &bob, "allow", &[("chain_daily_limit", "lots")]).await;
+    assert!(refused.is_err(), "a non-number limit must not grant anything");
+
     // The public node API through the gateway, without a token.
     let status = system.call(Method::GET, "/chain/v1/status", None, None).await;
     assert_eq!(status.status, 200, "{}", status.text);

@@ -41,6 +41,8 @@ fn routes() -> Vec<Route> {
         r(Method::POST, "/v1/files/QmNLei78zWmzUdbeRB3CiUfAizWUrbeeZh5K1rhAQKCh51/publish", None, Some(Scope::FilesWrite)),
         r(Method::DELETE, "/v1/files/QmNLei78zWmzUdbeRB3CiUfAizWUrbeeZh5K1rhAQKCh51/publish", None, Some(Scope::FilesWrite)),
         r(Method::GET, "/v1/chain/info", None, Some(Scope::ChainRead)),
+        r(Method::GET, "/v1/chain/transactions", None, Some(Scope::ChainRead)),
+        r(Method::POST, "/v1/chain/transactions", Some(json!({"to": "self1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq", "amount": "1"})), Some(Scope::ChainTransact)),
         r(Method::POST, "/v1/db", Some(json!({"name": "n", "type": "keyvalue"})), Some(Scope::DbWrite)),
         r(Method::GET, "/v1/db", None, Some(Scope::DbRead)),
         r(Method::PUT, "/v1/db/zdpuAtMtQSr3WAF7hzBmzj1wfUXxj4wGTLk4yg1i2hkPRiiGw/kv/k", Some(json!({"value": 1})), Some(Scope::DbWrite)),
