@@ -19,6 +19,9 @@ const BATCH_ENTRIES_MAX: usize = 4_096;
 /// How long the writer waits for more entries before committing a batch.
 const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
+// Entries are nearly every message (one per request); boxing them to shrink the rare `Flush`
+// would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Entry(String, AuditEntry),
     Flush(oneshot::Sender<()>),

@@ -130,4 +130,7 @@ pub struct AuditEntry {
     pub status: u16,
     /// The request id.
     pub request_id: String,
+    /// For consent receipts: the SELF Chain transaction that recorded the grant or revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_tx: Option<String>,
 }

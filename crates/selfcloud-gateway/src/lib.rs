@@ -24,6 +24,7 @@ pub mod owner;
 pub mod pages;
 pub mod proxy;
 pub mod ratelimit;
+pub mod receipts;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -253,7 +253,10 @@ pub async fn authorize_post(State(gw): Shared, rid: Rid, headers: HeaderMap, bod
         None
     };
     match gw.store.add_to_grant(&username, &valid.app.app_id, &scopes, chain_limit) {
-        Ok(grant) => gw.tokens.set_grant(&username, &valid.app.app_id, grant.generation, grant.active),
+        Ok(grant) => {
+            gw.tokens.set_grant(&username, &valid.app.app_id, grant.generation, grant.active);
+            crate::receipts::record(&gw, &username, &valid.app.app_id, &grant, false);
+        }
         Err(e) => {
             tracing::error!(error = %e, "recording a grant failed");
             return pages::error(StatusCode::INTERNAL_SERVER_ERROR, "Could not record your decision; try again.");

@@ -48,13 +48,14 @@ fn grants(gw: &Gateway, username: &str) -> Result<Response, ApiError> {
     Ok(edge::json(StatusCode::OK, &serde_json::json!({ "grants": list })))
 }
 
-fn revoke(gw: &Gateway, username: &str, app_id: &str) -> Result<Response, ApiError> {
+fn revoke(gw: &Arc<Gateway>, username: &str, app_id: &str) -> Result<Response, ApiError> {
     let app_id = AppId::parse(app_id).map_err(|e| ApiError::invalid(e.to_string()))?;
     match gw.store.revoke_grant(username, app_id.as_str()).map_err(control_error)? {
         Some(grant) => {
             // In memory first: from this line on, every token of the grant is refused.
             gw.tokens.set_grant(username, app_id.as_str(), grant.generation, false);
             tracing::info!(user = username, app = %app_id, "grant revoked");
+            crate::receipts::record(gw, username, app_id.as_str(), &grant, true);
             Ok(edge::json(StatusCode::OK, &serde_json::json!({ "app_id": app_id.as_str(), "revoked": true })))
         }
         None => Err(ApiError::not_found("that app has no access to revoke")),

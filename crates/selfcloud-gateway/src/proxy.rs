@@ -169,6 +169,23 @@ pub async fn internal_get_json(gw: &Gateway, username: &str, path: &str, rid: &R
     serde_json::from_slice(&bytes).map_err(|_| rid.err(ApiError::internal()))
 }
 
+/// A gateway-internal POST to an instance as its owner; the status and the JSON answer.
+pub async fn internal_post_json(gw: &Gateway, username: &str, path: &str, body: &serde_json::Value, rid: &Rid) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    let request = hyper::Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::HOST, "instance")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(caller::CALLER, "owner")
+        .header(caller::REQUEST_ID, &rid.0)
+        .body(Body::from(body.to_string()))
+        .map_err(|_| rid.err(ApiError::internal()))?;
+    let response = forward(gw, username, request).await.map_err(|e| rid.err(e))?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.map_err(|_| rid.err(ApiError::internal()))?;
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
+}
+
 /// What a route requires of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
@@ -219,6 +236,7 @@ impl Decision<'_> {
             code: code.map(|c| c.as_str().to_owned()),
             status: status.as_u16(),
             request_id: self.rid.0.clone(),
+            chain_tx: None,
         };
         gw.audit.record(self.username, entry).await;
     }

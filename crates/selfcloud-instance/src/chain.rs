@@ -204,7 +204,10 @@ async fn request(base: &str, method: Method, path: &str, body: Option<&Value>) -
 }
 
 pub(crate) fn routes() -> Router<Shared> {
-    Router::new().route("/v1/chain/info", get(info)).route("/v1/chain/transactions", get(transactions).post(send))
+    Router::new()
+        .route("/v1/chain/info", get(info))
+        .route("/v1/chain/transactions", get(transactions).post(send))
+        .route("/v1/chain/receipts", axum::routing::post(consent_receipt))
 }
 
 fn node<'a>(state: &'a Shared, ctx: &Ctx) -> Result<&'a ChainNode, ApiError> {
@@ -273,4 +276,23 @@ async fn transactions(State(state): State<Shared>, ctx: Ctx, Query(page): Query<
     let path = format!("/v1/accounts/{}/transactions?limit={}&offset={}", node.address, page.limit.unwrap_or(50).min(500), page.offset.unwrap_or(0));
     let (_, reply) = node.call(Method::GET, &path, None).await.map_err(|e| ctx.fail(e.into_api()))?;
     Ok(json_response(StatusCode::OK, reply.to_string().into_bytes()))
+}
+
+#[derive(Deserialize)]
+struct ReceiptBody {
+    receipt: String,
+    revoked: bool,
+}
+
+/// `POST /v1/chain/receipts` `{receipt, revoked}` (owner only: the gateway, after a consent
+/// decision) → `{hash, height}` once the receipt is on the chain, signed with the user's key.
+async fn consent_receipt(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
+    if ctx.caller != selfcloud_core::caller::Caller::Owner {
+        return Err(ctx.fail(ApiError::permission_denied("only the owner records consent receipts")));
+    }
+    let node = node(&state, &ctx)?;
+    let body: ReceiptBody = serde_json::from_slice(&body).map_err(|e| ctx.fail(ApiError::invalid(format!("body must be {{receipt, revoked}}: {e}"))))?;
+    let receipt: [u8; 32] = selfcloud_core::unhex(&body.receipt, 32).and_then(|b| b.try_into().ok()).ok_or_else(|| ctx.fail(ApiError::invalid("receipt must be 64 hex digits")))?;
+    let (hash, height) = node.submit(Action::Consent { receipt, revoked: body.revoked }).await.map_err(|e| ctx.fail(e.into_api()))?;
+    Ok(json_response(StatusCode::OK, json!({"hash": hash, "height": height}).to_string().into_bytes()))
 }

@@ -30,6 +30,22 @@ async fn wait_funded(system: &TestSystem, user: &str, token: &str) -> serde_json
     }
 }
 
+/// Waits for the access-log entry of a consent receipt and returns it.
+async fn receipt_entry(system: &TestSystem, owner: &str, app_id: &str, route: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = system.call(Method::GET, "/i/alice/v1/audit?limit=500", Some(owner), None).await;
+        assert_eq!(log.status, 200, "{}", log.text);
+        let entries = log.json["entries"].as_array().cloned().unwrap_or_default();
+        if let Some(entry) = entries.into_iter().find(|e| e["route"] == route && e["app"] == app_id) {
+            assert!(entry["chain_tx"].as_str().is_some_and(|h| h.len() == 64), "{entry}");
+            return entry;
+        }
+        assert!(Instant::now() < deadline, "no `{route}` entry for {app_id} in the access log");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_get_accounts_and_send_self_through_their_instances() {
     let system = TestSystem::start(&[("SELFCLOUD_VALIDATORS", "4")]);
@@ -107,6 +123,17 @@ async fn users_get_accounts_and_send_self_through_their_instances() {
     let page = system.client.open_authorize(&url.replace("chain%3Aread+", ""), &bob).await.unwrap();
     let refused = system.client.decide_with(&page, &bob, "allow", &[("chain_daily_limit", "lots")]).await;
     assert!(refused.is_err(), "a non-number limit must not grant anything");
+
+    // Consent decisions become receipts on the chain, signed by alice's instance, and her access
+    // log names the transaction; revoking adds another.
+    let granted = receipt_entry(&system, &alice, &wallet.app_id, "consent receipt: granted").await;
+    let tx = system.call(Method::GET, &format!("/chain/v1/transactions/{}", granted["chain_tx"].as_str().unwrap()), None, None).await;
+    assert_eq!(tx.status, 200, "{}", tx.text);
+    assert_eq!((tx.json["type"].as_str(), tx.json["from"].as_str(), tx.json["revoked"].as_bool()), (Some("consent"), Some(alice_address.as_str()), Some(false)));
+    let revoke = system.call(Method::DELETE, &format!("/i/alice/v1/grants/{}", wallet.app_id), Some(&alice), None).await;
+    assert_eq!(revoke.status, 200, "{}", revoke.text);
+    let revoked = receipt_entry(&system, &alice, &wallet.app_id, "consent receipt: revoked").await;
+    assert_ne!(revoked["chain_tx"], granted["chain_tx"]);
 
     // The public node API through the gateway, without a token.
     let status = system.call(Method::GET, "/chain/v1/status", None, None).await;
