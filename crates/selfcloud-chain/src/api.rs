@@ -36,6 +36,8 @@ struct Api {
     node: mpsc::Sender<ApiRequest>,
     network: Arc<NetworkFile>,
     faucet: Option<Arc<Faucet>>,
+    /// Transactions waiting in this node's mempool (kept by the node's actor).
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What the dev faucet gives each new account.
@@ -59,10 +61,10 @@ impl Faucet {
 }
 
 /// Starts the API on `listen` in its own thread (own runtime, so slow clients never stall consensus).
-pub fn serve(listen: SocketAddr, store: Arc<ChainStore>, node: mpsc::Sender<ApiRequest>, network: NetworkFile, faucet: Option<Faucet>) -> Result<(), ChainError> {
+pub fn serve(listen: SocketAddr, store: Arc<ChainStore>, node: mpsc::Sender<ApiRequest>, network: NetworkFile, faucet: Option<Faucet>, pending: Arc<std::sync::atomic::AtomicUsize>) -> Result<(), ChainError> {
     let listener = std::net::TcpListener::bind(listen).map_err(|e| ChainError::Storage(format!("node API on {listen}: {e}")))?;
     listener.set_nonblocking(true).map_err(|e| ChainError::Storage(e.to_string()))?;
-    let api = Api { store, node, network: Arc::new(network), faucet: faucet.map(Arc::new) };
+    let api = Api { store, node, network: Arc::new(network), faucet: faucet.map(Arc::new), pending };
     std::thread::Builder::new()
         .name("chain-api".into())
         .spawn(move || {
@@ -141,6 +143,7 @@ async fn status(State(api): State<Api>) -> ApiResult {
         "timestamp_ms": tip.timestamp_ms,
         "validators": api.network.validators.len(),
         "identity": api.network.identity,
+        "mempool": api.pending.load(std::sync::atomic::Ordering::Relaxed),
     })))
 }
 

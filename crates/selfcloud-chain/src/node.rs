@@ -90,7 +90,8 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
     let (api_tx, api_rx) = mpsc::channel(4096);
     // The dev faucet (local networks only): validator 0 pays from the key genesis funded.
     let faucet = if config.index == 0 { crate::api::Faucet::load(&config.dir) } else { None };
-    api::serve(me.http, store.clone(), api_tx, network.clone(), faucet)?;
+    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    api::serve(me.http, store.clone(), api_tx, network.clone(), faucet, pending.clone())?;
 
     let runtime = commonware_runtime::tokio::Config::new().with_storage_directory(data.join("consensus"));
     let runner = commonware_runtime::tokio::Runner::new(runtime);
@@ -160,6 +161,7 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
             watchers: HashMap::new(),
             outbox: Vec::new(),
             syncing: None,
+            pending,
         };
         actor.run(mailbox_rx, api_rx, blocks, gossip, sync).await;
     });
@@ -247,6 +249,8 @@ struct Actor {
     outbox: Vec<Tx>,
     /// The finalized block we are fetching ancestors for, and when we last asked.
     syncing: Option<([u8; 32], Instant)>,
+    /// The mempool's size, for the API's status.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Actor {
@@ -280,6 +284,7 @@ impl Actor {
                 _ = tick.tick() => {
                     self.flush_gossip(&mut gossip.0);
                     self.retry(&mut sync.0);
+                    self.pending.store(self.mempool.len(), std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }

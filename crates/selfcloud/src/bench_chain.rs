@@ -134,6 +134,31 @@ async fn one_network(dir: &Path, count: usize, seconds: u64, senders: usize) -> 
         crate::bench::percentile(&latencies, 0.50),
         crate::bench::percentile(&latencies, 0.99)
     );
+    // Finality latency without the load: one transfer at a time on an otherwise idle network
+    // (once the load's backlog has drained from every mempool).
+    let drain_until = Instant::now() + Duration::from_secs(120);
+    for node in &nodes {
+        while node.get("/v1/status").await?.1["mempool"].as_u64().unwrap_or(0) > 0 && Instant::now() < drain_until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut idle = Vec::new();
+    let quiet_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < quiet_until {
+        let tx = transfer(probe_key, nonce, sink, 1, MIN_FEE);
+        let sent = Instant::now();
+        if nodes[nonce as usize % nodes.len()].submit_final(&tx).await.is_ok() {
+            idle.push(sent.elapsed());
+            nonce += 1;
+        }
+    }
+    idle.sort();
+    println!(
+        "  [{count} validators] finality latency, one transfer at a time on an idle network ({} transfers): p50 {:.1} ms, p99 {:.1} ms",
+        idle.len(),
+        crate::bench::percentile(&idle, 0.50),
+        crate::bench::percentile(&idle, 0.99)
+    );
     drop(net);
     Ok(())
 }
