@@ -38,6 +38,8 @@ struct Api {
     faucet: Option<Arc<Faucet>>,
     /// Transactions waiting in this node's mempool (kept by the node's actor).
     pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Every block the node commits, for WebSocket subscribers.
+    committed: tokio::sync::broadcast::Sender<Arc<Block>>,
 }
 
 /// What the dev faucet gives each new account.
@@ -60,11 +62,19 @@ impl Faucet {
     }
 }
 
+/// What the node shares with its API besides the store.
+pub struct NodeFeeds {
+    /// The mempool's size.
+    pub pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Committed blocks, as the node commits them.
+    pub committed: tokio::sync::broadcast::Sender<Arc<Block>>,
+}
+
 /// Starts the API on `listen` in its own thread (own runtime, so slow clients never stall consensus).
-pub fn serve(listen: SocketAddr, store: Arc<ChainStore>, node: mpsc::Sender<ApiRequest>, network: NetworkFile, faucet: Option<Faucet>, pending: Arc<std::sync::atomic::AtomicUsize>) -> Result<(), ChainError> {
+pub fn serve(listen: SocketAddr, store: Arc<ChainStore>, node: mpsc::Sender<ApiRequest>, network: NetworkFile, faucet: Option<Faucet>, feeds: NodeFeeds) -> Result<(), ChainError> {
     let listener = std::net::TcpListener::bind(listen).map_err(|e| ChainError::Storage(format!("node API on {listen}: {e}")))?;
     listener.set_nonblocking(true).map_err(|e| ChainError::Storage(e.to_string()))?;
-    let api = Api { store, node, network: Arc::new(network), faucet: faucet.map(Arc::new), pending };
+    let api = Api { store, node, network: Arc::new(network), faucet: faucet.map(Arc::new), pending: feeds.pending, committed: feeds.committed };
     std::thread::Builder::new()
         .name("chain-api".into())
         .spawn(move || {
@@ -98,6 +108,7 @@ fn router(api: Api) -> Router {
         .route("/v1/validators", get(validators))
         .route("/v1/directory/{address}", get(directory))
         .route("/v1/faucet", post(faucet))
+        .route("/v1/ws", get(websocket))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BLOCK_BYTES * 2))
         .with_state(api)
 }
@@ -378,4 +389,111 @@ async fn directory(State(api): State<Api>, Path(address): Path<String>) -> ApiRe
 async fn validators(State(api): State<Api>) -> ApiResult {
     let list: Vec<Value> = api.network.validators.iter().map(|v| json!({"public_key": v.public_key, "p2p": v.p2p.to_string(), "api": format!("http://{}", v.http)})).collect();
     Ok(Json(json!({"validators": list, "identity": api.network.identity})))
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    /// Comma-separated channels; default all three.
+    channels: Option<String>,
+}
+
+/// `GET /v1/ws?channels=blocks,transactions,validators` (WebSocket). The server sends JSON
+/// messages `{channel, data}`: `validators` once on connecting (the set is fixed for the
+/// network's life), then per committed block a `blocks` message (the block without its
+/// transactions, plus `transaction_count`) and a `transactions` message per transaction (with
+/// `height`). A client may also send `{"subscribe": [...]}` to change its channels. A client too
+/// slow to keep up gets `{channel: "error", data: {lagged: n}}` and continues from the newest block.
+async fn websocket(State(api): State<Api>, Query(query): Query<WsQuery>, upgrade: axum::extract::WebSocketUpgrade) -> Result<Response, ApiError> {
+    let channels = parse_channels(query.channels.as_deref().unwrap_or("blocks,transactions,validators"))?;
+    Ok(upgrade.max_message_size(64 * 1024).on_upgrade(move |socket| stream_events(api, socket, channels)))
+}
+
+#[derive(Clone, Copy, Default)]
+struct Channels {
+    blocks: bool,
+    transactions: bool,
+    validators: bool,
+}
+
+fn parse_channels(list: &str) -> Result<Channels, ChainError> {
+    let mut channels = Channels::default();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
+            "blocks" => channels.blocks = true,
+            "transactions" => channels.transactions = true,
+            "validators" => channels.validators = true,
+            other => return Err(ChainError::InvalidArgument(format!("unknown channel {other:?} (blocks, transactions, validators)"))),
+        }
+    }
+    Ok(channels)
+}
+
+async fn stream_events(api: Api, mut socket: axum::extract::ws::WebSocket, mut channels: Channels) {
+    use axum::extract::ws::Message;
+    let send = |value: Value| Message::Text(value.to_string().into());
+    let validators_message = |api: &Api| {
+        let list: Vec<Value> = api.network.validators.iter().map(|v| json!({"public_key": v.public_key, "api": format!("http://{}", v.http)})).collect();
+        json!({"channel": "validators", "data": {"validators": list, "identity": api.network.identity}})
+    };
+    if channels.validators && socket.send(send(validators_message(&api))).await.is_err() {
+        return;
+    }
+    let mut committed = api.committed.subscribe();
+    loop {
+        tokio::select! {
+            block = committed.recv() => {
+                let block = match block {
+                    Ok(block) => block,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        if socket.send(send(json!({"channel": "error", "data": {"lagged": n}}))).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                if channels.blocks {
+                    let summary = json!({"channel": "blocks", "data": {
+                        "height": block.height, "hash": selfcloud_core::hex(&block.digest()), "parent": selfcloud_core::hex(&block.parent),
+                        "view": block.view, "timestamp_ms": block.timestamp_ms, "state_root": selfcloud_core::hex(&block.state_root),
+                        "transaction_count": block.txs.len(),
+                    }});
+                    if socket.send(send(summary)).await.is_err() {
+                        return;
+                    }
+                }
+                if channels.transactions {
+                    for tx in &block.txs {
+                        let mut data = tx_json(tx);
+                        if let Some(map) = data.as_object_mut() {
+                            map.insert("height".into(), json!(block.height));
+                        }
+                        if socket.send(send(json!({"channel": "transactions", "data": data}))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            incoming = socket.recv() => {
+                let Some(Ok(message)) = incoming else { return };
+                let Message::Text(text) = message else { continue };
+                let asked = serde_json::from_str::<Value>(text.as_str()).ok().and_then(|v| v["subscribe"].as_array().cloned());
+                let reply = match asked.map(|list| list.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).map(|l| parse_channels(&l)) {
+                    Some(Ok(new)) => {
+                        let first_validators = new.validators && !channels.validators;
+                        channels = new;
+                        if first_validators && socket.send(send(validators_message(&api))).await.is_err() {
+                            return;
+                        }
+                        json!({"channel": "subscribed", "data": {"blocks": channels.blocks, "transactions": channels.transactions, "validators": channels.validators}})
+                    }
+                    Some(Err(e)) => json!({"channel": "error", "data": {"code": e.code(), "message": e.to_string()}}),
+                    None => json!({"channel": "error", "data": {"code": "INVALID_ARGUMENT", "message": "send {\"subscribe\": [channels]}"}}),
+                };
+                if socket.send(send(reply)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }

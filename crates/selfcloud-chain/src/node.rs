@@ -91,7 +91,8 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
     // The dev faucet (local networks only): validator 0 pays from the key genesis funded.
     let faucet = if config.index == 0 { crate::api::Faucet::load(&config.dir) } else { None };
     let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    api::serve(me.http, store.clone(), api_tx, network.clone(), faucet, pending.clone())?;
+    let (committed, _) = tokio::sync::broadcast::channel(256);
+    api::serve(me.http, store.clone(), api_tx, network.clone(), faucet, api::NodeFeeds { pending: pending.clone(), committed: committed.clone() })?;
 
     let runtime = commonware_runtime::tokio::Config::new().with_storage_directory(data.join("consensus"));
     let runner = commonware_runtime::tokio::Runner::new(runtime);
@@ -162,6 +163,7 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
             outbox: Vec::new(),
             syncing: None,
             pending,
+            committed,
         };
         actor.run(mailbox_rx, api_rx, blocks, gossip, sync).await;
     });
@@ -251,6 +253,8 @@ struct Actor {
     syncing: Option<([u8; 32], Instant)>,
     /// The mempool's size, for the API's status.
     pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Committed blocks, for the API's WebSocket subscribers.
+    committed: tokio::sync::broadcast::Sender<Arc<Block>>,
 }
 
 impl Actor {
@@ -513,6 +517,7 @@ impl Actor {
             }
         }
         tracing::debug!(height = block.height, txs = block.txs.len(), "committed");
+        let _ = self.committed.send(Arc::new(block));
         Ok(())
     }
 

@@ -31,6 +31,9 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request) -> Respon
         return ApiError::not_found("no such route").into_response();
     };
     let rest = if rest.is_empty() { "/" } else { rest }.to_owned();
+    if method == Method::GET && request.headers().get(axum::http::header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
+        return websocket(&chain.apis, &rest, request).await;
+    }
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return ApiError::new(ErrorCode::PayloadTooLarge, format!("the chain API takes at most {MAX_BODY} bytes")).into_response(),
@@ -65,4 +68,45 @@ async fn send(base: &str, method: Method, path: &str, body: bytes::Bytes) -> Res
     let status = response.status().as_u16();
     let answer = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, answer))
+}
+
+/// A WebSocket (`/chain/v1/ws`): the handshake goes to a validator; once it answers 101 the two
+/// upgraded connections are joined byte for byte.
+async fn websocket(apis: &[String], path: &str, mut request: Request) -> Response {
+    let Some(client_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return ApiError::invalid("this connection cannot be upgraded").into_response();
+    };
+    for api in apis {
+        let Some(authority) = api.strip_prefix("http://").map(|a| a.trim_end_matches('/').to_owned()) else { continue };
+        let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(&authority)).await else { continue };
+        let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await else { continue };
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        let mut upstream = hyper::Request::builder().method(Method::GET).uri(path).header(hyper::header::HOST, authority.as_str());
+        for name in ["connection", "upgrade", "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions"] {
+            if let Some(value) = request.headers().get(name) {
+                upstream = upstream.header(name, value);
+            }
+        }
+        let Ok(upstream) = upstream.body(http_body_util::Empty::<bytes::Bytes>::new()) else { continue };
+        let Ok(mut answer) = sender.send_request(upstream).await else { continue };
+        if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = answer.status();
+            let body = Limited::new(answer.into_body(), 1 << 20).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            return (status, [(axum::http::header::CONTENT_TYPE, "application/json")], Body::from(body)).into_response();
+        }
+        let server_upgrade = hyper::upgrade::on(&mut answer);
+        tokio::spawn(async move {
+            let (Ok(client), Ok(server)) = (client_upgrade.await, server_upgrade.await) else { return };
+            let _ = tokio::io::copy_bidirectional(&mut hyper_util::rt::TokioIo::new(client), &mut hyper_util::rt::TokioIo::new(server)).await;
+        });
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        for (name, value) in answer.headers() {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+        return response;
+    }
+    ApiError::new(ErrorCode::Unavailable, "no validator answered").into_response()
 }

@@ -68,9 +68,29 @@ async fn users_get_accounts_and_send_self_through_their_instances() {
     assert_eq!(dir.status, 200, "{}", dir.text);
     assert!(dir.json["url"].as_str().unwrap().ends_with("/i/bob"), "{}", dir.text);
 
+    // A WebSocket on the public node API (through the gateway) will see the transfer.
+    let ws_url = format!("{}/chain/v1/ws?channels=validators,blocks,transactions", system.client.base.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.expect("WebSocket through the gateway");
+
     // Alice sends Bob 1 SELF; both see it final.
     let sent = system.call(Method::POST, "/i/alice/v1/chain/transactions", Some(&alice), Some(json!({"to": bob_address, "amount": selfcloud_chain::UNIT.to_string()}))).await;
     assert_eq!(sent.status, 200, "{}", sent.text);
+    let mut seen = (false, false, false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(seen.0 && seen.1 && seen.2) {
+        use futures::StreamExt;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, ws.next()).await.expect("WebSocket events in time").expect("open").expect("a message");
+        let event: serde_json::Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+        match event["channel"].as_str().unwrap() {
+            "validators" => seen.0 = event["data"]["validators"].as_array().unwrap().len() == 4,
+            "blocks" => seen.1 |= event["data"]["height"].as_u64().is_some(),
+            "transactions" => seen.2 |= event["data"]["hash"] == sent.json["hash"],
+            other => panic!("unexpected channel {other}: {event}"),
+        }
+    }
+    let bad = tokio_tungstenite::connect_async(format!("{}/chain/v1/ws?channels=gossip", system.client.base.replace("http://", "ws://")).as_str()).await;
+    assert!(bad.is_err(), "an unknown channel is refused before the upgrade");
     assert!(sent.json["height"].as_u64().unwrap() > 0);
     let bob_after = chain_info(&system, "bob", &bob).await;
     assert_eq!(bob_after["balance"], (after_registration + selfcloud_chain::UNIT).to_string());
