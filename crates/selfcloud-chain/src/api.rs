@@ -107,6 +107,7 @@ fn router(api: Api) -> Router {
         .route("/v1/accounts/{address}/transactions", get(account_transactions))
         .route("/v1/validators", get(validators))
         .route("/v1/directory/{address}", get(directory))
+        .route("/v1/apps/{app_id}", get(app_registration))
         .route("/v1/faucet", post(faucet))
         .route("/v1/ws", get(websocket))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BLOCK_BYTES * 2))
@@ -384,6 +385,13 @@ async fn directory(State(api): State<Api>, Path(address): Path<String>) -> ApiRe
     let entry = api.store.latest(&crate::state::keys::directory(&address))?.ok_or_else(|| ChainError::NotFound(format!("{address} has no directory entry")))?;
     let (key, url) = entry.split_at(32.min(entry.len()));
     Ok(Json(json!({"address": address.to_string(), "url": String::from_utf8_lossy(url), "encryption_key": selfcloud_core::hex(key)})))
+}
+
+/// `GET /v1/apps/{app_id}` → `{app_id, owner, name}`: who registered that app id.
+async fn app_registration(State(api): State<Api>, Path(app_id): Path<String>) -> ApiResult {
+    let entry = api.store.latest(&crate::state::keys::app(&app_id))?.ok_or_else(|| ChainError::NotFound(format!("app {app_id:?} is not registered")))?;
+    let owner: [u8; 20] = entry.get(..20).and_then(|b| b.try_into().ok()).ok_or_else(|| ChainError::Storage("app record".into()))?;
+    Ok(Json(json!({"app_id": app_id, "owner": Address(owner).to_string(), "name": String::from_utf8_lossy(&entry[20..])})))
 }
 
 async fn validators(State(api): State<Api>) -> ApiResult {

@@ -230,6 +230,7 @@ pub async fn register_app(State(gw): Shared, rid: Rid, headers: HeaderMap, body:
         created_at: selfcloud_core::unix_now(),
     };
     gw.store.create_app(&app).map_err(|e| rid.err(control_error(e)))?;
+    crate::receipts::record_app(&gw, &claims.username, &app.app_id, &app.name);
     let mut body = serde_json::json!({ "app_id": app.app_id, "name": app.name, "redirect_uris": app.redirect_uris, "public": app.public });
     if let Some(secret) = secret {
         body["app_secret"] = serde_json::json!(secret);

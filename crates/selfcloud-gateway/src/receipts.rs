@@ -32,26 +32,38 @@ pub fn receipt(username: &str, app_id: &str, grant: &Grant, revoked: bool, time_
 
 /// Records a grant (or, with `revoked`, its revocation) on the chain, in the background.
 pub fn record(gw: &Arc<Gateway>, username: &str, app_id: &str, grant: &Grant, revoked: bool) {
+    let receipt = receipt(username, app_id, grant, revoked, selfcloud_core::unix_now_ms());
+    let body = serde_json::json!({"receipt": selfcloud_core::hex(&receipt), "revoked": revoked});
+    let route = if revoked { "consent receipt: revoked" } else { "consent receipt: granted" };
+    through_instance(gw, username, app_id, "/v1/chain/receipts", body, route);
+}
+
+/// Registers a new app's id on the chain, owned by the account of the user who registered it.
+pub fn record_app(gw: &Arc<Gateway>, username: &str, app_id: &str, name: &str) {
+    let body = serde_json::json!({"app_id": app_id, "name": name});
+    through_instance(gw, username, app_id, "/v1/chain/apps", body, "app registration");
+}
+
+/// Asks `username`'s instance (as its owner) to sign and submit a chain transaction, retrying in
+/// the background while the instance waits for its first funds; logs the transaction's hash.
+fn through_instance(gw: &Arc<Gateway>, username: &str, app_id: &str, path: &'static str, body: serde_json::Value, route: &'static str) {
     if gw.chain.is_none() {
         return;
     }
-    let time_ms = selfcloud_core::unix_now_ms();
-    let receipt = receipt(username, app_id, grant, revoked, time_ms);
     let (gw, username, app_id) = (gw.clone(), username.to_owned(), app_id.to_owned());
     tokio::spawn(async move {
         let rid = Rid(new_request_id());
-        let body = serde_json::json!({"receipt": selfcloud_core::hex(&receipt), "revoked": revoked});
-        // A new instance may still be waiting for its first funds: retry with backoff, ~5 minutes in all.
+        // ~5 minutes in all.
         let mut wait = Duration::from_millis(500);
         for _ in 0..12 {
-            match crate::proxy::internal_post_json(&gw, &username, "/v1/chain/receipts", &body, &rid).await {
+            match crate::proxy::internal_post_json(&gw, &username, path, &body, &rid).await {
                 Ok((status, answer)) if status.is_success() => {
                     let entry = AuditEntry {
                         seq: 0,
                         time_ms: selfcloud_core::unix_now_ms(),
                         app: app_id.clone(),
                         method: "CHAIN".into(),
-                        route: if revoked { "consent receipt: revoked" } else { "consent receipt: granted" }.into(),
+                        route: route.into(),
                         decision: "allowed".into(),
                         code: None,
                         status: status.as_u16(),
@@ -61,12 +73,12 @@ pub fn record(gw: &Arc<Gateway>, username: &str, app_id: &str, grant: &Grant, re
                     gw.audit.record(&username, entry).await;
                     return;
                 }
-                Ok((status, answer)) => tracing::info!(user = %username, %status, %answer, "consent receipt not recorded yet; retrying"),
-                Err(e) => tracing::info!(user = %username, error = %e, "consent receipt not recorded yet; retrying"),
+                Ok((status, answer)) => tracing::info!(user = %username, %status, %answer, route, "chain record not made yet; retrying"),
+                Err(e) => tracing::info!(user = %username, error = %e, route, "chain record not made yet; retrying"),
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(60));
         }
-        tracing::warn!(user = %username, app = %app_id, "gave up recording a consent receipt on the chain");
+        tracing::warn!(user = %username, app = %app_id, route, "gave up recording on the chain");
     });
 }

@@ -173,8 +173,14 @@ async fn export(axum::extract::State(state): axum::extract::State<Shared>, ctx: 
     if ctx.caller != Caller::Owner {
         return Err(ctx.fail(ApiError::permission_denied("only the owner may export")));
     }
+    let body = export_document(&state, &ctx).await?;
+    Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
+}
+
+/// Everything the user holds as one JSON document (keys in sorted order, so its bytes are canonical).
+pub(crate) async fn export_document(state: &Shared, ctx: &Ctx) -> Result<serde_json::Value, ApiError> {
     let store = state.store.clone();
-    let rows = blocking(&ctx, move || store.export()).await?;
+    let rows = blocking(ctx, move || store.export()).await?;
     let mut storage = serde_json::Map::new();
     for (namespace, key, record) in rows {
         let value: serde_json::Value = serde_json::from_slice(&record.json).unwrap_or(serde_json::Value::Null);
@@ -199,7 +205,7 @@ async fn export(axum::extract::State(state): axum::extract::State<Shared>, ctx: 
         "storage": storage,
         "databases": databases,
     });
-    Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
+    Ok(body)
 }
 
 /// Every database of every namespace with its current state: keys and documents, or events

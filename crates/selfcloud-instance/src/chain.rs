@@ -208,6 +208,8 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/v1/chain/info", get(info))
         .route("/v1/chain/transactions", get(transactions).post(send))
         .route("/v1/chain/receipts", axum::routing::post(consent_receipt))
+        .route("/v1/chain/apps", axum::routing::post(register_app))
+        .route("/v1/chain/anchors", axum::routing::post(anchor))
 }
 
 fn node<'a>(state: &'a Shared, ctx: &Ctx) -> Result<&'a ChainNode, ApiError> {
@@ -295,4 +297,46 @@ async fn consent_receipt(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> 
     let receipt: [u8; 32] = selfcloud_core::unhex(&body.receipt, 32).and_then(|b| b.try_into().ok()).ok_or_else(|| ctx.fail(ApiError::invalid("receipt must be 64 hex digits")))?;
     let (hash, height) = node.submit(Action::Consent { receipt, revoked: body.revoked }).await.map_err(|e| ctx.fail(e.into_api()))?;
     Ok(json_response(StatusCode::OK, json!({"hash": hash, "height": height}).to_string().into_bytes()))
+}
+
+#[derive(Deserialize)]
+struct AppBody {
+    app_id: String,
+    name: String,
+}
+
+/// `POST /v1/chain/apps` `{app_id, name}` (owner only: the gateway, after the user registered an
+/// app) → `{hash, height}` once the app id is registered on the chain to this account.
+async fn register_app(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
+    if ctx.caller != selfcloud_core::caller::Caller::Owner {
+        return Err(ctx.fail(ApiError::permission_denied("only the owner registers apps")));
+    }
+    let node = node(&state, &ctx)?;
+    let body: AppBody = serde_json::from_slice(&body).map_err(|e| ctx.fail(ApiError::invalid(format!("body must be {{app_id, name}}: {e}"))))?;
+    let name: String = body.name.chars().take(100).collect();
+    let (hash, height) = node.submit(Action::RegisterApp { app_id: body.app_id, name }).await.map_err(|e| ctx.fail(e.into_api()))?;
+    Ok(json_response(StatusCode::OK, json!({"hash": hash, "height": height}).to_string().into_bytes()))
+}
+
+/// `POST /v1/chain/anchors` (owner only) → `{root, hash, height, export}`: the user's export (the
+/// same document as `GET /v1/export`), and an anchor transaction recording the SHA-256 of its
+/// bytes exactly as returned. Keep the export: anyone can hash it and compare with the anchor on
+/// the chain to prove the backup untampered.
+async fn anchor(State(state): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
+    use sha2::Digest as _;
+    if ctx.caller != selfcloud_core::caller::Caller::Owner {
+        return Err(ctx.fail(ApiError::permission_denied("only the owner anchors their data")));
+    }
+    let node = node(&state, &ctx)?;
+    let export = crate::api::export_document(&state, &ctx).await?;
+    let bytes = serde_json::to_vec(&export).map_err(|_| ctx.fail(ApiError::internal()))?;
+    let root: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    let (hash, height) = node.submit(Action::Anchor { root }).await.map_err(|e| ctx.fail(e.into_api()))?;
+    let mut answer = br#"{"root":""#.to_vec();
+    answer.extend_from_slice(selfcloud_core::hex(&root).as_bytes());
+    answer.extend_from_slice(format!(r#"","hash":"{hash}","height":{height},"export":"#).as_bytes());
+    // The export's exact bytes, so hashing what the client received reproduces `root`.
+    answer.extend_from_slice(&bytes);
+    answer.push(b'}');
+    Ok(json_response(StatusCode::OK, answer))
 }

@@ -155,6 +155,26 @@ async fn users_get_accounts_and_send_self_through_their_instances() {
     let revoked = receipt_entry(&system, &alice, &wallet.app_id, "consent receipt: revoked").await;
     assert_ne!(revoked["chain_tx"], granted["chain_tx"]);
 
+    // Registering an app registers its id on the chain to the developer's account.
+    let registered = receipt_entry(&system, &alice, &wallet.app_id, "app registration").await;
+    assert!(registered["chain_tx"].is_string());
+    let on_chain = system.call(Method::GET, &format!("/chain/v1/apps/{}", wallet.app_id), None, None).await;
+    assert_eq!((on_chain.status.as_u16(), on_chain.json["owner"].as_str(), on_chain.json["name"].as_str()), (200, Some(alice_address.as_str()), Some("wallet")), "{}", on_chain.text);
+
+    // A data anchor: the export, and its SHA-256 on the chain, signed by alice's instance.
+    let anchored = system.call(Method::POST, "/i/alice/v1/chain/anchors", Some(&alice), None).await;
+    assert_eq!(anchored.status, 200, "{}", anchored.text);
+    let export_start = anchored.text.find("\"export\":").unwrap() + "\"export\":".len();
+    let export_bytes = &anchored.text.as_bytes()[export_start..anchored.text.len() - 1];
+    let digest = selfcloud_core::hex(&<sha2::Sha256 as sha2::Digest>::digest(export_bytes));
+    assert_eq!(anchored.json["root"].as_str(), Some(digest.as_str()), "the anchor is the hash of the export's bytes");
+    let tx = system.call(Method::GET, &format!("/chain/v1/transactions/{}", anchored.json["hash"].as_str().unwrap()), None, None).await;
+    assert_eq!((tx.json["type"].as_str(), tx.json["root"].as_str()), (Some("anchor"), Some(digest.as_str())));
+    let payer = system.app(&alice, "payer").await;
+    let payer_token = system.grant(&payer, &alice, "chain:transact").await.access_token;
+    let app_denied = system.call(Method::POST, "/i/alice/v1/chain/anchors", Some(&payer_token), None).await;
+    assert_eq!(app_denied.code(), Some("PERMISSION_DENIED"), "only the owner anchors: {}", app_denied.text);
+
     // The public node API through the gateway, without a token.
     let status = system.call(Method::GET, "/chain/v1/status", None, None).await;
     assert_eq!(status.status, 200, "{}", status.text);
