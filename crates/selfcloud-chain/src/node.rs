@@ -28,7 +28,7 @@ use commonware_consensus::simplex::{self, Plan};
 use commonware_consensus::types::{Epoch, ViewDelta};
 use commonware_consensus::{Automaton, CertifiableAutomaton, Relay, Reporter};
 use commonware_cryptography::sha256::Digest;
-use commonware_cryptography::{ed25519, Sha256, Signer as _};
+use commonware_cryptography::{ed25519, Sha256};
 use commonware_p2p::authenticated::lookup;
 use commonware_p2p::{Address as PeerAddress, AddressableManager as _, Receiver as _, Recipients, Sender as _};
 use commonware_parallel::Sequential;
@@ -153,7 +153,6 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
         let actor = Actor {
             store,
             mempool: Mempool::new(crate::CHAIN_ID, MEMPOOL_CAPACITY),
-            me: signer.public_key(),
             blocks: HashMap::new(),
             executed: HashMap::new(),
             finalizations: HashMap::new(),
@@ -237,7 +236,6 @@ type Channel = (Outbound, lookup::Receiver<ed25519::PublicKey>);
 struct Actor {
     store: Arc<ChainStore>,
     mempool: Mempool,
-    me: ed25519::PublicKey,
     /// Blocks known but not committed (proposed here, received, or fetched), by digest.
     blocks: HashMap<[u8; 32], Block>,
     /// Execution results of blocks on the current tip, so a verified block commits without re-running.
@@ -632,7 +630,6 @@ impl Actor {
                 _ => self.watchers.entry(hash).or_default().push(reply),
             },
         }
-        let _ = &self.me;
     }
 }
 

@@ -216,6 +216,19 @@ fn node<'a>(state: &'a Shared, ctx: &Ctx) -> Result<&'a ChainNode, ApiError> {
     state.chain.as_deref().ok_or_else(|| ctx.fail(ApiError::new(ErrorCode::Unavailable, "this instance is not connected to a chain")))
 }
 
+/// The follower, for routes only the owner (or the gateway acting for the owner) may call.
+fn owner_node<'a>(state: &'a Shared, ctx: &Ctx, what: &str) -> Result<&'a ChainNode, ApiError> {
+    if ctx.caller != selfcloud_core::caller::Caller::Owner {
+        return Err(ctx.fail(ApiError::permission_denied(format!("only the owner {what}"))));
+    }
+    node(state, ctx)
+}
+
+/// `{hash, height}` of a final transaction.
+fn final_answer(hash: &str, height: u64) -> Response {
+    json_response(StatusCode::OK, json!({"hash": hash, "height": height}).to_string().into_bytes())
+}
+
 /// `GET /v1/chain/info` → `{address, balance, nonce, height}` (verified).
 async fn info(State(state): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
     let node = node(&state, &ctx)?;
@@ -263,7 +276,7 @@ async fn send(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Resp
         })
         .await?;
     }
-    Ok(json_response(StatusCode::OK, json!({"hash": hash, "height": height}).to_string().into_bytes()))
+    Ok(final_answer(&hash, height))
 }
 
 #[derive(Deserialize)]
@@ -289,14 +302,11 @@ struct ReceiptBody {
 /// `POST /v1/chain/receipts` `{receipt, revoked}` (owner only: the gateway, after a consent
 /// decision) → `{hash, height}` once the receipt is on the chain, signed with the user's key.
 async fn consent_receipt(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
-    if ctx.caller != selfcloud_core::caller::Caller::Owner {
-        return Err(ctx.fail(ApiError::permission_denied("only the owner records consent receipts")));
-    }
-    let node = node(&state, &ctx)?;
+    let node = owner_node(&state, &ctx, "records consent receipts")?;
     let body: ReceiptBody = serde_json::from_slice(&body).map_err(|e| ctx.fail(ApiError::invalid(format!("body must be {{receipt, revoked}}: {e}"))))?;
     let receipt: [u8; 32] = selfcloud_core::unhex(&body.receipt, 32).and_then(|b| b.try_into().ok()).ok_or_else(|| ctx.fail(ApiError::invalid("receipt must be 64 hex digits")))?;
     let (hash, height) = node.submit(Action::Consent { receipt, revoked: body.revoked }).await.map_err(|e| ctx.fail(e.into_api()))?;
-    Ok(json_response(StatusCode::OK, json!({"hash": hash, "height": height}).to_string().into_bytes()))
+    Ok(final_answer(&hash, height))
 }
 
 #[derive(Deserialize)]
@@ -308,14 +318,11 @@ struct AppBody {
 /// `POST /v1/chain/apps` `{app_id, name}` (owner only: the gateway, after the user registered an
 /// app) → `{hash, height}` once the app id is registered on the chain to this account.
 async fn register_app(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
-    if ctx.caller != selfcloud_core::caller::Caller::Owner {
-        return Err(ctx.fail(ApiError::permission_denied("only the owner registers apps")));
-    }
-    let node = node(&state, &ctx)?;
+    let node = owner_node(&state, &ctx, "registers apps")?;
     let body: AppBody = serde_json::from_slice(&body).map_err(|e| ctx.fail(ApiError::invalid(format!("body must be {{app_id, name}}: {e}"))))?;
     let name: String = body.name.chars().take(100).collect();
     let (hash, height) = node.submit(Action::RegisterApp { app_id: body.app_id, name }).await.map_err(|e| ctx.fail(e.into_api()))?;
-    Ok(json_response(StatusCode::OK, json!({"hash": hash, "height": height}).to_string().into_bytes()))
+    Ok(final_answer(&hash, height))
 }
 
 /// `POST /v1/chain/anchors` (owner only) → `{root, hash, height, export}`: the user's export (the
@@ -324,10 +331,7 @@ async fn register_app(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Res
 /// the chain to prove the backup untampered.
 async fn anchor(State(state): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
     use sha2::Digest as _;
-    if ctx.caller != selfcloud_core::caller::Caller::Owner {
-        return Err(ctx.fail(ApiError::permission_denied("only the owner anchors their data")));
-    }
-    let node = node(&state, &ctx)?;
+    let node = owner_node(&state, &ctx, "anchors their data")?;
     let export = crate::api::export_document(&state, &ctx).await?;
     let bytes = serde_json::to_vec(&export).map_err(|_| ctx.fail(ApiError::internal()))?;
     let root: [u8; 32] = sha2::Sha256::digest(&bytes).into();
