@@ -56,9 +56,8 @@ pub struct Faucet {
 impl Faucet {
     /// The faucet of the chain directory `dir`, if it has one.
     pub fn load(dir: &std::path::Path) -> Option<Faucet> {
-        let text = std::fs::read_to_string(dir.join("faucet.key")).ok()?;
-        let seed: [u8; 32] = selfcloud_core::unhex(text.trim(), 32)?.try_into().ok()?;
-        Some(Faucet { key: ed25519_dalek::SigningKey::from_bytes(&seed), lock: tokio::sync::Mutex::new(None) })
+        let key = crate::network::load_faucet_key(dir).ok()?;
+        Some(Faucet { key, lock: tokio::sync::Mutex::new(None) })
     }
 }
 

@@ -162,6 +162,19 @@ pub(crate) fn os_seeded_rng() -> rand::rngs::StdRng {
     <rand::rngs::StdRng as rand::SeedableRng>::from_seed(selfcloud_core::random_bytes::<32>())
 }
 
+/// Where the local network's dev faucet keeps its secret key (hex seed, mode 0600).
+pub fn faucet_key_path(dir: &Path) -> PathBuf {
+    dir.join("faucet.key")
+}
+
+/// Reads the faucet's signing key from a chain directory.
+pub fn load_faucet_key(dir: &Path) -> Result<ed25519_dalek::SigningKey, ChainError> {
+    let path = faucet_key_path(dir);
+    let text = std::fs::read_to_string(&path).map_err(|e| ChainError::Storage(format!("{}: {e}", path.display())))?;
+    let seed: [u8; 32] = selfcloud_core::unhex(text.trim(), 32).and_then(|b| b.try_into().ok()).ok_or_else(|| ChainError::Malformed(format!("{} is not a 32-byte hex seed", path.display())))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
 fn free_port() -> Result<SocketAddr, ChainError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ChainError::Storage(e.to_string()))?;
     listener.local_addr().map_err(|e| ChainError::Storage(e.to_string()))

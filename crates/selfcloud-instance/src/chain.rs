@@ -257,7 +257,7 @@ async fn send(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Resp
     let spent_key = ctx.caller.app_id().map(|app| format!("chain.spent.{app}.{}", selfcloud_core::unix_now() / 86_400));
     if let Some(key) = spent_key.clone() {
         let store = state.store.clone();
-        let spent = crate::api::blocking(&ctx, move || store.get_meta_sealed(&key)).await?.and_then(|v| v.try_into().ok()).map(u128::from_be_bytes).unwrap_or(0);
+        let spent = crate::api::blocking(&ctx, move || spent_today(&store, &key)).await?;
         if spent.saturating_add(amount) > ctx.chain_daily_limit {
             let left = ctx.chain_daily_limit.saturating_sub(spent);
             return Err(ctx.fail(ApiError::permission_denied(format!(
@@ -271,12 +271,17 @@ async fn send(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Resp
     if let Some(key) = spent_key {
         let store = state.store.clone();
         crate::api::blocking(&ctx, move || {
-            let spent = store.get_meta_sealed(&key)?.and_then(|v| v.try_into().ok()).map(u128::from_be_bytes).unwrap_or(0);
+            let spent = spent_today(&store, &key)?;
             store.put_meta_sealed(&key, &spent.saturating_add(amount).to_be_bytes())
         })
         .await?;
     }
     Ok(final_answer(&hash, height))
+}
+
+/// What an app has spent today (base units), kept sealed under `key` in the store's meta table.
+fn spent_today(store: &crate::store::Store, key: &str) -> Result<u128, crate::store::StoreError> {
+    Ok(store.get_meta_sealed(key)?.and_then(|v| v.try_into().ok()).map(u128::from_be_bytes).unwrap_or(0))
 }
 
 #[derive(Deserialize)]

@@ -18,11 +18,6 @@ pub struct LocalNetwork {
     pub network: NetworkFile,
 }
 
-/// The faucet's secret key file: genesis funds it; the control plane pays sign-up grants from it.
-pub fn faucet_key_path(dir: &Path) -> PathBuf {
-    dir.join("faucet.key")
-}
-
 /// Creates the network in `dir` unless one is there: `count` validators, the faucet funded with
 /// one billion SELF at genesis.
 pub fn ensure_network(dir: &Path, count: usize) -> anyhow::Result<NetworkFile> {
@@ -32,17 +27,14 @@ pub fn ensure_network(dir: &Path, count: usize) -> anyhow::Result<NetworkFile> {
     let seed = selfcloud_core::random_bytes::<32>();
     let faucet = ed25519_dalek::SigningKey::from_bytes(&seed);
     let address = selfcloud_chain::Address::of_key(&faucet.verifying_key().to_bytes());
-    selfcloud_chain::network::write_private(&faucet_key_path(dir), selfcloud_core::hex(&seed).as_bytes()).context("writing the faucet key")?;
+    selfcloud_chain::network::write_private(&selfcloud_chain::network::faucet_key_path(dir), selfcloud_core::hex(&seed).as_bytes()).context("writing the faucet key")?;
     let network = selfcloud_chain::network::init(dir, count, vec![(address, 1_000_000_000 * selfcloud_chain::UNIT)]).context("creating the chain network")?;
     Ok(network)
 }
 
-/// Reads the faucet's signing key.
+/// Reads the faucet's signing key (genesis funds it).
 pub fn faucet_key(dir: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
-    let text = std::fs::read_to_string(faucet_key_path(dir)).context("reading the faucet key")?;
-    let bytes = selfcloud_core::unhex(text.trim(), 32).context("the faucet key is not hex")?;
-    let seed: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("the faucet key is not 32 bytes"))?;
-    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+    selfcloud_chain::network::load_faucet_key(dir).context("reading the faucet key")
 }
 
 impl LocalNetwork {
