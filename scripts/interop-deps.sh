@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the JavaScript peers the interop tests and benchmarks run against (interop/js, pinned by
-# its package-lock.json). Skips the install when node_modules already matches the lock file.
+# its package-lock.json) and the OpenAI Python client (interop/python). Skips each install when it
+# already matches its lock or requirements file.
 # `--ignore-scripts`: no package here needs an install script, and some (webrtc) download binaries.
 set -euo pipefail
 cd "$(dirname "$0")/../interop/js"
@@ -14,9 +15,27 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 stamp=node_modules/.selfcloud-lock.sha256
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
+if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "interop-deps: npm ci in interop/js…"
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+  echo "$want" > "$stamp"
 fi
-echo "interop-deps: npm ci in interop/js…"
-npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
-echo "$want" > "$stamp"
+
+# The official OpenAI Python client (interop/python, in a virtualenv of its own).
+cd ../python
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  else
+    echo "interop-deps: please install python3-venv" >&2
+    exit 1
+  fi
+fi
+stamp=.venv/.selfcloud-requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "interop-deps: pip install in interop/python/.venv…"
+  python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  echo "$want" > "$stamp"
+fi

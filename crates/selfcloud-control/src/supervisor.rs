@@ -26,6 +26,12 @@ pub struct SupervisorConfig {
     pub instances_dir: PathBuf,
     /// Shared read-only model directory.
     pub models_dir: PathBuf,
+    /// The chat model and the embedding model (files in or under `models_dir`).
+    pub llm_model: PathBuf,
+    /// See `llm_model`.
+    pub embed_model: PathBuf,
+    /// Inference threads per instance.
+    pub llm_threads: u32,
     /// Apply the sandbox.
     pub sandbox: bool,
     /// How long a starting instance may take to answer.
@@ -74,6 +80,10 @@ pub struct LaunchSpec {
     pub quota_bytes: u64,
     /// The unwrapped data key (sent on the child's stdin).
     pub data_key: Key,
+    /// Its AI's context window and answer ceiling (by tier).
+    pub llm_context: u32,
+    /// See `llm_context`.
+    pub llm_max_tokens: u32,
 }
 
 /// Whether an instance is running.
@@ -181,6 +191,9 @@ impl Supervisor {
         cmd.arg("instance").arg("--user").arg(&spec.username).arg("--dir").arg(&dir);
         cmd.arg("--memory-bytes").arg(spec.memory_bytes.to_string());
         cmd.arg("--quota-bytes").arg(spec.quota_bytes.to_string());
+        cmd.arg("--llm-model").arg(&self.config.llm_model).arg("--embed-model").arg(&self.config.embed_model);
+        cmd.arg("--llm-context").arg(spec.llm_context.to_string()).arg("--llm-max-tokens").arg(spec.llm_max_tokens.to_string());
+        cmd.arg("--llm-threads").arg(self.config.llm_threads.to_string());
         if let Some(host) = self.config.p2p_host {
             let port = p2p_port(&dir, host).map_err(|e| fail(format!("choosing its p2p port: {e}")))?;
             cmd.arg("--p2p-host").arg(host.to_string()).arg("--p2p-port").arg(port.to_string());
@@ -246,6 +259,12 @@ impl Supervisor {
 
     fn read_only_paths(&self) -> Vec<PathBuf> {
         let mut paths = vec![self.config.exe.clone(), self.config.models_dir.clone()];
+        // A model configured by path outside the model directory must be readable too.
+        for model in [&self.config.llm_model, &self.config.embed_model] {
+            if !model.starts_with(&self.config.models_dir) {
+                paths.push(model.clone());
+            }
+        }
         for p in ["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/etc/ld.so.cache"] {
             paths.push(PathBuf::from(p));
         }

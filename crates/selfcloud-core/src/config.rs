@@ -59,6 +59,23 @@ pub struct Config {
     /// `{data_dir}/chain`). Default 4 (tolerates one faulty); 0 runs no chain. Fixed when the
     /// network is first created. Env: `SELFCLOUD_VALIDATORS`.
     pub validators: usize,
+    /// The host's shared, read-only model directory (filled by `scripts/models.sh`). Default
+    /// `/var/cache/selfcloud/models` when running as root (instances run under their own uids and
+    /// must be able to read it), else `$XDG_CACHE_HOME/selfcloud/models` or
+    /// `~/.cache/selfcloud/models`. Env: `SELFCLOUD_MODEL_DIR`.
+    pub model_dir: PathBuf,
+    /// The chat model: a file name in `model_dir`, or a path. Default
+    /// `SmolLM2-135M-Instruct.Q8_0.gguf`. Env: `SELFCLOUD_LLM_MODEL`.
+    pub llm_model: String,
+    /// Inference threads per instance. Default 1 (each generating instance keeps to one core, so
+    /// one user's long answer cannot starve another's). Env: `SELFCLOUD_LLM_THREADS`.
+    pub llm_threads: u32,
+    /// Context window (tokens) per tier. Defaults 2048 / 4096 / 8192.
+    /// Env: `SELFCLOUD_LLM_CONTEXT_FREE`, `..._GROWTH`, `..._PRO`.
+    pub llm_context: [u32; 3],
+    /// Most tokens in one answer per tier. Defaults 512 / 1024 / 2048.
+    /// Env: `SELFCLOUD_LLM_MAX_TOKENS_FREE`, `..._GROWTH`, `..._PRO`.
+    pub llm_max_tokens: [u32; 3],
 }
 
 impl Default for Config {
@@ -82,6 +99,11 @@ impl Default for Config {
             gateway_threads: 0,
             p2p_host: Some(std::net::IpAddr::from([127, 0, 0, 1])),
             validators: 4,
+            model_dir: default_model_dir(),
+            llm_model: "SmolLM2-135M-Instruct.Q8_0.gguf".to_owned(),
+            llm_threads: 1,
+            llm_context: [2048, 4096, 8192],
+            llm_max_tokens: [512, 1024, 2048],
         }
     }
 }
@@ -121,6 +143,21 @@ impl Config {
         parse_into(&mut c.instance_start_timeout_ms, "SELFCLOUD_INSTANCE_START_TIMEOUT_MS", "milliseconds")?;
         parse_into(&mut c.gateway_threads, "SELFCLOUD_GATEWAY_THREADS", "a thread count (0 = one per CPU)")?;
         parse_into(&mut c.validators, "SELFCLOUD_VALIDATORS", "a validator count (0 = no chain)")?;
+        if let Some(v) = env("SELFCLOUD_MODEL_DIR") {
+            c.model_dir = PathBuf::from(v);
+        }
+        c.llm_model = env("SELFCLOUD_LLM_MODEL").unwrap_or(c.llm_model);
+        parse_into(&mut c.llm_threads, "SELFCLOUD_LLM_THREADS", "a thread count")?;
+        if c.llm_threads == 0 {
+            return Err(ConfigError { name: "SELFCLOUD_LLM_THREADS", value: "0".into(), expected: "at least 1" });
+        }
+        for (i, tier) in ["FREE", "GROWTH", "PRO"].iter().enumerate() {
+            let context: &'static str = ["SELFCLOUD_LLM_CONTEXT_FREE", "SELFCLOUD_LLM_CONTEXT_GROWTH", "SELFCLOUD_LLM_CONTEXT_PRO"][i];
+            let max: &'static str = ["SELFCLOUD_LLM_MAX_TOKENS_FREE", "SELFCLOUD_LLM_MAX_TOKENS_GROWTH", "SELFCLOUD_LLM_MAX_TOKENS_PRO"][i];
+            debug_assert!(context.ends_with(tier) && max.ends_with(tier));
+            parse_into(&mut c.llm_context[i], context, "a token count")?;
+            parse_into(&mut c.llm_max_tokens[i], max, "a token count")?;
+        }
         if let Some(v) = env("SELFCLOUD_SANDBOX") {
             c.sandbox = match v.as_str() {
                 "1" | "true" | "on" => true,
@@ -166,6 +203,27 @@ impl Config {
         self.rate_per_minute[tier_index(tier)]
     }
 
+    /// The chat model's file.
+    pub fn llm_model_path(&self) -> PathBuf {
+        let given = PathBuf::from(&self.llm_model);
+        if given.is_absolute() { given } else { self.model_dir.join(given) }
+    }
+
+    /// The embedding model's file (converted by `scripts/models.sh`).
+    pub fn embed_model_path(&self) -> PathBuf {
+        self.model_dir.join(EMBED_MODEL_FILE)
+    }
+
+    /// Context window for a tier.
+    pub fn llm_context_for(&self, tier: Tier) -> u32 {
+        self.llm_context[tier_index(tier)]
+    }
+
+    /// Answer length ceiling for a tier.
+    pub fn llm_max_tokens_for(&self, tier: Tier) -> u32 {
+        self.llm_max_tokens[tier_index(tier)]
+    }
+
     /// Memory limit for a tier.
     pub fn memory_for(&self, tier: Tier) -> u64 {
         self.memory_limit_bytes[tier_index(tier)]
@@ -189,6 +247,25 @@ fn parse_into<T: std::str::FromStr>(slot: &mut T, name: &'static str, expected: 
         *slot = v.parse().map_err(|_| ConfigError { name, value: v, expected })?;
     }
     Ok(())
+}
+
+/// The embedding model's file name in the model directory.
+pub const EMBED_MODEL_FILE: &str = "all-MiniLM-L6-v2.gguf";
+
+/// See [`Config::model_dir`].
+pub fn default_model_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of /proc/self is this process's effective uid.
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        return PathBuf::from("/var/cache/selfcloud/models");
+    }
+    if let Some(xdg) = env("XDG_CACHE_HOME") {
+        return PathBuf::from(xdg).join("selfcloud/models");
+    }
+    match env("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache/selfcloud/models"),
+        None => PathBuf::from("selfcloud-models"),
+    }
 }
 
 fn default_data_dir() -> PathBuf {

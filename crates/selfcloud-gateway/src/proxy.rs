@@ -205,6 +205,8 @@ pub fn required(method: &Method, path: &str) -> Need {
     match path {
         "/v1/info" | "/v1/permissions" => Need::AnyToken,
         _ if under("/v1/storage") => Need::Scope(if read { Scope::StorageRead } else { Scope::StorageWrite }),
+        // What the AI may read of the user's notes is the owner's decision alone.
+        _ if under("/v1/ai/shared") => Need::Owner,
         _ if under("/v1/ai") || path == "/v1/chat/completions" || path == "/v1/embeddings" || path == "/v1/models" => Need::Scope(Scope::AiChat),
         _ if under("/v1/files") => Need::Scope(if read { Scope::FilesRead } else { Scope::FilesWrite }),
         _ if under("/v1/db") => Need::Scope(if read || path.ends_with("/docs/query") { Scope::DbRead } else { Scope::DbWrite }),
@@ -430,6 +432,10 @@ mod tests {
         check(Method::DELETE, "/v1/storage/a", Need::Scope(Scope::StorageWrite));
         check(Method::GET, "/v1/storagex", Need::Owner);
         check(Method::POST, "/v1/ai/chat", Need::Scope(Scope::AiChat));
+        check(Method::POST, "/v1/chat/completions", Need::Scope(Scope::AiChat));
+        check(Method::PUT, "/v1/ai/shared/note", Need::Owner);
+        check(Method::GET, "/v1/ai/shared", Need::Owner);
+        check(Method::POST, "/api/chat", Need::Owner);
         check(Method::POST, "/v1/db/x/docs/query", Need::Scope(Scope::DbRead));
         check(Method::POST, "/v1/chain/transactions", Need::Scope(Scope::ChainTransact));
         check(Method::GET, "/v1/info", Need::AnyToken);

@@ -94,7 +94,10 @@ impl Gateway {
         let supervisor = Supervisor::new(SupervisorConfig {
             exe,
             instances_dir: dir.join("instances"),
-            models_dir: dir.join("models"),
+            models_dir: config.model_dir.clone(),
+            llm_model: config.llm_model_path(),
+            embed_model: config.embed_model_path(),
+            llm_threads: config.llm_threads,
             sandbox: config.sandbox,
             start_timeout: Duration::from_millis(config.instance_start_timeout_ms),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -178,7 +181,7 @@ impl Gateway {
             .ensure_awake(username, || {
                 let account = self.account(username).ok_or_else(|| selfcloud_control::Error::NotFound(format!("user {username}")))?;
                 let data_key = self.keys.unwrap(username, &account.wrapped_data_key)?;
-                Ok(LaunchSpec { username: username.to_owned(), uid: account.uid, memory_bytes: self.config.memory_for(account.tier), quota_bytes: account.tier.storage_quota_bytes(), data_key })
+                Ok(LaunchSpec { username: username.to_owned(), uid: account.uid, memory_bytes: self.config.memory_for(account.tier), quota_bytes: account.tier.storage_quota_bytes(), data_key, llm_context: self.config.llm_context_for(account.tier), llm_max_tokens: self.config.llm_max_tokens_for(account.tier) })
             })
             .await;
         result.map_err(|err| {

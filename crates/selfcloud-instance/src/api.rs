@@ -40,6 +40,8 @@ pub struct State {
     pub orbit: crate::orbit::Orbit,
     /// The SELF Chain follower (absent when no chain is configured).
     pub chain: Option<Arc<crate::chain::ChainNode>>,
+    /// The private AI (absent when no model is configured).
+    pub ai: Option<crate::ai::AiSlot>,
 }
 
 pub(crate) type Shared = Arc<State>;
@@ -57,6 +59,7 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::dag_io::routes())
         .merge(crate::db_api::routes())
         .merge(crate::chain::routes())
+        .merge(crate::ai::routes())
         .fallback(not_here)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
@@ -69,6 +72,8 @@ pub struct Ctx {
     pub(crate) quota_bytes: u64,
     /// What an app caller may spend on the chain per day (base units; 0 when the grant sets none).
     pub(crate) chain_daily_limit: u128,
+    /// The caller's scopes, space-separated (`*` for the owner).
+    pub(crate) scopes: String,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {
@@ -83,11 +88,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             .ok_or_else(|| ApiError::unauthenticated("no caller").with_request_id(&request_id))?;
         let quota_bytes = header_str(headers, caller::QUOTA_BYTES).and_then(|v| v.parse().ok()).unwrap_or(0);
         let chain_daily_limit = header_str(headers, caller::CHAIN_DAILY_LIMIT).and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok(Ctx { caller, request_id, quota_bytes, chain_daily_limit })
+        let scopes = header_str(headers, caller::SCOPES).unwrap_or("").to_owned();
+        Ok(Ctx { caller, request_id, quota_bytes, chain_daily_limit, scopes })
     }
 }
 
 impl Ctx {
+    /// Whether the caller holds `scope` (the owner holds every scope).
+    pub(crate) fn has_scope(&self, scope: &str) -> bool {
+        self.scopes == "*" || self.scopes.split(' ').any(|s| s == scope)
+    }
+
     pub(crate) fn fail(&self, err: ApiError) -> ApiError {
         err.with_request_id(&self.request_id)
     }
@@ -367,10 +378,6 @@ pub(crate) fn decode_cursor(cursor: &str) -> Option<String> {
 /// else is `NOT_FOUND`.
 async fn not_here(ctx: Ctx, uri: axum::http::Uri) -> ApiError {
     const LATER: &[(&str, &str)] = &[
-        ("/v1/ai/", "the private AI"),
-        ("/v1/chat/", "the private AI"),
-        ("/v1/embeddings", "the private AI"),
-        ("/v1/models", "the private AI"),
         ("/v1/files", "the IPFS node"),
         ("/api/v0/", "the IPFS node"),
         ("/ipfs/", "the IPFS node"),

@@ -5,8 +5,9 @@
 //! values are sealed with the user's data key), the user's ed25519 identity key (generated here, on
 //! first start, and never written anywhere unsealed), the user's IPFS node (blocks and pins in the
 //! store, a libp2p node from `selfcloud-p2p` serving only what the owner published), the user's
-//! OrbitDB databases ([`orbit`]: logs, indexes and replication with OrbitDB peers), and the
-//! instance API of SPEC §5, composed in [`api::router`].
+//! OrbitDB databases ([`orbit`]: logs, indexes and replication with OrbitDB peers), the user's
+//! private AI ([`ai`]: inference on the host's shared model mapping, conversations kept in the
+//! store), and the instance API of SPEC §5, composed in [`api::router`].
 //!
 //! It trusts the caller headers of [`selfcloud_core::caller`] because only the gateway can open its
 //! socket; it never verifies tokens, binds no TCP port but its own p2p port, and never reads
@@ -17,6 +18,7 @@
 //! how the supervisor knows it answers.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod ai;
 pub mod api;
 pub mod blocks;
 pub mod chain;
@@ -48,6 +50,8 @@ pub struct InstanceConfig {
     pub quota_bytes: u64,
     /// The SELF Chain to follow and hold the user's account on (`None`: no chain).
     pub chain: Option<chain::ChainLink>,
+    /// The private AI (`None`: no model configured).
+    pub ai: Option<ai::AiConfig>,
 }
 
 impl InstanceConfig {
@@ -114,7 +118,8 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
     if let Some(node) = chain.clone() {
         register_on_chain(node, store.clone());
     }
-    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), p2p, orbit, chain });
+    let ai = config.ai.clone().map(ai::AiSlot::new);
+    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), p2p, orbit, chain, ai });
     let app = api::router(state);
     {
         use std::io::Write;

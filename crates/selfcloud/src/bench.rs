@@ -62,6 +62,22 @@ pub enum Which {
         #[arg(long, default_value_t = 10_000)]
         js_entries: usize,
     },
+    /// The private AI beside plain llama.cpp (prompt/decode tokens/s, time to first token, 1 and 2
+    /// threads), then through the gateway: time to first token and extra memory per instance.
+    Llm {
+        /// Model files (in the model directory) to measure.
+        #[arg(long, value_delimiter = ',', default_value = "SmolLM2-135M-Instruct.Q8_0.gguf,SmolLM2-135M-Instruct.Q4_1.gguf")]
+        models: Vec<String>,
+        /// Thread counts.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<u32>,
+        /// Runs per figure (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Tokens generated per run.
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
+    },
     /// SELF Chain: sustained transfers per second and finality latency p50/p99 under load, for
     /// each validator count given.
     Chain {
@@ -89,6 +105,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
         }
         Which::Bitswap { mib } => crate::bench_bitswap::run(&dir, mib).await,
         Which::Db { puts, js_puts, entries, js_entries } => crate::bench_db::run(&dir, puts, js_puts, entries, js_entries).await,
+        Which::Llm { models, threads, runs, tokens } => crate::bench_llm::run(&dir, &models, &threads, runs, tokens).await,
         Which::Chain { validators, seconds, senders } => crate::bench_chain::run(&dir, &validators, seconds, senders).await,
     };
     let _ = std::fs::remove_dir_all(&dir);

@@ -10,6 +10,7 @@ mod bench_bitswap;
 mod bench_chain;
 mod bench_db;
 mod bench_ipfs;
+mod bench_llm;
 
 mod demo;
 mod probe;
@@ -42,6 +43,12 @@ enum Command {
     /// Run one user's instance (internal: started by `selfcloud up`; reads its data key on stdin).
     #[command(hide = true)]
     Instance(InstanceArgs),
+    /// Prepare the AI models in the model directory (run by scripts/models.sh after it downloads
+    /// and checks the wheels).
+    Models {
+        #[command(subcommand)]
+        which: ModelsCommand,
+    },
     /// Walk the newcomer's path (SPEC §7) against a running system and print each step.
     Demo {
         /// The gateway URL. Without it, the demo starts its own system in a temporary directory,
@@ -112,6 +119,19 @@ enum ChainCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Convert all-MiniLM-L6-v2 (safetensors) to GGUF and requantize the chat model to Q8_0.
+    Prepare {
+        /// The model directory (holding SmolLM2-135M-Instruct.Q4_1.gguf).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The all-MiniLM-L6-v2 directory (config.json, vocab.txt, model.safetensors).
+        #[arg(long)]
+        minilm: PathBuf,
+    },
+}
+
 #[derive(clap::Args)]
 struct InstanceArgs {
     /// Whose instance.
@@ -151,6 +171,21 @@ struct InstanceArgs {
     /// The instance's public URL, published in the chain directory.
     #[arg(long)]
     instance_url: Option<String>,
+    /// The chat model (GGUF, mapped read-only); without it the instance has no AI.
+    #[arg(long)]
+    llm_model: Option<PathBuf>,
+    /// The embedding model (GGUF).
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
+    /// The AI's context window, tokens.
+    #[arg(long, default_value_t = 2048)]
+    llm_context: u32,
+    /// Most tokens in one answer.
+    #[arg(long, default_value_t = 512)]
+    llm_max_tokens: u32,
+    /// Inference threads.
+    #[arg(long, default_value_t = 1)]
+    llm_threads: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -159,6 +194,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up { data_dir, listen } => up(data_dir, listen),
         Command::Instance(args) => instance(args),
+        Command::Models { which: ModelsCommand::Prepare { dir, minilm } } => models_prepare(&dir, &minilm),
         Command::Demo { url } => runtime()?.block_on(demo::run(url)),
         Command::Bench { which } => runtime()?.block_on(bench::run(which)),
         Command::Chain { which } => chain(which),
@@ -274,8 +310,43 @@ fn instance(args: InstanceArgs) -> anyhow::Result<()> {
         (false, Some(identity)) => Some(selfcloud_instance::chain::ChainLink { apis: args.chain_api, identity, instance_url: args.instance_url.unwrap_or_default() }),
         _ => None,
     };
-    let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir, p2p_listen, quota_bytes: args.quota_bytes, chain };
+    let ai = args.llm_model.map(|model_path| selfcloud_instance::ai::AiConfig {
+        model_name: model_name(&model_path),
+        model_path,
+        embed_path: args.embed_model,
+        n_ctx: args.llm_context,
+        max_tokens: args.llm_max_tokens.min(args.llm_context.saturating_sub(1)),
+        threads: args.llm_threads.max(1),
+    });
+    let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir, p2p_listen, quota_bytes: args.quota_bytes, chain, ai };
     runtime.block_on(selfcloud_instance::serve(config, key)).context("instance failed")?;
+    Ok(())
+}
+
+/// What APIs call a model: its file name without `.gguf`, lowercased
+/// (`smollm2-135m-instruct.q8_0`).
+fn model_name(path: &std::path::Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "model".to_owned())
+}
+
+fn models_prepare(dir: &std::path::Path, minilm: &std::path::Path) -> anyhow::Result<()> {
+    use selfcloud_llm::install;
+    let q4 = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let q8 = dir.join("SmolLM2-135M-Instruct.Q8_0.gguf");
+    let embed = dir.join(selfcloud_core::config::EMBED_MODEL_FILE);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    if !q8.exists() {
+        eprintln!("models: requantizing {} to Q8_0…", q4.display());
+        install::requantize_q8_0(&q4, &q8, threads).with_context(|| format!("requantizing {}", q4.display()))?;
+    }
+    if !embed.exists() {
+        eprintln!("models: converting all-MiniLM-L6-v2 to GGUF…");
+        install::convert_bert(minilm, &embed).with_context(|| format!("converting {}", minilm.display()))?;
+    }
+    for file in [&q4, &q8, &embed] {
+        let bytes = std::fs::metadata(file).with_context(|| format!("{} is missing", file.display()))?.len();
+        println!("{}  {bytes} bytes  sha256 {}", file.display(), install::sha256_file(file)?);
+    }
     Ok(())
 }
 
