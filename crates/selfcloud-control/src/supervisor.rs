@@ -30,8 +30,10 @@ pub struct SupervisorConfig {
     pub llm_model: PathBuf,
     /// See `llm_model`.
     pub embed_model: PathBuf,
-    /// Inference threads per instance.
+    /// Inference threads per instance (generating).
     pub llm_threads: u32,
+    /// Inference threads per instance (reading a prompt).
+    pub llm_prompt_threads: u32,
     /// Apply the sandbox.
     pub sandbox: bool,
     /// How long a starting instance may take to answer.
@@ -193,7 +195,7 @@ impl Supervisor {
         cmd.arg("--quota-bytes").arg(spec.quota_bytes.to_string());
         cmd.arg("--llm-model").arg(&self.config.llm_model).arg("--embed-model").arg(&self.config.embed_model);
         cmd.arg("--llm-context").arg(spec.llm_context.to_string()).arg("--llm-max-tokens").arg(spec.llm_max_tokens.to_string());
-        cmd.arg("--llm-threads").arg(self.config.llm_threads.to_string());
+        cmd.arg("--llm-threads").arg(self.config.llm_threads.to_string()).arg("--llm-prompt-threads").arg(self.config.llm_prompt_threads.to_string());
         if let Some(host) = self.config.p2p_host {
             let port = p2p_port(&dir, host).map_err(|e| fail(format!("choosing its p2p port: {e}")))?;
             cmd.arg("--p2p-host").arg(host.to_string()).arg("--p2p-port").arg(port.to_string());

@@ -70,6 +70,10 @@ pub struct Config {
     /// Inference threads per instance. Default 1 (each generating instance keeps to one core, so
     /// one user's long answer cannot starve another's). Env: `SELFCLOUD_LLM_THREADS`.
     pub llm_threads: u32,
+    /// Threads for reading a prompt (a short burst before the first token). Default 0 = one per
+    /// CPU, at most 4: time to first token roughly halves on two cores.
+    /// Env: `SELFCLOUD_LLM_PROMPT_THREADS`.
+    pub llm_prompt_threads: u32,
     /// Context window (tokens) per tier. Defaults 2048 / 4096 / 8192.
     /// Env: `SELFCLOUD_LLM_CONTEXT_FREE`, `..._GROWTH`, `..._PRO`.
     pub llm_context: [u32; 3],
@@ -102,6 +106,7 @@ impl Default for Config {
             model_dir: default_model_dir(),
             llm_model: "SmolLM2-135M-Instruct.Q8_0.gguf".to_owned(),
             llm_threads: 1,
+            llm_prompt_threads: 0,
             llm_context: [2048, 4096, 8192],
             llm_max_tokens: [512, 1024, 2048],
         }
@@ -148,6 +153,7 @@ impl Config {
         }
         c.llm_model = env("SELFCLOUD_LLM_MODEL").unwrap_or(c.llm_model);
         parse_into(&mut c.llm_threads, "SELFCLOUD_LLM_THREADS", "a thread count")?;
+        parse_into(&mut c.llm_prompt_threads, "SELFCLOUD_LLM_PROMPT_THREADS", "a thread count (0 = one per CPU, at most 4)")?;
         if c.llm_threads == 0 {
             return Err(ConfigError { name: "SELFCLOUD_LLM_THREADS", value: "0".into(), expected: "at least 1" });
         }
@@ -212,6 +218,14 @@ impl Config {
     /// The embedding model's file (converted by `scripts/models.sh`).
     pub fn embed_model_path(&self) -> PathBuf {
         self.model_dir.join(EMBED_MODEL_FILE)
+    }
+
+    /// Threads for reading prompts: the configured count, else one per CPU (at most 4).
+    pub fn llm_prompt_threads(&self) -> u32 {
+        match self.llm_prompt_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32),
+            n => n,
+        }
     }
 
     /// Context window for a tier.

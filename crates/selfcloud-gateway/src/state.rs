@@ -98,6 +98,7 @@ impl Gateway {
             llm_model: config.llm_model_path(),
             embed_model: config.embed_model_path(),
             llm_threads: config.llm_threads,
+            llm_prompt_threads: config.llm_prompt_threads(),
             sandbox: config.sandbox,
             start_timeout: Duration::from_millis(config.instance_start_timeout_ms),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),

@@ -4,7 +4,7 @@
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
 
@@ -25,22 +25,25 @@ pub struct PlainRun {
 
 /// Evaluates `prompt` and then greedily generates `max_tokens` tokens (end-of-turn tokens are
 /// generated through, so every run does the same work), in a fresh context.
-pub fn plain_run(model: &Model, prompt: &str, max_tokens: usize, n_ctx: u32, threads: u32) -> Result<PlainRun, LlmError> {
+/// `config` sizes the context exactly as the engine would (same batch and KV cache type).
+pub fn plain_run(model: &Model, prompt: &str, max_tokens: usize, config: &crate::EngineConfig) -> Result<PlainRun, LlmError> {
+    let (n_ctx, threads, n_batch) = (config.n_ctx, config.threads, config.n_batch as usize);
     let fail = |e: &dyn std::fmt::Display| LlmError::Inference(e.to_string());
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
-        .with_n_batch(256)
-        .with_n_ubatch(256)
+        .with_n_batch(n_batch as u32)
+        .with_n_ubatch(n_batch as u32)
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32);
+    let params = if config.kv_q8 { params.with_type_k(KvCacheType::Q8_0).with_type_v(KvCacheType::Q8_0) } else { params };
     let mut ctx = model.inner.new_context(crate::model::backend()?, params).map_err(|e| fail(&e))?;
     let tokens = model.tokenize(prompt, model.add_bos());
     let started = Instant::now();
-    let mut batch = LlamaBatch::new(256, 1);
-    for (c, chunk) in tokens.chunks(256).enumerate() {
+    let mut batch = LlamaBatch::new(n_batch, 1);
+    for (c, chunk) in tokens.chunks(n_batch).enumerate() {
         batch.clear();
         for (i, &t) in chunk.iter().enumerate() {
-            let pos = c * 256 + i;
+            let pos = c * n_batch + i;
             batch.add(t, pos as i32, &[0], pos == tokens.len() - 1).map_err(|e| fail(&e))?;
         }
         ctx.decode(&mut batch).map_err(|e| fail(&e))?;

@@ -12,7 +12,7 @@ use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
@@ -34,13 +34,17 @@ pub struct EngineConfig {
     pub queue_max: usize,
     /// Free the context after this long without a request.
     pub idle_free: Duration,
-    /// Tokens evaluated per step while reading a prompt.
+    /// Tokens evaluated per step while reading a prompt. llama.cpp reserves compute memory for a
+    /// whole step's logits (vocabulary × step), so this bounds the context's memory too.
     pub n_batch: u32,
+    /// Keep the KV cache as Q8_0 instead of F16: half the memory (with flash attention, which
+    /// llama.cpp turns on for CPUs).
+    pub kv_q8: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
-        EngineConfig { n_ctx: 2048, threads: 1, threads_batch: 1, queue_max: 8, idle_free: Duration::from_secs(120), n_batch: 256 }
+        EngineConfig { n_ctx: 2048, threads: 1, threads_batch: 1, queue_max: 8, idle_free: Duration::from_secs(120), n_batch: 64, kv_q8: true }
     }
 }
 
@@ -305,6 +309,7 @@ impl Worker {
             .with_n_seq_max(1)
             .with_n_threads(self.config.threads as i32)
             .with_n_threads_batch(self.config.threads_batch as i32);
+        let params = if self.config.kv_q8 { params.with_type_k(KvCacheType::Q8_0).with_type_v(KvCacheType::Q8_0) } else { params };
         let backend = crate::model::backend()?;
         self.model.inner.new_context(backend, params).map_err(|e| LlmError::Inference(format!("creating the context: {e}")))
     }

@@ -77,6 +77,9 @@ pub enum Which {
         /// Tokens generated per run.
         #[arg(long, default_value_t = 128)]
         tokens: usize,
+        /// Prompt batch sizes to measure (the engine's default is 64).
+        #[arg(long, value_delimiter = ',', default_value = "64")]
+        batch: Vec<u32>,
     },
     /// SELF Chain: sustained transfers per second and finality latency p50/p99 under load, for
     /// each validator count given.
@@ -105,7 +108,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
         }
         Which::Bitswap { mib } => crate::bench_bitswap::run(&dir, mib).await,
         Which::Db { puts, js_puts, entries, js_entries } => crate::bench_db::run(&dir, puts, js_puts, entries, js_entries).await,
-        Which::Llm { models, threads, runs, tokens } => crate::bench_llm::run(&dir, &models, &threads, runs, tokens).await,
+        Which::Llm { models, threads, runs, tokens, batch } => crate::bench_llm::run(&dir, &models, &threads, &batch, runs, tokens).await,
         Which::Chain { validators, seconds, senders } => crate::bench_chain::run(&dir, &validators, seconds, senders).await,
     };
     let _ = std::fs::remove_dir_all(&dir);

@@ -15,8 +15,9 @@ use selfcloud_llm::{baseline, ChatMessage, Engine, EngineConfig, Model, Request,
 use serde_json::json;
 
 /// About 100 tokens of prompt once the chat template is applied.
-const QUESTION: &str = "You are helping a traveller plan a weekend. They arrive on Friday evening, love museums, \
-small restaurants and long walks by the water, and they do not want to rent a car. Write a detailed plan for \
+const QUESTION: &str = "You are helping a traveller plan a weekend in a city by the sea. They arrive on Friday \
+evening by train, love museums, old bookshops, small family restaurants and long walks by the water, and they do \
+not want to rent a car or take taxis. They wake up early and like to rest after lunch. Write a detailed plan for \
 Saturday and Sunday, hour by hour, with one sentence of reasoning for each choice.";
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -24,7 +25,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-pub async fn run(dir: &Path, models: &[String], threads: &[u32], runs: usize, tokens: usize) -> anyhow::Result<()> {
+pub async fn run(dir: &Path, models: &[String], threads: &[u32], batches: &[u32], runs: usize, tokens: usize) -> anyhow::Result<()> {
     let config = selfcloud_core::Config::from_env()?;
     println!("bench llm: model dir {}, {runs} runs each, {tokens} generated tokens, median of runs", config.model_dir.display());
     for name in models {
@@ -32,28 +33,32 @@ pub async fn run(dir: &Path, models: &[String], threads: &[u32], runs: usize, to
         if !path.exists() {
             bail!("{} is missing: run scripts/models.sh", path.display());
         }
-        let (path2, threads, name) = (path.clone(), threads.to_vec(), name.clone());
-        tokio::task::spawn_blocking(move || engine_vs_plain(&path2, &name, &threads, runs, tokens)).await??;
+        for &batch in batches {
+            let (path2, threads, name) = (path.clone(), threads.to_vec(), name.clone());
+            tokio::task::spawn_blocking(move || engine_vs_plain(&path2, &name, &threads, batch, runs, tokens)).await??;
+        }
     }
     through_system(dir, &config).await
 }
 
-fn engine_vs_plain(path: &Path, name: &str, threads: &[u32], runs: usize, tokens: usize) -> anyhow::Result<()> {
+fn engine_vs_plain(path: &Path, name: &str, threads: &[u32], batch: u32, runs: usize, tokens: usize) -> anyhow::Result<()> {
     let model = Arc::new(Model::load(path, name, 0)?);
     let prompt = model.render_chat(&[ChatMessage::new(Role::User, QUESTION)])?;
     let prompt_tokens = model.count_tokens(&prompt);
-    println!("\n{name}: {:.1} MiB, prompt {prompt_tokens} tokens", model.file_bytes() as f64 / 1048576.0);
+    let d = EngineConfig::default();
+    println!("\n{name}: {:.1} MiB, prompt {prompt_tokens} tokens; both sides: n_ctx 2048, batch {batch}, KV cache {}", model.file_bytes() as f64 / 1048576.0, if d.kv_q8 { "Q8_0" } else { "F16" });
     println!("  {:<22} {:>14} {:>14} {:>10}", "", "prompt tok/s", "decode tok/s", "TTFT ms");
     for &t in threads {
         let (mut plain_p, mut plain_d, mut plain_ttft) = (Vec::new(), Vec::new(), Vec::new());
         let (mut ours_p, mut ours_d, mut ours_ttft) = (Vec::new(), Vec::new(), Vec::new());
+        let config = EngineConfig { n_ctx: 2048, threads: t, threads_batch: t, n_batch: batch, ..EngineConfig::default() };
         for _ in 0..runs {
-            let p = baseline::plain_run(&model, &prompt, tokens, 2048, t)?;
+            let p = baseline::plain_run(&model, &prompt, tokens, &config)?;
             plain_p.push(p.prompt_tokens as f64 / p.prompt_time.as_secs_f64());
             plain_d.push(p.generated as f64 / p.generate_time.as_secs_f64());
             plain_ttft.push(p.prompt_time.as_secs_f64() * 1000.0);
             // A fresh engine per run, so no prompt is reused from the KV cache.
-            let engine = Engine::start(model.clone(), EngineConfig { n_ctx: 2048, threads: t, threads_batch: t, ..EngineConfig::default() })?;
+            let engine = Engine::start(model.clone(), config.clone())?;
             let sampling = Sampling { max_tokens: tokens as u32, temperature: 0.0, ..Sampling::default() };
             let c = engine.generate_blocking(Request { prompt: prompt.clone(), sampling, deadline: Instant::now() + Duration::from_secs(600) })?;
             ours_p.push(c.prompt_tokens as f64 / c.prompt_time.as_secs_f64());
@@ -105,10 +110,15 @@ fn instance_pids(data_dir: &Path, user: &str) -> Vec<u32> {
     pids
 }
 
-/// The instance's own process (with namespaces, a reaper sits in front of it; the one that maps
-/// the model is the instance).
-fn mapped_process(data_dir: &Path, user: &str, model_dir: &Path) -> Option<u32> {
-    instance_pids(data_dir, user).into_iter().find(|pid| memory_of(*pid, model_dir).is_ok_and(|(_, pss)| pss > 0.0))
+/// The instance's own process: with namespaces a reaper sits in front of it, and the instance is
+/// the reaper's child.
+fn instance_pid(data_dir: &Path, user: &str) -> Option<u32> {
+    let pids = instance_pids(data_dir, user);
+    let parent = |pid: u32| -> Option<u32> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|v| v.trim().parse().ok())
+    };
+    pids.iter().copied().find(|&p| parent(p).is_some_and(|pp| pids.contains(&pp))).or_else(|| (pids.len() == 1).then(|| pids[0]))
 }
 
 async fn through_system(dir: &Path, config: &selfcloud_core::Config) -> anyhow::Result<()> {
@@ -124,35 +134,46 @@ async fn through_system(dir: &Path, config: &selfcloud_core::Config) -> anyhow::
         tokens.push(client.sign_in(user, "bench-password").await?);
     }
     println!("\nthrough the gateway ({}), free tier: 2048-token context", config.llm_model);
+    // Each instance's private memory before its AI is first used.
+    let model_dir = config.model_dir.clone();
+    let mut before = Vec::new();
+    for (user, token) in ["bench-a", "bench-b"].iter().zip(&tokens) {
+        let _ = client.call(Method::GET, &format!("/i/{user}/v1/info"), Some(token), None).await?;
+        let pid = instance_pid(&data, user).context("instance pid")?;
+        before.push(memory_of(pid, &model_dir)?.0);
+    }
     let http = reqwest::Client::new();
     // Time to first streamed token over HTTP, for the ~100-token prompt (the first call loads the
     // model into the instance; it is not counted).
     let mut ttft = Vec::new();
     for i in 0..6 {
-        let body = json!({"messages": [{"role": "user", "content": format!("{QUESTION} (variant {i})")}], "max_tokens": 8, "stream": true});
+        // A different first word each time, so only the chat template's system prompt is reused.
+        let body = json!({"messages": [{"role": "user", "content": format!("{} {QUESTION}", ["Please:", "Kindly:", "Task:", "Help:", "Request:", "Now:"][i])}], "max_tokens": 8, "stream": true, "stream_options": {"include_usage": true}});
         let t = Instant::now();
         let mut r = http.post(format!("{}/i/bench-a/v1/chat/completions", system.url)).bearer_auth(&tokens[0]).json(&body).send().await?;
         let mut first = None;
+        let mut text = String::new();
         while let Some(chunk) = r.chunk().await? {
-            if first.is_none() && String::from_utf8_lossy(&chunk).contains("\"content\":\"") && !String::from_utf8_lossy(&chunk).contains("\"content\":\"\"") {
+            let piece = String::from_utf8_lossy(&chunk);
+            if first.is_none() && piece.contains("\"content\":\"") && !piece.contains("\"content\":\"\"") {
                 first = Some(t.elapsed());
             }
+            text.push_str(&piece);
         }
         if i > 0 {
             ttft.push(first.context("no content arrived")?.as_secs_f64() * 1000.0);
+        }
+        if i == 5 {
+            let usage = text.lines().filter_map(|l| l.strip_prefix("data: ")).filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok()).find(|v| v["usage"].is_object());
+            if let Some(u) = usage {
+                println!("  last TTFT prompt: {} tokens, {} reused from the KV cache (the system prompt)", u["usage"]["prompt_tokens"], u["usage"]["prompt_tokens_details"]["cached_tokens"]);
+            }
         }
     }
     println!("  time to first token over HTTP (stream, ~100-token prompt): median {:.1} ms  [target <= 200 ms]", median(ttft));
 
     // Extra memory with a 2k context active: both instances idle (AI loaded), then each holding a
     // ~1,800-token conversation in its KV cache.
-    let model_dir = config.model_dir.clone();
-    let mut before = Vec::new();
-    for (user, token) in ["bench-a", "bench-b"].iter().zip(&tokens) {
-        let _ = client.call(Method::GET, &format!("/i/{user}/v1/info"), Some(token), None).await?;
-        let pid = instance_pids(&data, user).into_iter().max().context("instance pid")?;
-        before.push(memory_of(pid, &model_dir)?.0);
-    }
     let long = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(120);
     for (user, token) in ["bench-a", "bench-b"].iter().zip(&tokens) {
         let r = client.call(Method::POST, &format!("/i/{user}/v1/chat/completions"), Some(token), Some(&json!({"messages": [{"role": "user", "content": long}], "max_tokens": 16}))).await?;
@@ -162,7 +183,7 @@ async fn through_system(dir: &Path, config: &selfcloud_core::Config) -> anyhow::
         println!("  {user}: prompt of {} tokens in the KV cache", r.json["usage"]["prompt_tokens"]);
     }
     for (i, user) in ["bench-a", "bench-b"].iter().enumerate() {
-        let pid = mapped_process(&data, user, &model_dir).context("no instance process maps the model")?;
+        let pid = instance_pid(&data, user).context("instance pid")?;
         let (private, model_pss) = memory_of(pid, &model_dir)?;
         println!("  {user}: private memory {:.1} MiB -> {:.1} MiB with the context active: extra {:.1} MiB  [target <= 64 MiB]; model pages PSS {:.1} MiB (shared)", before[i], private, private - before[i], model_pss);
     }

@@ -22,6 +22,39 @@ fn later(text: &str) {
     println!("   --  not yet available: {text}");
 }
 
+/// Step 5's chat: streamed from alice's private AI over Server-Sent Events, printed as it comes.
+async fn chat(client: &Client, inst: &str, token: &str) -> anyhow::Result<()> {
+    let body = json!({"message": "Give me one tip for writing good notes.", "stream": true, "max_tokens": 60});
+    let mut r = reqwest::Client::new().post(format!("{}{inst}/v1/ai/chat", client.base)).bearer_auth(token).json(&body).send().await?;
+    if r.status() != StatusCode::OK {
+        bail!("POST /v1/ai/chat: {} {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    print!("   ..  AI: ");
+    let (mut buffer, mut done) = (String::new(), None);
+    while let Some(chunk) = r.chunk().await? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let Some(data) = event.trim().strip_prefix("data: ") else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else { continue };
+            match v["type"].as_str() {
+                Some("delta") => {
+                    use std::io::Write;
+                    print!("{}", v["delta"].as_str().unwrap_or("").replace('\n', " "));
+                    let _ = std::io::stdout().flush();
+                }
+                Some("done") => done = Some(v),
+                Some("error") => bail!("the AI failed: {}", v["error"]),
+                _ => {}
+            }
+        }
+    }
+    println!();
+    let Some(done) = done else { bail!("the chat stream ended without its final event") };
+    ok(format!("streamed answer: {} tokens, conversation {} kept in alice's instance", done["usage"]["completion_tokens"], done["conversation"]));
+    Ok(())
+}
+
 /// The demo's own system runs the local validator network (test systems default to none).
 const DEMO_ENV: &[(&str, &str)] = &[("SELFCLOUD_VALIDATORS", "4")];
 
@@ -55,7 +88,7 @@ pub async fn run(url: Option<String>) -> anyhow::Result<()> {
             if let Some(temp) = temp {
                 let _ = std::fs::remove_dir_all(temp);
             }
-            println!("\ndemo complete: steps 1-9 passed (the AI chat of step 5 awaits the private LLM).");
+            println!("\ndemo complete: steps 1-9 passed.");
             Ok(())
         }
         (None, Ok(_)) => {
@@ -116,7 +149,7 @@ async fn walk(client: &Client) -> anyhow::Result<DemoState> {
     let token = tokens.access_token.clone();
     let inst = format!("/i/{alice}");
 
-    step("5", "the app stores, reads, lists and deletes keys");
+    step("5", "the app stores, reads, lists and deletes keys; chats with alice's AI (streamed); adds a file");
     for (k, v) in [("notes/1", json!({"title": "first", "body": "hello"})), ("notes/2", json!({"title": "second"})), ("kept", json!({"kept": true}))] {
         let r = client.call(Method::PUT, &format!("{inst}/v1/storage/{k}"), Some(&token), Some(&json!({"value": v}))).await?;
         expect(&r, StatusCode::OK, &format!("PUT {k}"))?;
@@ -131,7 +164,7 @@ async fn walk(client: &Client) -> anyhow::Result<DemoState> {
     let r = client.call(Method::DELETE, &format!("{inst}/v1/storage/notes/2"), Some(&token), None).await?;
     expect(&r, StatusCode::OK, "DELETE notes/2")?;
     ok("DELETE notes/2");
-    later("chat with alice's AI (issue: private LLM)");
+    chat(&client, &inst, &token).await?;
     let file = b"hello from the notes app".to_vec();
     let r = client.call_raw(Method::POST, &format!("{inst}/v1/files?name=hello.txt"), Some(&token), "application/octet-stream", file.clone()).await?;
     expect(&r, StatusCode::CREATED, "POST /v1/files")?;

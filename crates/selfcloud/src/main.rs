@@ -183,9 +183,12 @@ struct InstanceArgs {
     /// Most tokens in one answer.
     #[arg(long, default_value_t = 512)]
     llm_max_tokens: u32,
-    /// Inference threads.
+    /// Inference threads while generating.
     #[arg(long, default_value_t = 1)]
     llm_threads: u32,
+    /// Inference threads while reading a prompt.
+    #[arg(long, default_value_t = 1)]
+    llm_prompt_threads: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -228,7 +231,7 @@ fn chain(which: ChainCommand) -> anyhow::Result<()> {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SELFCLOUD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_swarm=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SELFCLOUD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_swarm=warn,llama-cpp-2=warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
@@ -317,6 +320,7 @@ fn instance(args: InstanceArgs) -> anyhow::Result<()> {
         n_ctx: args.llm_context,
         max_tokens: args.llm_max_tokens.min(args.llm_context.saturating_sub(1)),
         threads: args.llm_threads.max(1),
+        prompt_threads: args.llm_prompt_threads.max(1),
     });
     let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir, p2p_listen, quota_bytes: args.quota_bytes, chain, ai };
     runtime.block_on(selfcloud_instance::serve(config, key)).context("instance failed")?;

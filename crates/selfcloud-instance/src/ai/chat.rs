@@ -84,8 +84,16 @@ async fn load_conversation(state: &Shared, ctx: &Ctx, id: &str) -> Result<Option
     }
 }
 
-async fn save_conversation(state: &Shared, ctx: &Ctx, conversation: &Conversation) -> Result<(), ApiError> {
-    let json = serde_json::to_vec(conversation).map_err(|_| ctx.fail(ApiError::internal()))?;
+/// A stored conversation keeps at most this much (the oldest turns go first); the prompt only ever
+/// holds what fits the context anyway.
+const CONVERSATION_BYTES_MAX: usize = 1 << 20;
+
+async fn save_conversation(state: &Shared, ctx: &Ctx, conversation: &mut Conversation) -> Result<(), ApiError> {
+    let mut json = serde_json::to_vec(conversation).map_err(|_| ctx.fail(ApiError::internal()))?;
+    while json.len() > CONVERSATION_BYTES_MAX && conversation.messages.len() > 2 {
+        conversation.messages.drain(..2);
+        json = serde_json::to_vec(conversation).map_err(|_| ctx.fail(ApiError::internal()))?;
+    }
     let (store, ns, key, quota) = (state.store.clone(), namespace(ctx), format!("conversations/{}", conversation.id), ctx.quota_bytes);
     blocking(ctx, move || store.kv_put(&ns, &key, &json, quota)).await?;
     Ok(())
@@ -140,7 +148,14 @@ async fn chat(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Resp
         };
         system.push_str(&format!("\n\nContext for this message: {text}"));
     }
-    let prompt = build_prompt(&ai, &system, &conversation.messages, &input.message, sampling.max_tokens).map_err(|e| llm_error(&ctx, e))?;
+    // Rendering and counting tokens over a long history is CPU work: off the reactor.
+    let prompt = {
+        let (ai, history, message, max_tokens) = (ai.clone(), conversation.messages.clone(), input.message.clone(), sampling.max_tokens);
+        tokio::task::spawn_blocking(move || build_prompt(&ai, &system, &history, &message, max_tokens))
+            .await
+            .map_err(|_| ctx.fail(ApiError::internal()))?
+            .map_err(|e| llm_error(&ctx, e))?
+    };
     let sources_json: Vec<serde_json::Value> = sources.iter().map(|s| json!({"id": s.id, "title": s.title, "score": s.score})).collect();
     let mut generation = start(&ai, prompt, sampling, input.stream).map_err(|e| llm_error(&ctx, e))?;
     let id = conversation.id.clone();
@@ -151,7 +166,7 @@ async fn chat(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Resp
         let completion = generation.done.await.map_err(|_| ctx.fail(ApiError::internal()))?.map_err(|e| llm_error(&ctx, e))?;
         conversation.messages.push(ChatMessage::new(Role::Assistant, completion.text.clone()));
         conversation.updated_ms = selfcloud_core::unix_now_ms();
-        save_conversation(&state, &ctx, &conversation).await?;
+        save_conversation(&state, &ctx, &mut conversation).await?;
         let body = answer_json(&id, &completion, &sources_json);
         return Ok(json_response(StatusCode::OK, body.to_string().into_bytes()));
     }
@@ -172,7 +187,7 @@ async fn chat(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Resp
             Ok(completion) => {
                 conversation.messages.push(ChatMessage::new(Role::Assistant, completion.text.clone()));
                 conversation.updated_ms = selfcloud_core::unix_now_ms();
-                let saved = save_conversation(&state, &ctx, &conversation).await;
+                let saved = save_conversation(&state, &ctx, &mut conversation).await;
                 let mut done = answer_json(&id, &completion, &sources_json);
                 done["type"] = json!("done");
                 if let Err(e) = saved {
@@ -234,6 +249,7 @@ async fn status(State(state): State<Shared>, ctx: Ctx) -> Result<Response, ApiEr
         "context_length": ai.config.n_ctx,
         "max_tokens": ai.config.max_tokens,
         "threads": ai.config.threads,
+        "prompt_threads": ai.config.prompt_threads,
         "queue_waiting": ai.engine.waiting(),
         "context_loaded": stats.context_loaded,
         "generations": {"completed": stats.completed, "cancelled": stats.cancelled, "timed_out": stats.timed_out, "failed": stats.failed},

@@ -37,8 +37,10 @@ pub struct AiConfig {
     pub n_ctx: u32,
     /// Most tokens one answer may have (by tier).
     pub max_tokens: u32,
-    /// Inference threads.
+    /// Inference threads while generating.
     pub threads: u32,
+    /// Inference threads while reading a prompt.
+    pub prompt_threads: u32,
 }
 
 /// The name APIs report for the embedding model.
@@ -86,10 +88,10 @@ impl AiSlot {
 fn load(config: AiConfig) -> Result<Ai, LlmError> {
     let started = Instant::now();
     let model = Arc::new(Model::load(&config.model_path, &config.model_name, 0)?);
-    let engine_config = EngineConfig { n_ctx: config.n_ctx, threads: config.threads, threads_batch: config.threads, ..EngineConfig::default() };
+    let engine_config = EngineConfig { n_ctx: config.n_ctx, threads: config.threads, threads_batch: config.prompt_threads, ..EngineConfig::default() };
     let engine = Engine::start(model, engine_config)?;
     let embedder = match &config.embed_path {
-        Some(path) if path.exists() => Some(Embedder::load(path, EMBED_MODEL_NAME, config.threads)?),
+        Some(path) if path.exists() => Some(Embedder::load(path, EMBED_MODEL_NAME, config.prompt_threads)?),
         _ => None,
     };
     tracing::info!(model = %config.model_path.display(), ms = started.elapsed().as_millis() as u64, "AI loaded");
