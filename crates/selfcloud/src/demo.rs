@@ -164,7 +164,7 @@ async fn walk(client: &Client) -> anyhow::Result<DemoState> {
     let r = client.call(Method::DELETE, &format!("{inst}/v1/storage/notes/2"), Some(&token), None).await?;
     expect(&r, StatusCode::OK, "DELETE notes/2")?;
     ok("DELETE notes/2");
-    chat(&client, &inst, &token).await?;
+    chat(client, &inst, &token).await?;
     let file = b"hello from the notes app".to_vec();
     let r = client.call_raw(Method::POST, &format!("{inst}/v1/files?name=hello.txt"), Some(&token), "application/octet-stream", file.clone()).await?;
     expect(&r, StatusCode::CREATED, "POST /v1/files")?;
