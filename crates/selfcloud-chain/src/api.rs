@@ -378,12 +378,25 @@ async fn account_transactions(State(api): State<Api>, Path(address): Path<String
 }
 
 /// `GET /v1/directory/{address}` → `{address, url, encryption_key}`: where that user's instance
-/// answers and the X25519 key to encrypt to.
-async fn directory(State(api): State<Api>, Path(address): Path<String>) -> ApiResult {
+/// answers and the X25519 key to encrypt to. With `?proof=true`, also `{height, state_root, value,
+/// proof}` as for accounts, so a follower can check the entry against a finalized block.
+async fn directory(State(api): State<Api>, Path(address): Path<String>, Query(query): Query<AccountQuery>) -> ApiResult {
     let address: Address = address.parse()?;
-    let entry = api.store.latest(&crate::state::keys::directory(&address))?.ok_or_else(|| ChainError::NotFound(format!("{address} has no directory entry")))?;
-    let (key, url) = entry.split_at(32.min(entry.len()));
-    Ok(Json(json!({"address": address.to_string(), "url": String::from_utf8_lossy(url), "encryption_key": selfcloud_core::hex(key)})))
+    let key = crate::state::keys::directory(&address);
+    let tip = api.store.tip();
+    let entry = api.store.latest(&key)?.ok_or_else(|| ChainError::NotFound(format!("{address} has no directory entry")))?;
+    let (encryption_key, url) = entry.split_at(32.min(entry.len()));
+    let mut out = json!({"address": address.to_string(), "url": String::from_utf8_lossy(url), "encryption_key": selfcloud_core::hex(encryption_key)});
+    if query.proof {
+        let (value, proof) = blocking(|| api.store.prove(&key, tip.height))?;
+        if let Some(map) = out.as_object_mut() {
+            map.insert("height".into(), json!(tip.height));
+            map.insert("state_root".into(), json!(selfcloud_core::hex(&tip.state_root)));
+            map.insert("value".into(), json!(value.map(|v| selfcloud_core::hex(&v))));
+            map.insert("proof".into(), json!(selfcloud_core::hex(&proof)));
+        }
+    }
+    Ok(Json(out))
 }
 
 /// `GET /v1/apps/{app_id}` → `{app_id, owner, name}`: who registered that app id.

@@ -34,6 +34,8 @@ pub struct State {
     pub store: Arc<Store>,
     /// The identity public key, hex.
     pub identity_public: String,
+    /// The identity key itself (signs and decrypts for `crypto:use`; never leaves the process).
+    pub identity: Arc<crate::identity::Identity>,
     /// The p2p node (absent when the instance runs offline).
     pub p2p: Option<selfcloud_p2p::Node>,
     /// The OrbitDB databases.
@@ -60,6 +62,7 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::db_api::routes())
         .merge(crate::chain::routes())
         .merge(crate::ai::routes())
+        .merge(crate::crypto::routes())
         .fallback(not_here)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
@@ -382,7 +385,6 @@ async fn not_here(ctx: Ctx, uri: axum::http::Uri) -> ApiError {
         ("/api/v0/", "the IPFS node"),
         ("/ipfs/", "the IPFS node"),
         ("/v1/chain/", "the chain node"),
-        ("/v1/crypto/", "the crypto routes"),
         ("/v1/network/", "the network routes"),
     ];
     let path = uri.path();

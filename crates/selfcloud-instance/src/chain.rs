@@ -70,7 +70,7 @@ pub enum ChainFailure {
 }
 
 impl ChainFailure {
-    fn into_api(self) -> ApiError {
+    pub(crate) fn into_api(self) -> ApiError {
         match self {
             ChainFailure::Refused { code, message } if code == "INVALID_ARGUMENT" => ApiError::invalid(message),
             ChainFailure::Refused { code, message } if code == "NOT_FOUND" => ApiError::not_found(message),
@@ -113,25 +113,46 @@ impl ChainNode {
         Err(ChainFailure::Unreachable(last))
     }
 
-    /// The user's account, proved: (account, height, state root), checked against a finalized block.
+    /// The user's account, proved: (account, height), checked against a finalized block.
     pub async fn verified_account(&self) -> Result<(Account, u64), ChainFailure> {
-        let (_, proved) = self.call(Method::GET, &format!("/v1/accounts/{}?proof=true", self.address), None).await?;
+        let key = selfcloud_chain::state::keys::account(&self.address);
+        let (value, height) = self.verified_value(&format!("/v1/accounts/{}?proof=true", self.address), &key).await?;
+        Ok((value.map(|v| Account::decode(&v)).unwrap_or_default(), height))
+    }
+
+    /// Another user's directory entry, proved: (their instance URL, their X25519 key), or `None`
+    /// when they have none.
+    pub async fn verified_directory(&self, address: &Address) -> Result<Option<(String, [u8; 32])>, ChainFailure> {
+        let key = selfcloud_chain::state::keys::directory(address);
+        let value = match self.verified_value(&format!("/v1/directory/{address}?proof=true"), &key).await {
+            Err(ChainFailure::Refused { code, .. }) if code == "NOT_FOUND" => return Ok(None),
+            other => other?.0,
+        };
+        let Some(value) = value else { return Ok(None) };
+        let (encryption_key, url) = value.split_at(32.min(value.len()));
+        let encryption_key: [u8; 32] = encryption_key.try_into().map_err(|_| unverified("short directory entry"))?;
+        Ok(Some((String::from_utf8_lossy(url).into_owned(), encryption_key)))
+    }
+
+    /// A state value from `path` (a node API answer with `height`, `state_root`, `value` and
+    /// `proof`), checked against the Merkle proof and the finalized block at that height.
+    async fn verified_value(&self, path: &str, key: &[u8]) -> Result<(Option<Vec<u8>>, u64), ChainFailure> {
+        let (_, proved) = self.call(Method::GET, path, None).await?;
         let height = proved["height"].as_u64().ok_or_else(|| unverified("no height"))?;
         let root = hex32(&proved["state_root"]).ok_or_else(|| unverified("no state root"))?;
         let value = match &proved["value"] {
             Value::Null => None,
-            v => Some(v.as_str().and_then(|h| selfcloud_core::unhex(h, 64)).ok_or_else(|| unverified("bad value"))?),
+            v => Some(v.as_str().and_then(|h| selfcloud_core::unhex(h, 4096)).ok_or_else(|| unverified("bad value"))?),
         };
         let proof = proved["proof"].as_str().and_then(|h| selfcloud_core::unhex(h, 1 << 16)).ok_or_else(|| unverified("no proof"))?;
-        let key = selfcloud_chain::state::keys::account(&self.address);
-        selfcloud_chain::state::verify_proof(&root, &key, value.as_deref(), &proof).map_err(unverified)?;
+        selfcloud_chain::state::verify_proof(&root, key, value.as_deref(), &proof).map_err(unverified)?;
         if height > 0 {
             let block = self.verified_block(height).await?;
             if block.state_root != root {
                 return Err(unverified(format!("block {height} commits to another state root")));
             }
         }
-        Ok((value.map(|v| Account::decode(&v)).unwrap_or_default(), height))
+        Ok((value, height))
     }
 
     /// Block `height`, checked against its finalization certificate and the group key.

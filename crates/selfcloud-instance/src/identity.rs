@@ -22,6 +22,18 @@ impl Identity {
     pub fn secret_bytes(&self) -> [u8; 32] {
         self.key.to_bytes()
     }
+    /// The X25519 secret others encrypt to: the ed25519 key's own scalar, so the public half is
+    /// the ed25519 public key in Montgomery form (what the chain directory publishes), exactly as
+    /// libsodium's `crypto_sign_ed25519_{pk,sk}_to_curve25519` pair them.
+    pub fn encryption_secret(&self) -> crypto_box::SecretKey {
+        crypto_box::SecretKey::from_bytes(self.key.to_scalar_bytes())
+    }
+
+    /// The X25519 public key (Montgomery form of the identity key).
+    pub fn encryption_public(&self) -> [u8; 32] {
+        self.key.verifying_key().to_montgomery().to_bytes()
+    }
+
     /// Sign a message (used by later components: chain, crypto routes).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer;
@@ -38,4 +50,15 @@ pub fn load_or_create(store: &Store) -> Result<Identity, StoreError> {
     let key = SigningKey::from_bytes(&selfcloud_core::random_bytes::<32>());
     store.put_meta_sealed(IDENTITY_META_KEY, key.as_bytes())?;
     Ok(Identity { key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_encryption_key_pair_matches_the_published_montgomery_key() {
+        let identity = Identity { key: SigningKey::from_bytes(&[7u8; 32]) };
+        assert_eq!(identity.encryption_secret().public_key().to_bytes(), identity.encryption_public());
+    }
 }

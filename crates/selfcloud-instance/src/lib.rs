@@ -22,6 +22,7 @@ pub mod ai;
 pub mod api;
 pub mod blocks;
 pub mod chain;
+pub mod crypto;
 mod dag_io;
 mod db_api;
 pub mod files;
@@ -119,7 +120,8 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
         register_on_chain(node, store.clone());
     }
     let ai = config.ai.clone().map(ai::AiSlot::new);
-    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), p2p, orbit, chain, ai });
+    let identity = Arc::new(identity);
+    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), identity: identity.clone(), p2p, orbit, chain, ai });
     let app = api::router(state);
     {
         use std::io::Write;

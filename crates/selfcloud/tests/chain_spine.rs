@@ -68,6 +68,7 @@ async fn users_get_accounts_and_send_self_through_their_instances() {
     assert_eq!(dir.status, 200, "{}", dir.text);
     assert!(dir.json["url"].as_str().unwrap().ends_with("/i/bob"), "{}", dir.text);
 
+
     // A WebSocket on the public node API (through the gateway) will see the transfer.
     let ws_url = format!("{}/chain/v1/ws?channels=validators,blocks,transactions", system.client.base.replace("http://", "ws://"));
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.expect("WebSocket through the gateway");
@@ -181,4 +182,39 @@ async fn users_get_accounts_and_send_self_through_their_instances() {
     assert_eq!(status.json["chain_id"], "self-testnet-1");
     let missing = system.call(Method::GET, "/chain/v1/transactions/00", None, None).await;
     assert_eq!(missing.status, 400);
+
+    // crypto:use — an app of alice's seals a message to bob with the key from the (verified)
+    // directory; only bob's instance opens it.
+    let messenger = system.app(&alice, "messenger").await;
+    let crypto = system.grant(&messenger, &alice, "crypto:use").await.access_token;
+    let sealed = system.call(Method::POST, "/i/alice/v1/crypto/encrypt", Some(&crypto), Some(json!({"data": "meet at noon", "recipient": bob_address}))).await;
+    assert_eq!(sealed.status, 200, "{}", sealed.text);
+    assert_eq!(sealed.json["encryption_key"], dir.json["encryption_key"]);
+    let ciphertext = sealed.json["ciphertext"].as_str().unwrap().to_owned();
+    let opened = system.call(Method::POST, "/i/bob/v1/crypto/decrypt", Some(&bob), Some(json!({"ciphertext": ciphertext}))).await;
+    assert_eq!((opened.status.as_u16(), opened.json["text"].as_str()), (200, Some("meet at noon")), "{}", opened.text);
+    let not_hers = system.call(Method::POST, "/i/alice/v1/crypto/decrypt", Some(&crypto), Some(json!({"ciphertext": ciphertext}))).await;
+    assert_eq!((not_hers.status.as_u16(), not_hers.code()), (400, Some("INVALID_ARGUMENT")), "{}", not_hers.text);
+    let nobody = selfcloud_chain::Address::of_key(&[9u8; 32]).to_string();
+    let unknown = system.call(Method::POST, "/i/alice/v1/crypto/encrypt", Some(&crypto), Some(json!({"data": "x", "recipient": nobody}))).await;
+    assert_eq!((unknown.status.as_u16(), unknown.code()), (404, Some("NOT_FOUND")), "{}", unknown.text);
+    let bad = system.call(Method::POST, "/i/alice/v1/crypto/encrypt", Some(&crypto), Some(json!({"data": "x", "recipient": "bob"}))).await;
+    assert_eq!((bad.status.as_u16(), bad.code()), (400, Some("INVALID_ARGUMENT")));
+    // Signatures are plain ed25519 over the documented prefix and the data, by the key whose
+    // address is alice's.
+    let signed = system.call(Method::POST, "/i/alice/v1/crypto/sign", Some(&crypto), Some(json!({"data": "I agree"}))).await;
+    assert_eq!(signed.status, 200, "{}", signed.text);
+    let public_key = signed.json["public_key"].as_str().unwrap().to_owned();
+    let key_bytes: [u8; 32] = selfcloud_core::unhex(&public_key, 32).unwrap().try_into().unwrap();
+    assert_eq!(selfcloud_chain::Address::of_key(&key_bytes).to_string(), alice_address);
+    {
+        use base64::Engine as _;
+        let sig: [u8; 64] = base64::engine::general_purpose::STANDARD.decode(signed.json["signature"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes).unwrap();
+        key.verify_strict(b"selfcloud/crypto/sign/v1\nI agree", &ed25519_dalek::Signature::from_bytes(&sig)).expect("a standard ed25519 signature");
+    }
+    for (data, valid) in [("I agree", true), ("I disagree", false)] {
+        let checked = system.call(Method::POST, "/i/bob/v1/crypto/verify", Some(&bob), Some(json!({"data": data, "signature": signed.json["signature"], "public_key": public_key}))).await;
+        assert_eq!(checked.json["valid"], valid, "{data}: {}", checked.text);
+    }
 }
