@@ -49,6 +49,23 @@ impl ErrorCode {
         }
     }
 
+    /// The code named by its wire spelling (for answers from another instance).
+    pub fn parse(text: &str) -> Option<ErrorCode> {
+        const ALL: [ErrorCode; 10] = [
+            ErrorCode::Unauthenticated,
+            ErrorCode::PermissionDenied,
+            ErrorCode::NotFound,
+            ErrorCode::InvalidArgument,
+            ErrorCode::AlreadyExists,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::QuotaExceeded,
+            ErrorCode::RateLimited,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ];
+        ALL.into_iter().find(|c| c.as_str() == text)
+    }
+
     /// The HTTP status SPEC §4 pairs with the code.
     pub fn status(self) -> StatusCode {
         match self {

@@ -195,6 +195,9 @@ pub enum Need {
     Scope(Scope),
     /// The owner only.
     Owner,
+    /// No token: another instance delivering a signed notification, which the instance checks
+    /// itself. Forwarded without any caller headers, so nothing else can be reached this way.
+    Public,
 }
 
 /// The policy table: which scope each instance route needs. Unknown routes are owner-only
@@ -213,6 +216,7 @@ pub fn required(method: &Method, path: &str) -> Need {
         _ if under("/v1/chain") => Need::Scope(if read { Scope::ChainRead } else { Scope::ChainTransact }),
         _ if under("/v1/crypto") => Need::Scope(Scope::CryptoUse),
         "/v1/network/notify" => Need::Scope(Scope::NetworkNotify),
+        "/v1/network/deliver" if *method == Method::POST => Need::Public,
         _ => Need::Owner,
     }
 }
@@ -278,6 +282,30 @@ pub async fn handle(gw: &Arc<Gateway>, rid: &Rid, request: Request) -> Response 
     let route = route.to_owned();
     let method = request.method().clone();
     let mut decision = Decision { username: username.as_str(), app: "-".to_owned(), method: &method, route: &route, rid };
+    if required(&method, &route) == Need::Public {
+        decision.app = "peer".to_owned();
+        let response = match gw.limits.check(tier, decision.username, "peer") {
+            Err(wait_secs) => {
+                let mut e = ApiError::new(ErrorCode::RateLimited, format!("too many deliveries to this instance; retry in {wait_secs} s"));
+                e.retry_after_secs = Some(wait_secs);
+                Err(e)
+            }
+            Ok(()) => tokio::time::timeout(Duration::from_secs(gw.config.request_timeout_secs), serve_public(gw, username.as_str(), &route, request, rid))
+                .await
+                .unwrap_or_else(|_| Err(ApiError::new(ErrorCode::Unavailable, "the instance took too long to answer"))),
+        };
+        return match response {
+            Ok(response) => {
+                decision.log(gw, response.status(), None).await;
+                response
+            }
+            Err(e) => {
+                let e = rid.err(e);
+                decision.log(gw, e.code.status(), Some(e.code)).await;
+                e.into_response()
+            }
+        };
+    }
     let result = authorize(gw, &mut decision, tier, request.headers());
     let response = match result {
         Err(e) => Err(e),
@@ -322,6 +350,8 @@ fn authorize(gw: &Gateway, decision: &mut Decision<'_>, tier: selfcloud_core::Ti
         Need::Scope(scope) => return Err(ApiError::permission_denied(format!("this call needs the {scope} scope"))),
         Need::Owner if matches!(claims.subject, Subject::Owner { .. }) => {}
         Need::Owner => return Err(ApiError::permission_denied("only the instance's owner may call this")),
+        // Handled before any token is looked at (see `handle`); never reached with a token.
+        Need::Public => {}
     }
     if let Err(wait_secs) = gw.limits.check(tier, decision.username, &decision.app) {
         let mut e = ApiError::new(ErrorCode::RateLimited, format!("rate limit of the {} tier exceeded; retry in {wait_secs} s", tier.as_str()));
@@ -397,6 +427,25 @@ async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, r
     forward(gw, &claims.username, request).await
 }
 
+/// Most bytes a public delivery may carry.
+const PUBLIC_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Forwards a tokenless request (only [`Need::Public`] routes) with a bounded JSON body and no
+/// caller headers: the instance's handler authenticates it by its own signature.
+async fn serve_public(gw: &Arc<Gateway>, username: &str, route: &str, request: Request, rid: &Rid) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = edge::read_body(body, PUBLIC_BODY_BYTES_MAX, rid).await?;
+    let uri = hyper::Uri::try_from(route).map_err(|_| ApiError::invalid("the request cannot be forwarded"))?;
+    let mut request = hyper::Request::new(Body::from(body));
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.insert(header::HOST, HeaderValue::from_static("instance"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(caller::REQUEST_ID, HeaderValue::from_str(&rid.0).map_err(|_| ApiError::internal())?);
+    forward(gw, username, request).await
+}
+
 /// Routes whose bodies are files, streamed to the instance instead of buffered.
 fn is_upload(method: &Method, route: &str) -> bool {
     *method == Method::POST && (route == "/v1/files" || route.starts_with("/api/v0/add") || route.starts_with("/api/v0/dag/import") || route.starts_with("/api/v0/block/put"))
@@ -436,6 +485,10 @@ mod tests {
         check(Method::PUT, "/v1/ai/shared/note", Need::Owner);
         check(Method::GET, "/v1/ai/shared", Need::Owner);
         check(Method::POST, "/api/chat", Need::Owner);
+        check(Method::POST, "/v1/network/deliver", Need::Public);
+        check(Method::GET, "/v1/network/deliver", Need::Owner);
+        check(Method::POST, "/v1/network/notify", Need::Scope(Scope::NetworkNotify));
+        check(Method::GET, "/v1/network/inbox", Need::Owner);
         check(Method::POST, "/v1/db/x/docs/query", Need::Scope(Scope::DbRead));
         check(Method::POST, "/v1/chain/transactions", Need::Scope(Scope::ChainTransact));
         check(Method::GET, "/v1/info", Need::AnyToken);

@@ -44,6 +44,8 @@ pub struct State {
     pub chain: Option<Arc<crate::chain::ChainNode>>,
     /// The private AI (absent when no model is configured).
     pub ai: Option<crate::ai::AiSlot>,
+    /// Notifications delivered per sender this minute.
+    pub senders: crate::notify::SenderLimits,
 }
 
 pub(crate) type Shared = Arc<State>;
@@ -63,6 +65,7 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::chain::routes())
         .merge(crate::ai::routes())
         .merge(crate::crypto::routes())
+        .merge(crate::notify::routes())
         .fallback(not_here)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
@@ -377,20 +380,9 @@ pub(crate) fn decode_cursor(cursor: &str) -> Option<String> {
     Some(key)
 }
 
-/// Routes of SPEC §5 that later components serve answer `UNAVAILABLE` with a clear message; anything
-/// else is `NOT_FOUND`.
+/// Any route not served here.
 async fn not_here(ctx: Ctx, uri: axum::http::Uri) -> ApiError {
-    const LATER: &[(&str, &str)] = &[
-        ("/v1/files", "the IPFS node"),
-        ("/api/v0/", "the IPFS node"),
-        ("/ipfs/", "the IPFS node"),
-        ("/v1/chain/", "the chain node"),
-        ("/v1/network/", "the network routes"),
-    ];
     let path = uri.path();
-    if let Some((_, what)) = LATER.iter().find(|(prefix, _)| path.starts_with(prefix) || path == prefix.trim_end_matches('/')) {
-        return ctx.fail(ApiError::new(ErrorCode::Unavailable, format!("{what} is not available in this build yet")));
-    }
     ctx.fail(ApiError::not_found(format!("no route {path}")))
 }
 

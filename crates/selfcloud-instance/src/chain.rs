@@ -203,8 +203,14 @@ fn hex32(value: &Value) -> Option<[u8; 32]> {
 }
 
 /// One HTTP/1 request to `base` (`http://host:port`); the status and the body (at most 16 MiB).
-async fn request(base: &str, method: Method, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>), String> {
-    let authority = base.strip_prefix("http://").ok_or("only http:// validator URLs are supported")?.trim_end_matches('/');
+/// One HTTP/1 request to `base` (`http://host:port`, optionally with a path prefix such as an
+/// instance's `/i/{user}`) + `path`.
+pub(crate) async fn request(base: &str, method: Method, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>), String> {
+    let rest = base.strip_prefix("http://").ok_or("only http:// URLs are supported")?.trim_end_matches('/');
+    let (authority, prefix) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
     let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(authority)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(async move {
@@ -213,12 +219,12 @@ async fn request(base: &str, method: Method, path: &str, body: Option<&Value>) -
     let payload = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
     let request = hyper::Request::builder()
         .method(method)
-        .uri(path)
+        .uri(format!("{prefix}{path}"))
         .header(hyper::header::HOST, authority)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(payload)))
         .map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(Duration::from_secs(45), sender.send_request(request)).await.map_err(|_| "the validator did not answer in time".to_string())?.map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(45), sender.send_request(request)).await.map_err(|_| "no answer in time".to_string())?.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let bytes = Limited::new(response.into_body(), 16 << 20).collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, bytes.to_vec()))

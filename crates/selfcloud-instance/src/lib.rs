@@ -23,6 +23,7 @@ pub mod api;
 pub mod blocks;
 pub mod chain;
 pub mod crypto;
+pub mod notify;
 mod dag_io;
 mod db_api;
 pub mod files;
@@ -121,7 +122,7 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
     }
     let ai = config.ai.clone().map(ai::AiSlot::new);
     let identity = Arc::new(identity);
-    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), identity: identity.clone(), p2p, orbit, chain, ai });
+    let state = Arc::new(api::State { username: config.username.clone(), store, identity_public: identity.public_hex(), identity: identity.clone(), p2p, orbit, chain, ai, senders: notify::SenderLimits::default() });
     let app = api::router(state);
     {
         use std::io::Write;

@@ -217,4 +217,42 @@ async fn users_get_accounts_and_send_self_through_their_instances() {
         let checked = system.call(Method::POST, "/i/bob/v1/crypto/verify", Some(&bob), Some(json!({"data": data, "signature": signed.json["signature"], "public_key": public_key}))).await;
         assert_eq!(checked.json["valid"], valid, "{data}: {}", checked.text);
     }
+
+    // network:notify — alice's app notifies bob; his owner reads the inbox; a block bites.
+    let notifier = system.app(&alice, "notifier").await;
+    let notify = system.grant(&notifier, &alice, "network:notify").await.access_token;
+    let send = |kind: &'static str| json!({"recipient": bob_address, "type": kind, "payload": {"text": "lunch?"}});
+    let sent = system.call(Method::POST, "/i/alice/v1/network/notify", Some(&notify), Some(send("invite"))).await;
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    let inbox = system.call(Method::GET, "/i/bob/v1/network/inbox", Some(&bob), None).await;
+    assert_eq!(inbox.status, 200, "{}", inbox.text);
+    let first = &inbox.json["notifications"][0];
+    assert_eq!((first["from"].as_str(), first["type"].as_str(), first["app"].as_str()), (Some(alice_address.as_str()), Some("invite"), Some(notifier.app_id.as_str())), "{}", inbox.text);
+    assert_eq!(first["payload"], json!({"text": "lunch?"}));
+    let peek = system.call(Method::GET, "/i/bob/v1/network/inbox", Some(&notify), None).await;
+    assert_eq!((peek.status.as_u16(), peek.code()), (403, Some("PERMISSION_DENIED")), "an app token of another instance reads nothing");
+    // A delivery is only accepted with the sender's own signature over the exact envelope.
+    let forged = system.call(Method::POST, "/i/bob/v1/network/deliver", None, Some(json!({"envelope": format!("{{\"v\":1,\"from\":\"{alice_address}\",\"from_key\":\"{public_key}\",\"to\":\"{bob_address}\",\"app\":null,\"type\":\"x\",\"payload\":null,\"sent_ms\":{},\"nonce\":\"00000000000000000000000000000000\"}}", selfcloud_core::unix_now_ms()), "signature": signed.json["signature"]}))).await;
+    assert_eq!((forged.status.as_u16(), forged.code()), (401, Some("UNAUTHENTICATED")), "{}", forged.text);
+    let garbage = system.call(Method::POST, "/i/bob/v1/network/deliver", None, Some(json!({"nope": 1}))).await;
+    assert_eq!((garbage.status.as_u16(), garbage.code()), (400, Some("INVALID_ARGUMENT")));
+    let sneaky = system.call(Method::GET, "/i/bob/v1/network/inbox", None, None).await;
+    assert_eq!((sneaky.status.as_u16(), sneaky.code()), (401, Some("UNAUTHENTICATED")), "only deliver is open without a token");
+    // Bob blocks alice: her next notification is refused, and allowed again once unblocked.
+    let blocked = system.call(Method::PUT, &format!("/i/bob/v1/network/blocked/{alice_address}"), Some(&bob), None).await;
+    assert_eq!(blocked.status, 200, "{}", blocked.text);
+    let refused = system.call(Method::POST, "/i/alice/v1/network/notify", Some(&notify), Some(send("again"))).await;
+    assert_eq!((refused.status.as_u16(), refused.code()), (403, Some("PERMISSION_DENIED")), "{}", refused.text);
+    let unblocked = system.call(Method::DELETE, &format!("/i/bob/v1/network/blocked/{alice_address}"), Some(&bob), None).await;
+    assert_eq!(unblocked.status, 200);
+    // Per-sender rate: 20 a minute, the first of which was the invite above.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let r = system.call(Method::POST, "/i/alice/v1/network/notify", Some(&notify), Some(send("burst"))).await;
+        statuses.push((r.status.as_u16(), r.code().map(str::to_owned)));
+    }
+    assert!(statuses[..19].iter().all(|(s, _)| *s == 200), "{statuses:?}");
+    assert_eq!(statuses[19], (429, Some("RATE_LIMITED".to_owned())), "{statuses:?}");
+    let all = system.call(Method::GET, "/i/bob/v1/network/inbox?limit=500", Some(&bob), None).await;
+    assert_eq!(all.json["notifications"].as_array().unwrap().len(), 20, "the invite and 19 of the burst");
 }
