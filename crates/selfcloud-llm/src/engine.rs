@@ -44,7 +44,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
-        EngineConfig { n_ctx: 2048, threads: 1, threads_batch: 1, queue_max: 8, idle_free: Duration::from_secs(120), n_batch: 64, kv_q8: true }
+        EngineConfig { n_ctx: 2048, threads: 1, threads_batch: 1, queue_max: 8, idle_free: Duration::from_secs(120), n_batch: 128, kv_q8: true }
     }
 }
 

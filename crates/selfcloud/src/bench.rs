@@ -77,8 +77,8 @@ pub enum Which {
         /// Tokens generated per run.
         #[arg(long, default_value_t = 128)]
         tokens: usize,
-        /// Prompt batch sizes to measure (the engine's default is 64).
-        #[arg(long, value_delimiter = ',', default_value = "64")]
+        /// Prompt batch sizes to measure (the engine's default is 128).
+        #[arg(long, value_delimiter = ',', default_value = "128")]
         batch: Vec<u32>,
     },
     /// SELF Chain: sustained transfers per second and finality latency p50/p99 under load, for

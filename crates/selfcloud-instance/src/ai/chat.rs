@@ -245,7 +245,7 @@ async fn status(State(state): State<Shared>, ctx: Ctx) -> Result<Response, ApiEr
     let stats = ai.engine.stats();
     let body = json!({
         "model": ai.engine.model().name(),
-        "embedding_model": ai.embedder.as_ref().map(|_| super::EMBED_MODEL_NAME),
+        "embedding_model": ai.has_embedder().then_some(super::EMBED_MODEL_NAME),
         "context_length": ai.config.n_ctx,
         "max_tokens": ai.config.max_tokens,
         "threads": ai.config.threads,

@@ -54,8 +54,26 @@ const STREAM_DEADLINE: Duration = Duration::from_secs(300);
 /// The loaded AI.
 pub(crate) struct Ai {
     pub(crate) engine: Engine,
-    pub(crate) embedder: Option<Embedder>,
+    /// Loaded on the first embedding: an instance that only chats never holds its vocabulary.
+    embedder: std::sync::OnceLock<Option<Embedder>>,
     pub(crate) config: AiConfig,
+}
+
+impl Ai {
+    /// Whether an embedding model is installed.
+    pub(crate) fn has_embedder(&self) -> bool {
+        self.config.embed_path.as_ref().is_some_and(|p| p.exists())
+    }
+
+    /// The embedding model, loading it on first use (blocking: call off the reactor).
+    pub(crate) fn embedder(&self) -> Option<&Embedder> {
+        self.embedder
+            .get_or_init(|| {
+                let path = self.config.embed_path.as_ref().filter(|p| p.exists())?;
+                Embedder::load(path, EMBED_MODEL_NAME, self.config.prompt_threads).map_err(|e| tracing::error!(error = %e, "the embedding model could not be loaded")).ok()
+            })
+            .as_ref()
+    }
 }
 
 /// The AI slot of an instance: configured at start, loaded on first use.
@@ -90,12 +108,8 @@ fn load(config: AiConfig) -> Result<Ai, LlmError> {
     let model = Arc::new(Model::load(&config.model_path, &config.model_name, 0)?);
     let engine_config = EngineConfig { n_ctx: config.n_ctx, threads: config.threads, threads_batch: config.prompt_threads, ..EngineConfig::default() };
     let engine = Engine::start(model, engine_config)?;
-    let embedder = match &config.embed_path {
-        Some(path) if path.exists() => Some(Embedder::load(path, EMBED_MODEL_NAME, config.prompt_threads)?),
-        _ => None,
-    };
     tracing::info!(model = %config.model_path.display(), ms = started.elapsed().as_millis() as u64, "AI loaded");
-    Ok(Ai { engine, embedder, config })
+    Ok(Ai { engine, embedder: std::sync::OnceLock::new(), config })
 }
 
 /// The AI's routes.

@@ -242,7 +242,7 @@ async fn embeddings(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Resul
 async fn models(State(state): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
     let ai = ai_of(&state, &ctx).await?;
     let mut data = vec![json!({"id": ai.engine.model().name(), "object": "model", "created": 0, "owned_by": "selfcloud", "context_length": ai.config.n_ctx, "max_tokens": ai.config.max_tokens})];
-    if ai.embedder.is_some() {
+    if ai.has_embedder() {
         data.push(json!({"id": EMBED_MODEL_NAME, "object": "model", "created": 0, "owned_by": "selfcloud"}));
     }
     Ok(json_response(StatusCode::OK, json!({"object": "list", "data": data}).to_string().into_bytes()))

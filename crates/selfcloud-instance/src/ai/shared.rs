@@ -103,11 +103,11 @@ fn passages(text: &str) -> Vec<String> {
 
 /// Embeds `texts` off the reactor.
 pub(crate) async fn embed(ctx: &Ctx, ai: &std::sync::Arc<Ai>, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
-    if ai.embedder.is_none() {
+    if !ai.has_embedder() {
         return Err(ctx.fail(ApiError::new(ErrorCode::Unavailable, "the embedding model is not installed on this host (run scripts/models.sh)")));
     }
     let ai = ai.clone();
-    let result = tokio::task::spawn_blocking(move || ai.embedder.as_ref().map(|e| e.embed(&texts))).await;
+    let result = tokio::task::spawn_blocking(move || ai.embedder().map(|e| e.embed(&texts))).await;
     match result {
         Ok(Some(Ok(out))) => Ok(out),
         Ok(Some(Err(e))) => Err(super::llm_error(ctx, e)),
@@ -192,7 +192,7 @@ async fn load_all(state: &Shared, ctx: &Ctx) -> Result<Vec<SharedItem>, ApiError
 /// The shared passages nearest `message`, best first.
 pub(crate) async fn relevant(state: &Shared, ctx: &Ctx, ai: &std::sync::Arc<Ai>, message: &str) -> Result<Vec<Source>, ApiError> {
     let items = load_all(state, ctx).await?;
-    if items.is_empty() || ai.embedder.is_none() {
+    if items.is_empty() || !ai.has_embedder() {
         return Ok(Vec::new());
     }
     let (mut vectors, _) = embed(ctx, ai, vec![message.to_owned()]).await?;
