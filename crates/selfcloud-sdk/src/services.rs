@@ -11,10 +11,19 @@ use crate::{Code, Error, Session};
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Path segments keep `/` (keys may be hierarchical) and escape everything else that is not
-/// unreserved.
-fn path(key: &str) -> String {
+/// unreserved. `.` and `..` segments are refused here: URLs resolve them (even escaped), so they
+/// would reach another route, and the instance refuses such keys anyway.
+fn path(key: &str) -> Result<String, Error> {
     const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
-    percent_encoding::utf8_percent_encode(key, KEEP).to_string()
+    if key.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(Error::Api { code: Code::InvalidArgument, status: 400, message: "a key must not have \".\" or \"..\" segments (checked by the SDK)".into(), request_id: None, retry_after: None });
+    }
+    Ok(percent_encoding::utf8_percent_encode(key, KEEP).to_string())
+}
+
+/// One path segment (an id or CID): `/` is escaped too.
+fn segment(value: &str) -> Result<String, Error> {
+    Ok(path(value)?.replace('/', "%2F"))
 }
 
 fn query(pairs: &[(&str, Option<String>)]) -> String {
@@ -141,11 +150,11 @@ pub struct Storage<'s> {
 impl Storage<'_> {
     /// Stores `value` under `key` (acknowledged once durable). Values are always sealed at rest.
     pub async fn set(&self, key: &str, value: &Value) -> Result<(), Error> {
-        self.session.json(Method::PUT, &format!("/v1/storage/{}", path(key)), Body::Json(json!({"value": value}))).await.map(drop)
+        self.session.json(Method::PUT, &format!("/v1/storage/{}", path(key)?), Body::Json(json!({"value": value}))).await.map(drop)
     }
     /// The value under `key`, or `None`.
     pub async fn get(&self, key: &str) -> Result<Option<Value>, Error> {
-        let v = not_found_is_none(self.session.json(Method::GET, &format!("/v1/storage/{}", path(key)), Body::None).await)?;
+        let v = not_found_is_none(self.session.json(Method::GET, &format!("/v1/storage/{}", path(key)?), Body::None).await)?;
         Ok(v.map(|v| v["value"].clone()))
     }
     /// Keys starting with `prefix`, in order, `limit` at a time; pass the returned cursor back for
@@ -158,7 +167,7 @@ impl Storage<'_> {
     }
     /// Deletes `key`; `false` when there was nothing.
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
-        Ok(not_found_is_none(self.session.json(Method::DELETE, &format!("/v1/storage/{}", path(key)), Body::None).await)?.is_some())
+        Ok(not_found_is_none(self.session.json(Method::DELETE, &format!("/v1/storage/{}", path(key)?), Body::None).await)?.is_some())
     }
 }
 
@@ -176,7 +185,7 @@ impl Files<'_> {
     }
     /// The file's bytes.
     pub async fn cat(&self, cid: &str) -> Result<bytes::Bytes, Error> {
-        Ok(self.session.send(Method::GET, &format!("/v1/files/{}", path(cid)), Body::None).await?.bytes().await?)
+        Ok(self.session.send(Method::GET, &format!("/v1/files/{}", segment(cid)?), Body::None).await?.bytes().await?)
     }
     /// The app's files.
     pub async fn list(&self) -> Result<Vec<Value>, Error> {
@@ -184,11 +193,11 @@ impl Files<'_> {
     }
     /// Unpins a file.
     pub async fn remove(&self, cid: &str) -> Result<(), Error> {
-        self.session.json(Method::DELETE, &format!("/v1/files/{}", path(cid)), Body::None).await.map(drop)
+        self.session.json(Method::DELETE, &format!("/v1/files/{}", segment(cid)?), Body::None).await.map(drop)
     }
     /// Serves the file to IPFS peers.
     pub async fn publish(&self, cid: &str) -> Result<Value, Error> {
-        self.session.json(Method::POST, &format!("/v1/files/{}/publish", path(cid)), Body::None).await
+        self.session.json(Method::POST, &format!("/v1/files/{}/publish", segment(cid)?), Body::None).await
     }
 }
 
@@ -226,17 +235,17 @@ impl<'s> Db<'s> {
 impl Database<'_> {
     /// keyvalue: sets `key`; the entry's hash.
     pub async fn put(&self, key: &str, value: &Value) -> Result<String, Error> {
-        let v = self.session.json(Method::PUT, &format!("/v1/db/{}/kv/{}", self.cid, path(key)), Body::Json(json!({"value": value}))).await?;
+        let v = self.session.json(Method::PUT, &format!("/v1/db/{}/kv/{}", self.cid, path(key)?), Body::Json(json!({"value": value}))).await?;
         Ok(v["hash"].as_str().unwrap_or("").to_owned())
     }
     /// keyvalue: the value of `key`, or `None`.
     pub async fn get(&self, key: &str) -> Result<Option<Value>, Error> {
-        let v = not_found_is_none(self.session.json(Method::GET, &format!("/v1/db/{}/kv/{}", self.cid, path(key)), Body::None).await)?;
+        let v = not_found_is_none(self.session.json(Method::GET, &format!("/v1/db/{}/kv/{}", self.cid, path(key)?), Body::None).await)?;
         Ok(v.map(|v| v["value"].clone()))
     }
     /// keyvalue: deletes `key`.
     pub async fn del(&self, key: &str) -> Result<bool, Error> {
-        Ok(not_found_is_none(self.session.json(Method::DELETE, &format!("/v1/db/{}/kv/{}", self.cid, path(key)), Body::None).await)?.is_some())
+        Ok(not_found_is_none(self.session.json(Method::DELETE, &format!("/v1/db/{}/kv/{}", self.cid, path(key)?), Body::None).await)?.is_some())
     }
     /// keyvalue: every `{key, value, hash}`.
     pub async fn all(&self) -> Result<Vec<Value>, Error> {
@@ -258,7 +267,7 @@ impl Database<'_> {
     }
     /// documents: the document `id`, or `None`.
     pub async fn get_doc(&self, id: &str) -> Result<Option<Value>, Error> {
-        not_found_is_none(self.session.json(Method::GET, &format!("/v1/db/{}/docs/{}", self.cid, path(id)), Body::None).await)
+        not_found_is_none(self.session.json(Method::GET, &format!("/v1/db/{}/docs/{}", self.cid, segment(id)?), Body::None).await)
     }
     /// documents: documents whose top-level fields equal those of `filter`.
     pub async fn query(&self, filter: &Value) -> Result<Vec<Value>, Error> {
@@ -335,9 +344,13 @@ mod tests {
 
     #[test]
     fn keys_are_escaped_but_keep_their_slashes() {
-        assert_eq!(path("notes/1"), "notes/1");
-        assert_eq!(path("a b?c#d"), "a%20b%3Fc%23d");
-        assert_eq!(path("ünï"), "%C3%BCn%C3%AF");
+        assert_eq!(path("notes/1").unwrap(), "notes/1");
+        assert_eq!(path("a b?c#d").unwrap(), "a%20b%3Fc%23d");
+        assert_eq!(path("ünï").unwrap(), "%C3%BCn%C3%AF");
+        assert_eq!(path("x/a.b..c").unwrap(), "x/a.b..c");
+        for bad in ["../x", "x/./y", ".."] {
+            assert_eq!(path(bad).unwrap_err().code(), Some(&Code::InvalidArgument), "{bad}");
+        }
     }
 
     #[test]

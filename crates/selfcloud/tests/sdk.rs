@@ -151,6 +151,7 @@ async fn an_app_uses_every_area_through_the_sdk() {
 
     // Errors carry SPEC codes: a missing scope, then a revoked grant.
     assert_eq!(bob_session.storage().set("k", &json!(1)).await.unwrap_err().code(), Some(&Code::PermissionDenied));
+    assert_eq!(session.storage().set("../escape", &json!(1)).await.unwrap_err().code(), Some(&Code::InvalidArgument), "a dot segment stays in the key");
     let more = bob_session.request_permissions(&["storage:write"]);
     assert!(more.url.contains("storage%3Awrite") && more.url.contains("chain%3Aread"), "{}", more.url);
     let revoked = sys.call(Method::DELETE, &format!("/i/alice/v1/grants/{}", registered.app_id), Some(&alice), None).await;
