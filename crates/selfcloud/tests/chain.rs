@@ -45,6 +45,8 @@ async fn transfers_are_final_everywhere_and_survive_a_crashed_validator() {
     let (alice_key, alice) = fresh_address();
     let (_, bob) = fresh_address();
     let h1 = nodes[0].submit_final(&transfer(&faucet, 0, alice, 100 * UNIT, MIN_FEE)).await.unwrap();
+    // A node admits a transaction against its own committed state: let node 2 commit h1 first.
+    nodes[2].wait_height(h1, Duration::from_secs(20)).await.unwrap();
     let h2 = nodes[2].submit_final(&transfer(&alice_key, 0, bob, UNIT, MIN_FEE)).await.unwrap();
     assert!(h2 >= h1, "alice spends after she is paid");
     for node in &nodes {
