@@ -282,39 +282,22 @@ pub async fn handle(gw: &Arc<Gateway>, rid: &Rid, request: Request) -> Response 
     let route = route.to_owned();
     let method = request.method().clone();
     let mut decision = Decision { username: username.as_str(), app: "-".to_owned(), method: &method, route: &route, rid };
-    if required(&method, &route) == Need::Public {
+    let timeout = Duration::from_secs(gw.config.request_timeout_secs);
+    let too_slow = || ApiError::new(ErrorCode::Unavailable, "the instance took too long to answer");
+    let response = if required(&method, &route) == Need::Public {
         decision.app = "peer".to_owned();
-        let response = match gw.limits.check(tier, decision.username, "peer") {
+        match gw.limits.check(tier, decision.username, "peer") {
             Err(wait_secs) => {
                 let mut e = ApiError::new(ErrorCode::RateLimited, format!("too many deliveries to this instance; retry in {wait_secs} s"));
                 e.retry_after_secs = Some(wait_secs);
                 Err(e)
             }
-            Ok(()) => tokio::time::timeout(Duration::from_secs(gw.config.request_timeout_secs), serve_public(gw, username.as_str(), &route, request, rid))
-                .await
-                .unwrap_or_else(|_| Err(ApiError::new(ErrorCode::Unavailable, "the instance took too long to answer"))),
-        };
-        return match response {
-            Ok(response) => {
-                decision.log(gw, response.status(), None).await;
-                response
-            }
-            Err(e) => {
-                let e = rid.err(e);
-                decision.log(gw, e.code.status(), Some(e.code)).await;
-                e.into_response()
-            }
-        };
-    }
-    let result = authorize(gw, &mut decision, tier, request.headers());
-    let response = match result {
-        Err(e) => Err(e),
-        Ok(claims) => {
-            let timeout = Duration::from_secs(gw.config.request_timeout_secs);
-            match tokio::time::timeout(timeout, serve(gw, &claims, tier, &route, request, rid)).await {
-                Ok(result) => result,
-                Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the instance took too long to answer")),
-            }
+            Ok(()) => tokio::time::timeout(timeout, serve_public(gw, username.as_str(), &route, request, rid)).await.unwrap_or_else(|_| Err(too_slow())),
+        }
+    } else {
+        match authorize(gw, &mut decision, tier, request.headers()) {
+            Err(e) => Err(e),
+            Ok(claims) => tokio::time::timeout(timeout, serve(gw, &claims, tier, &route, request, rid)).await.unwrap_or_else(|_| Err(too_slow())),
         }
     };
     match response {

@@ -63,10 +63,6 @@ impl DataIn {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(ctx: &Ctx, body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ctx.fail(ApiError::invalid(format!("invalid JSON body: {e}"))))
-}
-
 fn ok(body: serde_json::Value) -> Response {
     json_response(StatusCode::OK, body.to_string().into_bytes())
 }
@@ -85,7 +81,7 @@ async fn keys(State(state): State<Shared>) -> Response {
 }
 
 async fn sign(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
-    let input: DataIn = parse(&ctx, &body)?;
+    let input: DataIn = crate::ai::parse_json(&ctx, &body)?;
     let data = input.bytes(&ctx)?;
     let signature = state.identity.sign(&signed_message(&data));
     Ok(ok(json!({"signature": B64.encode(signature), "public_key": state.identity_public, "algorithm": "ed25519", "sign_prefix": String::from_utf8_lossy(SIGN_PREFIX)})))
@@ -100,7 +96,7 @@ struct VerifyIn {
 }
 
 async fn verify(ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
-    let input: VerifyIn = parse(&ctx, &body)?;
+    let input: VerifyIn = crate::ai::parse_json(&ctx, &body)?;
     let data = input.data.bytes(&ctx)?;
     let key: [u8; 32] = selfcloud_core::unhex(&input.public_key, 32)
         .and_then(|k| k.try_into().ok())
@@ -120,7 +116,7 @@ struct EncryptIn {
 }
 
 async fn encrypt(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
-    let input: EncryptIn = parse(&ctx, &body)?;
+    let input: EncryptIn = crate::ai::parse_json(&ctx, &body)?;
     let data = input.data.bytes(&ctx)?;
     let recipient: Address = input.recipient.parse().map_err(|_| ctx.fail(ApiError::invalid("recipient must be a self1… address")))?;
     let Some(chain) = state.chain.as_ref() else {
@@ -140,7 +136,7 @@ struct DecryptIn {
 }
 
 async fn decrypt(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
-    let input: DecryptIn = parse(&ctx, &body)?;
+    let input: DecryptIn = crate::ai::parse_json(&ctx, &body)?;
     let sealed = B64.decode(&input.ciphertext).map_err(|_| ctx.fail(ApiError::invalid("ciphertext is not valid base64")))?;
     if sealed.len() > DATA_BYTES_MAX + 48 {
         return Err(ctx.fail(ApiError::new(ErrorCode::PayloadTooLarge, "ciphertext too large")));

@@ -99,10 +99,6 @@ impl SenderLimits {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
-}
-
 fn ok(status: StatusCode, body: Value) -> Response {
     json_response(status, body.to_string().into_bytes())
 }
@@ -137,7 +133,7 @@ struct NotifyIn {
 
 /// `POST /v1/network/notify` `{recipient, type, payload}`.
 async fn notify(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
-    let input: NotifyIn = parse(&body).map_err(|e| ctx.fail(e))?;
+    let input: NotifyIn = crate::ai::parse_json(&ctx, &body)?;
     check_kind(&input.kind).map_err(|e| ctx.fail(e))?;
     if input.payload.to_string().len() > PAYLOAD_BYTES_MAX {
         return Err(ctx.fail(ApiError::new(ErrorCode::PayloadTooLarge, format!("the payload may be at most {PAYLOAD_BYTES_MAX} bytes of JSON"))));
@@ -190,7 +186,7 @@ fn request_id(headers: &HeaderMap) -> String {
 async fn deliver(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let rid = request_id(&headers);
     let fail = |e: ApiError| e.with_request_id(&rid);
-    let delivery: Delivery = parse(&body).map_err(fail)?;
+    let delivery: Delivery = crate::api::parse_body(&body).map_err(fail)?;
     if delivery.envelope.len() > ENVELOPE_BYTES_MAX {
         return Err(fail(ApiError::new(ErrorCode::PayloadTooLarge, "envelope too large")));
     }

@@ -213,7 +213,7 @@ impl SamplingIn {
 
 /// Parses a JSON body into `T`, answering `INVALID_ARGUMENT` with serde's reason.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(ctx: &Ctx, body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ctx.fail(ApiError::invalid(format!("invalid JSON body: {e}"))))
+    crate::api::parse_body(body).map_err(|e| ctx.fail(e))
 }
 
 pub(crate) fn unix_secs() -> u64 {
