@@ -105,6 +105,24 @@ impl Ctx {
         self.scopes == "*" || self.scopes.split(' ').any(|s| s == scope)
     }
 
+    /// Refuses (`PERMISSION_DENIED`, saying `why`) unless the caller is the owner.
+    pub(crate) fn require_owner(&self, why: &str) -> Result<(), ApiError> {
+        match self.caller {
+            Caller::Owner => Ok(()),
+            Caller::App(_) => Err(self.fail(ApiError::permission_denied(why))),
+        }
+    }
+
+    /// Checks an id chosen by the caller (a conversation, a shared note): 1 to 64 letters, digits,
+    /// `-` or `_`, so it is safe as a store key and a path segment. `what` names it in the error.
+    pub(crate) fn check_id(&self, what: &str, id: &str) -> Result<(), ApiError> {
+        if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            Ok(())
+        } else {
+            Err(self.fail(ApiError::invalid(format!("{what} is 1 to 64 letters, digits, '-' or '_'"))))
+        }
+    }
+
     pub(crate) fn fail(&self, err: ApiError) -> ApiError {
         err.with_request_id(&self.request_id)
     }

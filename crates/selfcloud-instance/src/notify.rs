@@ -22,12 +22,14 @@ use axum::Router;
 use base64::Engine as _;
 use bytes::Bytes;
 use selfcloud_chain::Address;
-use selfcloud_core::caller::Caller;
 use selfcloud_core::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::api::{blocking, decode_cursor, encode_cursor, json_response, Ctx, Shared};
+
+/// Why an app is refused here.
+const OWNER_ONLY: &str = "only the owner reads the inbox and its block list";
 
 /// What a delivery's signature covers before the envelope.
 pub const NOTIFY_PREFIX: &[u8] = b"selfcloud/network/notify/v1\n";
@@ -246,13 +248,6 @@ async fn blocking_plain<T: Send + 'static>(work: impl FnOnce() -> Result<T, crat
     }
 }
 
-fn owner_only(ctx: &Ctx) -> Result<(), ApiError> {
-    match ctx.caller {
-        Caller::Owner => Ok(()),
-        Caller::App(_) => Err(ctx.fail(ApiError::permission_denied("only the owner reads the inbox and its block list"))),
-    }
-}
-
 #[derive(Deserialize)]
 struct Page {
     limit: Option<usize>,
@@ -261,7 +256,7 @@ struct Page {
 
 /// `GET /v1/network/inbox?limit=&cursor=`: newest first.
 async fn inbox(State(state): State<Shared>, ctx: Ctx, Query(page): Query<Page>) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
+    ctx.require_owner(OWNER_ONLY)?;
     let limit = page.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ctx.fail(ApiError::invalid("limit must be from 1 to 500")));
@@ -287,7 +282,7 @@ async fn inbox(State(state): State<Shared>, ctx: Ctx, Query(page): Query<Page>) 
 }
 
 async fn remove(State(state): State<Shared>, ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
+    ctx.require_owner(OWNER_ONLY)?;
     let (store, key) = (state.store.clone(), id.clone());
     if !blocking(&ctx, move || store.kv_delete(INBOX, &key)).await? {
         return Err(ctx.fail(ApiError::not_found(format!("no notification {id}"))));
@@ -296,14 +291,14 @@ async fn remove(State(state): State<Shared>, ctx: Ctx, Path(id): Path<String>) -
 }
 
 async fn blocked(State(state): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
+    ctx.require_owner(OWNER_ONLY)?;
     let store = state.store.clone();
     let (rows, _) = blocking(&ctx, move || store.kv_list(BLOCKED, "", None, 10_000)).await?;
     Ok(ok(StatusCode::OK, json!({"blocked": rows.iter().map(|r| r.key.clone()).collect::<Vec<_>>()})))
 }
 
 async fn block(State(state): State<Shared>, ctx: Ctx, Path(address): Path<String>) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
+    ctx.require_owner(OWNER_ONLY)?;
     let address: Address = address.parse().map_err(|_| ctx.fail(ApiError::invalid("not a self1… address")))?;
     let (store, key, quota) = (state.store.clone(), address.to_string(), ctx.quota_bytes);
     blocking(&ctx, move || store.kv_put(BLOCKED, &key, b"true", quota)).await?;
@@ -311,7 +306,7 @@ async fn block(State(state): State<Shared>, ctx: Ctx, Path(address): Path<String
 }
 
 async fn unblock(State(state): State<Shared>, ctx: Ctx, Path(address): Path<String>) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
+    ctx.require_owner(OWNER_ONLY)?;
     let (store, key) = (state.store.clone(), address.clone());
     if !blocking(&ctx, move || store.kv_delete(BLOCKED, &key)).await? {
         return Err(ctx.fail(ApiError::not_found(format!("{address} is not blocked"))));

@@ -66,15 +66,6 @@ fn namespace(ctx: &Ctx) -> String {
     }
 }
 
-fn check_id(ctx: &Ctx, id: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ctx.fail(ApiError::invalid("a conversation id is 1 to 64 letters, digits, '-' or '_'")))
-    }
-}
-
 async fn load_conversation(state: &Shared, ctx: &Ctx, id: &str) -> Result<Option<Conversation>, ApiError> {
     let (store, ns, key) = (state.store.clone(), namespace(ctx), format!("conversations/{id}"));
     let record = blocking(ctx, move || store.kv_get(&ns, &key)).await?;
@@ -124,7 +115,7 @@ async fn chat(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Resp
         return Err(ctx.fail(ApiError::invalid(format!("message must be 1 to {MESSAGE_BYTES_MAX} bytes of text"))));
     }
     if let Some(id) = &input.conversation {
-        check_id(&ctx, id)?;
+        ctx.check_id("a conversation id", id)?;
     }
     let ai = ai_of(&state, &ctx).await?;
     let sampling = input.sampling.resolve(&ctx, &ai)?;
@@ -224,14 +215,14 @@ async fn list(State(state): State<Shared>, ctx: Ctx) -> Result<Response, ApiErro
 }
 
 async fn read(State(state): State<Shared>, ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
-    check_id(&ctx, &id)?;
+    ctx.check_id("a conversation id", &id)?;
     let conversation = load_conversation(&state, &ctx, &id).await?.ok_or_else(|| ctx.fail(ApiError::not_found(format!("no conversation {id}"))))?;
     let body = serde_json::to_vec(&conversation).map_err(|_| ctx.fail(ApiError::internal()))?;
     Ok(json_response(StatusCode::OK, body))
 }
 
 async fn remove(State(state): State<Shared>, ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
-    check_id(&ctx, &id)?;
+    ctx.check_id("a conversation id", &id)?;
     let (store, ns, key) = (state.store.clone(), namespace(&ctx), format!("conversations/{id}"));
     if !blocking(&ctx, move || store.kv_delete(&ns, &key)).await? {
         return Err(ctx.fail(ApiError::not_found(format!("no conversation {id}"))));

@@ -8,7 +8,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use selfcloud_core::caller::Caller;
 use selfcloud_core::ApiError;
 use selfcloud_llm::{ChatMessage, Completion, Role};
 use serde::Deserialize;
@@ -19,15 +18,11 @@ use super::openai::{check_model, messages_from, ContentOrText};
 use super::{ai_of, llm_error, parse_json, sse, start, Ai, SamplingIn, StopIn};
 use crate::api::{json_response, Ctx, Shared};
 
+/// Why an app is refused here.
+const OWNER_ONLY: &str = "the Ollama API is for the instance's owner";
+
 pub(super) fn routes() -> Router<Shared> {
     Router::new().route("/api/chat", post(chat)).route("/api/generate", post(generate)).route("/api/tags", get(tags))
-}
-
-fn owner_only(ctx: &Ctx) -> Result<(), ApiError> {
-    match ctx.caller {
-        Caller::Owner => Ok(()),
-        Caller::App(_) => Err(ctx.fail(ApiError::permission_denied("the Ollama API is for the instance's owner"))),
-    }
 }
 
 /// Ollama's `options` (the ones that map onto ours).
@@ -150,7 +145,7 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
 }
 
 async fn chat(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
+    ctx.require_owner(OWNER_ONLY)?;
     let input: ChatIn = parse_json(&ctx, &body)?;
     let ai = ai_of(&state, &ctx).await?;
     check_model(&ctx, input.model.as_deref(), ai.engine.model().name())?;
@@ -163,7 +158,7 @@ async fn chat(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Resp
 }
 
 async fn generate(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
+    ctx.require_owner(OWNER_ONLY)?;
     let input: GenerateIn = parse_json(&ctx, &body)?;
     let ai = ai_of(&state, &ctx).await?;
     check_model(&ctx, input.model.as_deref(), ai.engine.model().name())?;
@@ -187,7 +182,7 @@ async fn generate(State(state): State<Shared>, ctx: Ctx, body: Bytes) -> Result<
 }
 
 async fn tags(State(state): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
+    ctx.require_owner(OWNER_ONLY)?;
     let ai = ai_of(&state, &ctx).await?;
     let model = ai.engine.model();
     let body = json!({"models": [{

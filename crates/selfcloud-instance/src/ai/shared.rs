@@ -9,13 +9,15 @@ use axum::response::Response;
 use axum::routing::{get, put};
 use axum::Router;
 use bytes::Bytes;
-use selfcloud_core::caller::Caller;
 use selfcloud_core::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{parse_json, Ai};
 use crate::api::{blocking, json_response, Ctx, Shared};
+
+/// Why an app is refused here.
+const OWNER_ONLY: &str = "only the owner decides what the AI may read";
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new().route("/v1/ai/shared", get(list)).route("/v1/ai/shared/{id}", put(share).get(read).delete(remove))
@@ -62,21 +64,6 @@ pub(crate) struct Source {
     pub(crate) title: String,
     pub(crate) text: String,
     pub(crate) score: f32,
-}
-
-fn owner_only(ctx: &Ctx) -> Result<(), ApiError> {
-    match ctx.caller {
-        Caller::Owner => Ok(()),
-        Caller::App(_) => Err(ctx.fail(ApiError::permission_denied("only the owner decides what the AI may read"))),
-    }
-}
-
-fn check_id(ctx: &Ctx, id: &str) -> Result<(), ApiError> {
-    if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        Ok(())
-    } else {
-        Err(ctx.fail(ApiError::invalid("an id is 1 to 64 letters, digits, '-' or '_'")))
-    }
 }
 
 /// Cuts text into passages of about [`PASSAGE_BYTES`], at paragraph, then sentence, then word ends.
@@ -135,8 +122,8 @@ async fn read_file_text(state: &Shared, ctx: &Ctx, cid: &str) -> Result<String, 
 }
 
 async fn share(State(state): State<Shared>, ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
-    check_id(&ctx, &id)?;
+    ctx.require_owner(OWNER_ONLY)?;
+    ctx.check_id("an id", &id)?;
     let input: ShareIn = parse_json(&ctx, &body)?;
     if input.title.trim().is_empty() || input.title.len() > 200 {
         return Err(ctx.fail(ApiError::invalid("title: 1 to 200 bytes")));
@@ -210,15 +197,15 @@ pub(crate) async fn relevant(state: &Shared, ctx: &Ctx, ai: &std::sync::Arc<Ai>,
 }
 
 async fn list(State(state): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
+    ctx.require_owner(OWNER_ONLY)?;
     let items = load_all(&state, &ctx).await?;
     let out: Vec<serde_json::Value> = items.iter().map(|i| json!({"id": i.id, "title": i.title, "cid": i.cid, "passages": i.passages.len()})).collect();
     Ok(json_response(StatusCode::OK, json!({"shared": out}).to_string().into_bytes()))
 }
 
 async fn read(State(state): State<Shared>, ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
-    check_id(&ctx, &id)?;
+    ctx.require_owner(OWNER_ONLY)?;
+    ctx.check_id("an id", &id)?;
     let store = state.store.clone();
     let key = id.clone();
     let record = blocking(&ctx, move || store.kv_get(NAMESPACE, &key)).await?.ok_or_else(|| ctx.fail(ApiError::not_found(format!("nothing shared as {id}"))))?;
@@ -228,8 +215,8 @@ async fn read(State(state): State<Shared>, ctx: Ctx, Path(id): Path<String>) -> 
 }
 
 async fn remove(State(state): State<Shared>, ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
-    owner_only(&ctx)?;
-    check_id(&ctx, &id)?;
+    ctx.require_owner(OWNER_ONLY)?;
+    ctx.check_id("an id", &id)?;
     let store = state.store.clone();
     let key = id.clone();
     if !blocking(&ctx, move || store.kv_delete(NAMESPACE, &key)).await? {
