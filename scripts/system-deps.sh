@@ -10,6 +10,9 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 # llama.cpp (vendored by llama-cpp-2) builds with cmake; its bindings are generated with libclang.
 command -v cmake >/dev/null || need_apt+=(cmake)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# The browser tests drive Debian's Chromium with playwright-core (which never downloads a browser).
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use selfcloud_core::caller::REQUEST_ID;
@@ -73,6 +73,26 @@ pub fn credential(headers: &HeaderMap) -> Option<&str> {
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
     cookie(headers, SESSION_COOKIE)
+}
+
+/// Whether a state-changing request signs in with the session cookie from a page of another
+/// origin: cross-site request forgery, refused at the edge. `SameSite=Lax` alone is not enough,
+/// since every port of `127.0.0.1` counts as the same site (an app on `:9999` could post to
+/// `:8080`). Browsers send `Origin` on every non-GET request, so a bearer token, no cookie, a safe
+/// method or an `Origin` naming this host all pass; non-browser clients send no `Origin`.
+pub fn is_cross_site_cookie_request(method: &Method, headers: &HeaderMap) -> bool {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || headers.contains_key(header::AUTHORIZATION) || cookie(headers, SESSION_COOKIE).is_none() {
+        return false;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        Some(Ok(origin)) => {
+            let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+            origin_host.is_none() || host.is_none() || !origin_host.unwrap_or_default().eq_ignore_ascii_case(host.unwrap_or_default())
+        }
+        Some(Err(_)) => true,
+        None => headers.get("sec-fetch-site").is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none")),
+    }
 }
 
 /// A cookie's value.

@@ -29,6 +29,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod tokens;
+pub mod webapp;
 
 pub use state::Gateway;
 

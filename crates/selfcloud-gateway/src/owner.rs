@@ -42,7 +42,10 @@ fn grants(gw: &Gateway, username: &str) -> Result<Response, ApiError> {
         .filter(|(_, g)| g.active)
         .map(|(app_id, g)| {
             let name = gw.store.app(&app_id).ok().flatten().map(|a| a.name).unwrap_or_default();
-            serde_json::json!({ "app_id": app_id, "name": name, "scopes": g.scopes, "granted_at": g.created_at, "updated_at": g.updated_at })
+            // What each scope allows in plain words, as the consent screen said it.
+            let described: Vec<serde_json::Value> =
+                g.scopes.iter().map(|s| serde_json::json!({ "scope": s, "description": Scope::parse(s).map(Scope::description).unwrap_or("") })).collect();
+            serde_json::json!({ "app_id": app_id, "name": name, "scopes": g.scopes, "scope_details": described, "granted_at": g.created_at, "updated_at": g.updated_at })
         })
         .collect();
     Ok(edge::json(StatusCode::OK, &serde_json::json!({ "grants": list })))
@@ -81,6 +84,19 @@ async fn audit(gw: &Gateway, username: &str, query: &str) -> Result<Response, Ap
     gw.audit.flush().await;
     let entries = gw.store.audit(username, before, limit).map_err(control_error)?;
     let next_cursor = if entries.len() == limit { entries.last().map(|e| e.seq.to_string()) } else { None };
+    // Each app's display name, looked up once per page: revoked apps keep their names in the log.
+    let mut names: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::new();
+    let entries: Vec<serde_json::Value> = entries
+        .into_iter()
+        .map(|e| {
+            let name = names.entry(e.app.clone()).or_insert_with(|| gw.store.app(&e.app).ok().flatten().map(|a| a.name)).clone();
+            let mut json = serde_json::to_value(&e).unwrap_or_default();
+            if let Some(name) = name {
+                json["app_name"] = serde_json::Value::String(name);
+            }
+            json
+        })
+        .collect();
     Ok(edge::json(StatusCode::OK, &serde_json::json!({ "entries": entries, "next_cursor": next_cursor })))
 }
 

@@ -22,6 +22,31 @@ pub fn escape(text: &str) -> String {
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    page_sending_to(status, title, body, None)
+}
+
+/// The origin (or, for a native app's custom scheme, the scheme) a redirect URI points at, as a
+/// CSP source; `None` if it has characters a CSP source may not hold.
+fn csp_source(redirect_uri: &str) -> Option<String> {
+    let source = match redirect_uri.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            format!("{scheme}://{authority}")
+        }
+        None => format!("{}:", redirect_uri.split(':').next().unwrap_or_default()),
+    };
+    let safe = source.chars().all(|c| c.is_ascii_alphanumeric() || "+-.:/[]".contains(c)) && source.len() > 3;
+    safe.then_some(source)
+}
+
+/// A page whose forms may also end at `form_target` (a browser applies `form-action` to the
+/// redirect after a form post too, so the consent decision must be allowed to land at the app).
+fn page_sending_to(status: StatusCode, title: &str, body: &str, form_target: Option<&str>) -> Response {
+    let form_action = match form_target.and_then(csp_source) {
+        Some(source) => format!("'self' {source}"),
+        None => "'self'".to_owned(),
+    };
+    let policy = format!("default-src 'none'; style-src 'unsafe-inline'; form-action {form_action}; frame-ancestors 'none'");
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <title>{title} · selfcloud</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a}}\
@@ -37,7 +62,7 @@ button,input{{font:inherit;padding:.5rem .8rem;margin:.2rem 0}}input{{width:100%
             (header::CACHE_CONTROL, "no-store"),
             // The consent page must never be framed (clickjacking) nor run foreign scripts.
             (header::X_FRAME_OPTIONS, "DENY"),
-            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+            (header::CONTENT_SECURITY_POLICY, policy.as_str()),
         ],
         html,
     )
@@ -61,8 +86,10 @@ pub fn sign_in(return_to: &str, error: Option<&str>) -> Response {
 <input type=\"hidden\" name=\"return_to\" value=\"{rt}\">\
 <label>Username<input name=\"username\" autocomplete=\"username\" required></label>\
 <label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
-<button class=\"allow\" type=\"submit\">Sign in</button></form>",
-            rt = escape(return_to)
+<button class=\"allow\" type=\"submit\">Sign in</button></form>\
+<p>No account yet? <a href=\"/?return_to={rt_q}#signup\">Create one</a>.</p>",
+            rt = escape(return_to),
+            rt_q = escape(&percent_encoding::utf8_percent_encode(return_to, percent_encoding::NON_ALPHANUMERIC).to_string()),
         ),
     )
 }
@@ -107,27 +134,29 @@ pub fn consent(c: &Consent<'_>) -> Response {
     }
     let body = format!(
         "<h1>Allow <em>{app}</em> to use your instance?</h1><p>Signed in as <strong>{user}</strong>. <em>{app}</em> asks to:</p>\
-<ul id=\"scopes\">{items}</ul>{granted}<p>You can revoke this at any time; it then stops working within a second.\
- You will be sent back to <code>{redirect}</code>.</p><form method=\"post\" action=\"/oauth/authorize\">{hidden}\
+<ul id=\"scopes\">{items}</ul>{granted}<p>You can revoke this at any time; it then stops working within a second. \
+You will be sent back to <code>{redirect}</code>.</p><form method=\"post\" action=\"/oauth/authorize\">{hidden}\
 <button class=\"deny\" type=\"submit\" name=\"decision\" value=\"deny\">Deny</button> \
 <button class=\"allow\" type=\"submit\" name=\"decision\" value=\"allow\">Allow</button></form>",
         app = escape(c.app_name),
         user = escape(c.username),
         redirect = escape(c.redirect_uri),
     );
-    page(StatusCode::OK, "Allow access", &body)
+    page_sending_to(StatusCode::OK, "Allow access", &body, Some(c.redirect_uri))
 }
 
-/// The landing page.
-pub fn home(public_url: &str) -> Response {
-    page(
-        StatusCode::OK,
-        "selfcloud",
-        &format!(
-            "<h1>selfcloud is running</h1><p>Your private cloud: an instance per person, reachable only with your consent.</p>\
-<p>API base: <code>{url}</code>. Sign up with <code>POST /v1/accounts</code>; OAuth metadata at \
-<a href=\"/.well-known/oauth-authorization-server\">/.well-known/oauth-authorization-server</a>.</p>",
-            url = escape(public_url)
-        ),
-    )
+#[cfg(test)]
+mod tests {
+    use super::csp_source;
+
+    #[test]
+    fn the_consent_form_may_land_only_at_the_apps_origin() {
+        assert_eq!(csp_source("http://127.0.0.1:9999/callback?x=1").as_deref(), Some("http://127.0.0.1:9999"));
+        assert_eq!(csp_source("https://notes.example/cb#frag").as_deref(), Some("https://notes.example"));
+        assert_eq!(csp_source("http://[::1]:8000/cb").as_deref(), Some("http://[::1]:8000"));
+        assert_eq!(csp_source("com.example.notes:/callback").as_deref(), Some("com.example.notes:"));
+        // Anything that could end the directive or add a source is refused.
+        assert_eq!(csp_source("http://a.example;script-src *"), None);
+        assert_eq!(csp_source("http://a.example 'unsafe-inline'/"), None);
+    }
 }

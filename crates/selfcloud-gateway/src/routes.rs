@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -17,12 +17,14 @@ use tower::ServiceExt;
 
 use crate::edge::Rid;
 use crate::state::Gateway;
-use crate::{control_api, oauth, pages, proxy};
+use crate::{control_api, oauth, proxy};
 
 /// Every route of the gateway.
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
-        .route("/", get(home))
+        .route("/", get(crate::webapp::index))
+        .route("/assets/app.js", get(crate::webapp::script))
+        .route("/assets/app.css", get(crate::webapp::style))
         .route("/healthz", get(|| async { "ok" }))
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
         .route("/v1/accounts", post(control_api::sign_up))
@@ -68,14 +70,24 @@ impl tower::Service<Request> for Front {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        if crate::edge::is_cross_site_cookie_request(request.method(), request.headers()) {
+            let rid = Rid(crate::edge::new_request_id());
+            let e = rid.err(ApiError::permission_denied("a request from another site's page may not use the session cookie"));
+            return Box::pin(std::future::ready(Ok(e.into_response())));
+        }
         if request.uri().path().starts_with("/i/") {
             let gw = self.gw.clone();
             Box::pin(async move {
                 let rid = Rid(crate::edge::new_request_id());
                 let mut response = proxy::handle(&gw, &rid, request).await;
+                let headers = response.headers_mut();
                 if let Ok(v) = HeaderValue::from_str(&rid.0) {
-                    response.headers_mut().insert(REQUEST_ID, v);
+                    headers.insert(REQUEST_ID, v);
                 }
+                // Instance answers carry user content (files, notes) on the Super-App's origin:
+                // opened directly, they must neither be sniffed into HTML nor run a script.
+                headers.insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                headers.insert(axum::http::header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
                 Ok(response)
             })
         } else {
@@ -97,10 +109,6 @@ impl<'a, L: axum::serve::Listener> tower::Service<axum::serve::IncomingStream<'a
     fn call(&mut self, _: axum::serve::IncomingStream<'a, L>) -> Self::Future {
         std::future::ready(Ok(self.clone()))
     }
-}
-
-async fn home(State(gw): State<Arc<Gateway>>) -> Response {
-    pages::home(&gw.config.public_url())
 }
 
 async fn not_found(rid: Rid) -> Response {

@@ -236,3 +236,55 @@ async fn incremental_consent_shows_only_new_scopes_and_metadata_is_published() {
 fn urlenc(s: &str) -> String {
     serde_urlencoded::to_string([("x", s)]).unwrap().trim_start_matches("x=").to_owned()
 }
+
+/// The Super-App signs in with an HttpOnly cookie. Every port of a host name shares cookies, so a
+/// page of another origin (an app on `:9999`) must not be able to change anything riding on it;
+/// and the consent screen lets its form land at the app's origin only.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_session_cookie_cannot_be_used_from_another_origin() {
+    let sys = TestSystem::start(&[]);
+    let owner = sys.user("alice").await;
+    let base = sys.client.base.clone();
+    let cookie = format!("selfcloud_session={owner}");
+    let put = |origin: Option<&str>, fetch_site: Option<&str>| {
+        let mut r = http().put(format!("{base}/i/alice/v1/storage/csrf")).header("cookie", &cookie).json(&json!({"value": 1}));
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        if let Some(s) = fetch_site {
+            r = r.header("sec-fetch-site", s);
+        }
+        r.send()
+    };
+    for (origin, site) in [(Some("http://127.0.0.1:9999"), None), (Some("null"), None), (None, Some("same-site")), (None, Some("cross-site"))] {
+        let r = put(origin, site).await.unwrap();
+        assert_eq!(r.status(), 403, "origin {origin:?}, fetch site {site:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "PERMISSION_DENIED");
+    }
+    // The Super-App's own page, and clients that are not browsers, may.
+    assert_eq!(put(Some(&base), Some("same-origin")).await.unwrap().status(), 200);
+    assert_eq!(put(None, None).await.unwrap().status(), 200);
+    // Reading is not refused (a cross-origin page cannot read the answer anyway).
+    let r = http().get(format!("{base}/i/alice/v1/storage/csrf")).header("cookie", &cookie).header("origin", "http://127.0.0.1:9999").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // A bearer token from another origin (an app's own page) is not a cookie: allowed.
+    let r = http().put(format!("{base}/i/alice/v1/storage/csrf")).bearer_auth(&owner).header("origin", "http://127.0.0.1:9999").json(&json!({"value": 2})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The control plane too: a foreign page cannot sign the user out or register apps.
+    let r = http().delete(format!("{base}/v1/sessions")).header("cookie", &cookie).header("origin", "http://127.0.0.1:9999").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(sys.call(Method::GET, "/v1/instances/me", Some(&owner), None).await.status, 200, "still signed in");
+    // Instance answers may hold user content: never sniffed, never scripted.
+    let r = http().get(format!("{base}/i/alice/v1/storage/csrf")).bearer_auth(&owner).send().await.unwrap();
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().starts_with("sandbox"));
+
+    let app = sys.app(&owner, "notes").await;
+    let client = oauth_client(&base, &app);
+    let (page, _, _) = open_consent(&sys, &client, &owner, &["storage:read"], &[]).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let policy = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("form-action 'self' http://127.0.0.1:9999;"), "the decision may land at the app's origin only: {policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+}
