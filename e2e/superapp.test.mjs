@@ -35,6 +35,16 @@ async function json(method, url, { body, token } = {}) {
   return JSON.parse(text);
 }
 
+/** Every visible control has an accessible name, and the page has exactly one top heading. */
+async function assertAccessible(page, where) {
+  const unnamed = await page.locator('input:not([type=hidden]), select, textarea, button, a[href]').evaluateAll((els) => els
+    .filter((el) => el.getClientRects().length > 0)
+    .filter((el) => !((el.getAttribute('aria-label') || '').trim() || [...(el.labels || [])].some((l) => l.textContent.trim()) || el.textContent.trim()))
+    .map((el) => el.outerHTML.slice(0, 160)));
+  assert.deepEqual(unnamed, [], `every control of "${where}" has an accessible name`);
+  assert.equal(await page.locator('h1').count(), 1, `"${where}" has one top heading`);
+}
+
 function freePort() {
   return new Promise((resolve, reject) => {
     const s = createServer();
@@ -65,6 +75,8 @@ test('the newcomer\'s path through the Super-App and examples/notes', { timeout:
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   let shot = 0;
   const screenshot = (name) => page.screenshot({ path: path.join(ARTIFACTS, `${String(++shot).padStart(2, '0')}-${name}.png`), fullPage: true });
+  /** A screenshot of a page the user sees, which must also pass the accessibility checks. */
+  const snapshot = async (name) => { await screenshot(name); await assertAccessible(page, name); };
   // Steps build on each other: after a failure the rest are skipped, not failed again.
   let failed = null;
   const step = (name, fn) => t.test(name, { skip: failed ? `an earlier step failed: ${failed}` : false }, async () => {
@@ -81,6 +93,15 @@ test('the newcomer\'s path through the Super-App and examples/notes', { timeout:
 
   await step('sign up in the Super-App', async () => {
     await page.goto(`${BASE}/`);
+    await page.getByRole('link', { name: 'Create one' }).waitFor();
+    // What the first visit costs (figures, not a pass/fail bound).
+    const load = await page.evaluate(() => {
+      const nav = performance.getEntriesByType('navigation')[0];
+      const all = [nav, ...performance.getEntriesByType('resource')];
+      return { requests: all.length, bytes: all.reduce((n, e) => n + (e.decodedBodySize || 0), 0), domContentLoadedMs: Math.round(nav.domContentLoadedEventEnd) };
+    });
+    console.log(`Super-App first load: ${load.requests} requests, ${(load.bytes / 1024).toFixed(1)} KiB, DOMContentLoaded at ${load.domContentLoadedMs} ms`);
+    await snapshot('sign-in');
     await page.getByRole('link', { name: 'Create one' }).click();
     await page.getByLabel('Username').fill(ALICE.username);
     await page.getByLabel('Password').fill(ALICE.password);
@@ -90,7 +111,7 @@ test('the newcomer\'s path through the Super-App and examples/notes', { timeout:
     await assert.doesNotReject(page.locator('#tier', { hasText: 'growth' }).waitFor());
     assert.equal(await page.locator('#instance-status').innerText(), 'running');
     assert.match(await page.locator('#storage-usage').innerText(), /of 50\.0 GB used/);
-    await screenshot('dashboard');
+    await snapshot('dashboard');
   });
 
   await step('consent for examples/notes, then the app uses storage, files and AI', async () => {
@@ -99,7 +120,7 @@ test('the newcomer\'s path through the Super-App and examples/notes', { timeout:
     await page.waitForURL(`${BASE}/oauth/authorize?**`);
     const scopes = await page.locator('#scopes').innerText();
     for (const s of ['ai:chat', 'storage:read', 'storage:write', 'files:write']) assert.ok(scopes.includes(s), `the consent screen lists ${s}: ${scopes}`);
-    await screenshot('consent');
+    await snapshot('consent');
     await page.getByRole('button', { name: 'Allow' }).click();
     await page.waitForURL(`${notesUrl}/`);
     await page.getByLabel('New note').fill('Buy oat milk and coffee beans');
@@ -112,7 +133,7 @@ test('the newcomer\'s path through the Super-App and examples/notes', { timeout:
     await page.getByLabel('Question').fill('What should I buy?');
     await page.getByRole('button', { name: 'Ask' }).click();
     await page.locator('#answer:not([aria-busy])').filter({ hasText: /\S/ }).waitFor();
-    await screenshot('notes-app');
+    await snapshot('notes-app');
   });
 
   await step('streamed chat with her own AI', async () => {
@@ -133,7 +154,7 @@ test('the newcomer\'s path through the Super-App and examples/notes', { timeout:
     const stages = await page.evaluate(() => window.seenLengths.size);
     assert.ok(stages >= 2, `the answer appeared in ${stages} stage(s), not streamed`);
     await page.locator('.conversations button').first().waitFor();
-    await screenshot('chat');
+    await snapshot('chat');
   });
 
   await step('files uploaded with progress, listed and downloaded', async () => {
@@ -149,7 +170,7 @@ test('the newcomer\'s path through the Super-App and examples/notes', { timeout:
     const row = page.locator('tbody tr', { hasText: 'hello.txt' });
     await row.waitFor();
     await page.locator('tbody tr', { hasText: 'big.bin' }).waitFor();
-    await screenshot('files');
+    await snapshot('files');
     const [download] = await Promise.all([page.waitForEvent('download'), row.getByRole('link', { name: 'Download' }).click()]);
     assert.equal(readFileSync(await download.path(), 'utf8'), 'hello from the browser\n');
     await row.getByRole('button', { name: 'Publish' }).click();
@@ -161,13 +182,13 @@ test('the newcomer\'s path through the Super-App and examples/notes', { timeout:
     const card = page.getByRole('region', { name: 'notes' });
     const text = await card.innerText();
     for (const s of ['ai:chat', 'storage:read', 'storage:write', 'files:write']) assert.ok(text.includes(s), `the grant shows ${s}`);
-    await screenshot('connected-apps');
+    await snapshot('connected-apps');
     await card.getByRole('button', { name: 'Revoke notes' }).click();
     await card.getByRole('button', { name: 'Yes, revoke access' }).click();
     await card.waitFor({ state: 'detached' });
     await page.goto(notesUrl);
     await page.getByText('access was revoked').waitFor();
-    await screenshot('notes-after-revoke');
+    await snapshot('notes-after-revoke');
     // Connecting again shows the consent screen; denying sends the user back with an error.
     await page.getByRole('link', { name: 'Connect your selfcloud' }).click();
     await page.getByRole('button', { name: 'Deny' }).click();
@@ -184,7 +205,7 @@ test('the newcomer\'s path through the Super-App and examples/notes', { timeout:
       assert.ok(text.includes(call), `the access log shows ${call}`);
     }
     assert.ok(/notes\s+GET \/v1\/storage\S*\s+denied · UNAUTHENTICATED/.test(text), `the call after revocation is logged as refused:\n${text}`);
-    await screenshot('access-log');
+    await snapshot('access-log');
   });
 
   await step('export, sign out, sign in, delete the account', async () => {
@@ -203,7 +224,7 @@ test('the newcomer\'s path through the Super-App and examples/notes', { timeout:
     await page.getByLabel(/To delete your account/).fill(ALICE.username);
     await page.getByRole('button', { name: 'Delete my account and all its data' }).click();
     await page.getByText('Your account was deleted').waitFor();
-    await screenshot('deleted');
+    await snapshot('deleted');
     const again = await fetch(`${BASE}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(ALICE) });
     assert.equal(again.status, 401, 'the deleted account can no longer sign in');
   });

@@ -127,14 +127,22 @@ async fn restart_and_connect(gw: &Gateway, username: &str) -> Result<SendRequest
 
 /// Send a request to an instance and return its response. A request that never left (the pooled
 /// connection had closed, e.g. because the instance was killed) is sent once more on a fresh
-/// connection to a restarted instance; a request that may have reached the instance is never
-/// repeated.
+/// connection to a restarted instance, and so is a `GET` or `HEAD` that failed half-way (the
+/// instance died as it was written: they change nothing, so repeating them is safe); any other
+/// request that may have reached the instance is never repeated.
 async fn forward(gw: &Gateway, username: &str, request: hyper::Request<Body>) -> Result<Response, ApiError> {
+    let replayable = matches!(*request.method(), Method::GET | Method::HEAD).then(|| (request.method().clone(), request.uri().clone(), request.headers().clone()));
     let mut sender = ready_sender(gw, username).await?;
     let response = match sender.try_send_request(request).await {
         Ok(response) => response,
         Err(mut failed) => {
-            let Some(unsent) = failed.take_message() else {
+            let again = failed.take_message().or_else(|| {
+                let (method, uri, headers) = replayable?;
+                let mut request = hyper::Request::new(Body::empty());
+                (*request.method_mut(), *request.uri_mut(), *request.headers_mut()) = (method, uri, headers);
+                Some(request)
+            });
+            let Some(unsent) = again else {
                 tracing::warn!(user = username, error = %failed.error(), "instance request failed");
                 return Err(ApiError::new(ErrorCode::Unavailable, "the instance failed to answer; try again"));
             };
