@@ -57,6 +57,9 @@ pub enum Error {
     /// The block store failed.
     #[error("block store: {0}")]
     Store(String),
+    /// Reading the input failed.
+    #[error("reading the input: {0}")]
+    Read(#[from] std::io::Error),
 }
 
 /// Where imported blocks go.
