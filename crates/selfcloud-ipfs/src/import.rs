@@ -8,9 +8,11 @@
 //!
 //! Leaves are hashed in batches of [`BATCH_BYTES`] on background threads, one per core (hashing
 //! is the cost of an import, and leaves do not depend on each other), while the caller goes on
-//! feeding the next batch; a hashed batch is handed to the sink in file order with
+//! feeding the next batch; when it needs the hashed batch, the caller hashes whatever leaves are
+//! still unclaimed rather than wait. A hashed batch is handed to the sink in file order with
 //! [`BlockSink::put_many`], so the sink may seal or write it in parallel too. At most two batches
-//! are in memory: the one being filled and the one being hashed.
+//! are in memory (the one being filled and the one being hashed), plus one batch of spare leaf
+//! buffers for reuse.
 
 use bytes::Bytes;
 use cid::Version;
