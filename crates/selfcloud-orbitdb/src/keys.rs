@@ -76,10 +76,28 @@ pub fn sign(key: &SecretKey, message: &[u8]) -> String {
 /// Whether `signature_hex` is `public_key_hex`'s signature of `message`. A high-S signature is
 /// accepted as its low-S twin, as OrbitDB's own check does.
 pub fn verify(signature_hex: &str, public_key_hex: &str, message: &[u8]) -> bool {
-    let (Some(signature), Some(key)) = (unhex(signature_hex), unhex(public_key_hex)) else { return false };
-    let (Ok(mut signature), Ok(key)) = (Signature::from_der(&signature), PublicKey::from_slice(&key)) else { return false };
+    let (Some(signature), Some(key)) = (unhex(signature_hex), public_key(public_key_hex)) else { return false };
+    let Ok(mut signature) = Signature::from_der(&signature) else { return false };
     signature.normalize_s();
     context().verify_ecdsa(&Message::from_digest(Sha256::digest(message).into()), &signature, &key).is_ok()
+}
+
+/// Public keys met lately, parsed: parsing a compressed point takes a square root, and a log's
+/// entries are nearly all by one or a few writers.
+fn public_key(hex_key: &str) -> Option<PublicKey> {
+    const KEPT_MAX: usize = 1024;
+    static PARSED: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PublicKey>>> = OnceLock::new();
+    let parsed = PARSED.get_or_init(Default::default);
+    if let Some(key) = parsed.lock().unwrap_or_else(|e| e.into_inner()).get(hex_key) {
+        return Some(*key);
+    }
+    let key = PublicKey::from_slice(&unhex(hex_key)?).ok()?;
+    let mut parsed = parsed.lock().unwrap_or_else(|e| e.into_inner());
+    if parsed.len() >= KEPT_MAX {
+        parsed.clear();
+    }
+    parsed.insert(hex_key.to_owned(), key);
+    Some(key)
 }
 
 pub(crate) use selfcloud_core::hex;

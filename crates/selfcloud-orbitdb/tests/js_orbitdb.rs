@@ -51,8 +51,15 @@ fn orbitdbs_identities_and_entries_read_verify_and_reencode_byte_for_byte() {
     let mut forged = entry.clone();
     forged.clock.time += 1;
     assert!(!forged.verify(&identity));
+    assert!(!forged.signed_by(&identity), "the check for an already verified identity also sees it");
+    assert!(entry.signed_by(&identity));
     let stranger = Keys::generate().identity();
     assert!(!entry.verify(&stranger), "signed by someone else's key");
+    assert!(!entry.signed_by(&stranger));
+    // An identity whose binding is broken fails `verify` even though the entry's key matches.
+    let mut unbound = identity.clone();
+    unbound.signatures.public_key = stranger.signatures.public_key.clone();
+    assert!(!entry.verify(&unbound));
 }
 
 #[test]

@@ -269,7 +269,8 @@ type Checked = (String, Vec<u8>, Entry);
 
 /// One frontier of arrived entries: drop those the log holds, check the rest (log id, write
 /// access, signature — in parallel across cores), and name the entries they point to that the
-/// log does not hold yet. Any entry failing refuses the whole arrival.
+/// log does not hold yet. Any entry failing refuses the whole arrival. The identities come from
+/// [`Sync::identity`], which verified each before handing it out.
 fn check_level(orbit: &Orbit, namespace: &str, cid: &str, address: &str, access: &AccessController, level: Vec<(String, Vec<u8>, Entry, Identity)>) -> Result<(Vec<Checked>, Vec<String>), DbError> {
     let held: HashSet<String> = orbit.holding(namespace, cid, level.iter().map(|(hash, ..)| hash.as_str()))?.into_iter().map(str::to_owned).collect();
     let fresh: Vec<_> = level.into_iter().filter(|(hash, ..)| !held.contains(hash)).collect();
@@ -284,7 +285,7 @@ fn check_level(orbit: &Orbit, namespace: &str, cid: &str, address: &str, access:
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let chunk = fresh.len().div_ceil(threads).max(1);
     let forged = std::thread::scope(|scope| {
-        let workers: Vec<_> = fresh.chunks(chunk).map(|part| scope.spawn(move || part.iter().find(|(_, _, entry, identity)| !entry.verify(identity)).map(|(hash, ..)| hash.clone()))).collect();
+        let workers: Vec<_> = fresh.chunks(chunk).map(|part| scope.spawn(move || part.iter().find(|(_, _, entry, identity)| !entry.signed_by(identity)).map(|(hash, ..)| hash.clone()))).collect();
         workers.into_iter().find_map(|w| w.join().ok().flatten())
     });
     if let Some(hash) = forged {
