@@ -28,6 +28,8 @@ const FRAME_TARGET: usize = bitswap::MESSAGE_BYTES_MAX - (256 << 10);
 const WANTS_PER_MESSAGE_MAX: usize = 1024;
 /// Blocks loaded per trip to a blocking thread.
 const LOOKUPS_PER_TRIP: usize = 8;
+/// An unanswered want is sent again this often until it times out.
+const REBROADCAST: Duration = Duration::from_secs(3);
 
 type Reply = oneshot::Sender<Result<Vec<u8>, Error>>;
 
@@ -114,17 +116,39 @@ impl Engine {
         for outbox in targets {
             let _ = outbox.send(Message { wants: vec![want.clone()], ..Message::default() }).await;
         }
-        match tokio::time::timeout(self.want_timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => {
-                let waiter = self.state().wants.remove(&cid);
-                if let Some(w) = waiter {
-                    self.cancel(cid, &w.asked).await;
-                    w.fail(|| Error::Timeout(cid));
+        let deadline = tokio::time::Instant::now() + self.want_timeout;
+        let mut answer = answer;
+        loop {
+            let wait = REBROADCAST.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, &mut answer).await {
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) => return Err(Error::Stopped),
+                Err(_) if tokio::time::Instant::now() < deadline => self.ask_again(cid, &want).await,
+                Err(_) => {
+                    let waiter = self.state().wants.remove(&cid);
+                    if let Some(w) = waiter {
+                        self.cancel(cid, &w.asked).await;
+                        w.fail(|| Error::Timeout(cid));
+                    }
+                    return Err(Error::Timeout(cid));
                 }
-                Err(Error::Timeout(cid))
             }
+        }
+    }
+
+    /// Re-send a want still unanswered to the peers asked that have not refused it, as Bitswap
+    /// clients rebroadcast their wantlists: a peer may drop wants it has no room for (ours keeps
+    /// the first [`WANTS_PER_MESSAGE_MAX`] of a message), and without this one lost want would
+    /// stall a log walk for the whole timeout.
+    async fn ask_again(self: &Arc<Self>, cid: Cid, want: &Want) {
+        let outboxes: Vec<_> = {
+            let mut state = self.state();
+            let Some(waiter) = state.wants.get(&cid) else { return };
+            let peers: Vec<PeerId> = waiter.asked.iter().filter(|p| !waiter.refused.contains(p) && state.peers.contains(p)).copied().collect();
+            peers.into_iter().map(|p| self.outbox(&mut state, p)).collect()
+        };
+        for outbox in outboxes {
+            let _ = outbox.send(Message { wants: vec![want.clone()], ..Message::default() }).await;
         }
     }
 

@@ -34,6 +34,8 @@ const HEADS_MAX: usize = 1024;
 const HEADS_BYTES_MAX: usize = 16 << 20;
 /// Entries fetched at once while following a log.
 const FETCH_WINDOW: usize = 512;
+/// Walks of a log from the same heads before giving up on them (until the next heads arrive).
+const JOIN_ATTEMPTS: u32 = 3;
 
 #[derive(Clone)]
 pub(super) struct Sync {
@@ -205,10 +207,21 @@ impl Sync {
     /// Join entries that arrived for `address` into every namespace holding it.
     async fn join(&self, address: &str, heads: Vec<Vec<u8>>) {
         for namespace in self.holders(address) {
-            match self.join_into(&namespace, address, heads.clone()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(%address, entries = n, "joined entries from peers"),
-                Err(e) => tracing::warn!(%address, error = %e, "refused entries from peers"),
+            for attempt in 1..=JOIN_ATTEMPTS {
+                match self.join_into(&namespace, address, heads.clone()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(%address, entries = n, "joined entries from peers"),
+                    // A block that did not come (a peer busy or gone): walk again from the heads;
+                    // nothing of a failed walk was kept, and what was fetched is cheap to re-ask.
+                    Err(e @ DbError::NotFound(_)) if attempt < JOIN_ATTEMPTS => {
+                        tracing::info!(%address, error = %e, attempt, "a block of the log did not come; walking it again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    // Forged, foreign or malformed entries, or no room: refused for good.
+                    Err(e) => tracing::warn!(%address, error = %e, "refused entries from peers"),
+                }
+                break;
             }
         }
     }
