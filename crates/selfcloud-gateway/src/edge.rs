@@ -86,10 +86,11 @@ pub fn is_cross_site_cookie_request(method: &Method, headers: &HeaderMap) -> boo
     }
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     match headers.get(header::ORIGIN).map(|v| v.to_str()) {
-        Some(Ok(origin)) => {
-            let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-            origin_host.is_none() || host.is_none() || !origin_host.unwrap_or_default().eq_ignore_ascii_case(host.unwrap_or_default())
-        }
+        Some(Ok(origin)) => match (origin.split_once("://"), host) {
+            (Some((_, origin_host)), Some(host)) => !origin_host.eq_ignore_ascii_case(host),
+            // `Origin: null` (an opaque origin), or no `Host` to compare with.
+            _ => true,
+        },
         Some(Err(_)) => true,
         None => headers.get("sec-fetch-site").is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none")),
     }

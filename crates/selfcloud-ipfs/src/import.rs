@@ -107,25 +107,21 @@ impl<'s, S: BlockSink + ?Sized> FileImporter<'s, S> {
             block.clear();
             // A full chunk's leaf header is known before its bytes: write it, then read after it.
             let header = if self.profile.raw_leaves { 0 } else { dag_pb_leaf_header(chunk_bytes as u64, &mut block) };
-            block.reserve(chunk_bytes + 12);
+            // Room for the bytes and the trailer (a tag and a varint).
+            block.reserve(chunk_bytes + 11);
             // `read_to_end` reads into the spare capacity without zeroing it first.
             let n = reader.by_ref().take(chunk_bytes as u64).read_to_end(&mut block)?;
-            self.total += n as u64;
-            if n == chunk_bytes {
-                if !self.profile.raw_leaves {
-                    dag_pb_leaf_trailer(n as u64, &mut block);
-                }
-                self.push_leaf(block, n as u64)?;
-                continue;
-            }
-            // The short last chunk (the end of the input): encode it the ordinary way.
-            if n > 0 {
-                let bytes = block[header..].to_vec();
-                self.total -= n as u64;
+            if n < chunk_bytes {
+                // The short last chunk (the end of the input): encode it the ordinary way.
+                let rest = block[header..].to_vec();
                 self.spare.push(block);
-                self.write(&bytes)?;
+                return if rest.is_empty() { Ok(()) } else { self.write(&rest) };
             }
-            return Ok(());
+            self.total += n as u64;
+            if !self.profile.raw_leaves {
+                dag_pb_leaf_trailer(n as u64, &mut block);
+            }
+            self.push_leaf(block, n as u64)?;
         }
     }
 
