@@ -206,6 +206,10 @@ test('the newcomer\'s path through the Super-App and examples/notes', { timeout:
     }
     assert.ok(/notes\s+GET \/v1\/storage\S*\s+denied · UNAUTHENTICATED/.test(text), `the call after revocation is logged as refused:\n${text}`);
     await snapshot('access-log');
+    // Only the app's calls, when asked for.
+    await page.getByLabel('Who').selectOption({ label: 'notes' });
+    const shown = await log.locator('tr:visible td:nth-child(2)').allInnerTexts();
+    assert.ok(shown.length > 5 && shown.every((who) => who === 'notes'), `only notes' calls are shown: ${shown}`);
   });
 
   await step('export, sign out, sign in, delete the account', async () => {

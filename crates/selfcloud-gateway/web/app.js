@@ -339,8 +339,10 @@ function upload(file, onProgress) {
     xhr.open('POST', inst(`/v1/files?name=${encodeURIComponent(file.name)}`));
     xhr.responseType = 'json';
     xhr.upload.onprogress = (ev) => { if (ev.lengthComputable) onProgress(ev.loaded / ev.total); };
+    // Every byte is sent; the instance is still hashing and storing the last of them.
+    xhr.upload.onload = () => onProgress(1, 'storing…');
     xhr.onload = () => {
-      if (xhr.status === 201 || xhr.status === 200) { onProgress(1); resolve(xhr.response); return; }
+      if (xhr.status === 201 || xhr.status === 200) { resolve(xhr.response); return; }
       const e = xhr.response?.error;
       reject(new ApiError(e?.code || 'INTERNAL', e?.message || `the upload failed (${xhr.status})`, xhr.status));
     };
@@ -382,7 +384,7 @@ async function files() {
           const bar = h('progress', { max: 100, value: 0, 'aria-label': `Uploading ${file.name}` });
           const label = h('span', {}, '0%');
           uploads.append(h('li', {}, h('span', {}, `${file.name} (${bytes(file.size)}) `), label, bar));
-          const added = await upload(file, (p) => { bar.value = Math.round(p * 100); label.textContent = `${Math.round(p * 100)}% `; });
+          const added = await upload(file, (p, what) => { bar.value = Math.round(p * 100); label.textContent = `${what || `${Math.round(p * 100)}%`} `; });
           label.textContent = 'done ';
           bar.after(h('code', {}, ` ${added.cid}`));
         }
@@ -440,6 +442,9 @@ async function connectedApps() {
 async function accessLog() {
   const table = h('tbody', { id: 'audit' });
   const more = h('button', { type: 'button', hidden: true }, 'Older entries');
+  // Show one caller's calls only (of the entries loaded so far).
+  const caller = h('select', { id: 'audit-who', onchange: () => filter() }, h('option', { value: '' }, 'Everyone'));
+  const filter = () => { for (const row of table.rows) row.hidden = Boolean(caller.value) && row.dataset.who !== caller.value; };
   const box = alertBox();
   let cursor = null;
 
@@ -448,7 +453,8 @@ async function accessLog() {
     const r = await api('GET', inst(`/v1/audit?limit=100${cursor ? `&cursor=${cursor}` : ''}`));
     for (const e of r.entries) {
       const app = e.app === 'owner' ? 'You' : (e.app_name || e.app);
-      table.append(h('tr', {},
+      if (![...caller.options].some((o) => o.value === e.app)) caller.append(h('option', { value: e.app }, app));
+      table.append(h('tr', { 'data-who': e.app },
         h('td', {}, when(e.time_ms)),
         h('td', {}, app),
         h('td', {}, h('code', {}, `${e.method} ${e.route}`)),
@@ -456,13 +462,14 @@ async function accessLog() {
     }
     cursor = r.next_cursor;
     more.hidden = !cursor;
+    filter();
   }
   more.addEventListener('click', () => busy(more, box, () => load(false)));
   const refresh = h('button', { type: 'button' }, 'Refresh');
   refresh.addEventListener('click', () => busy(refresh, box, () => load(true)));
   await load(true);
   return [h('p', { class: 'muted' }, 'Every call to your instance, by you or an app, newest first. Denied calls show why.'),
-    h('div', { class: 'row' }, refresh), box,
+    h('div', { class: 'row' }, h('label', {}, 'Who ', caller), refresh), box,
     h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Time'), h('th', {}, 'Who'), h('th', {}, 'Call'), h('th', {}, 'Decision'))), table), more];
 }
 
