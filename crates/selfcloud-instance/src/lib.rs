@@ -81,6 +81,9 @@ pub enum Error {
     /// The p2p node could not start.
     #[error("p2p: {0}")]
     P2p(String),
+    /// The store failed a disk operation and must be opened again by a new process.
+    #[error("the store failed a disk operation (see the log above); exiting so the next request starts the instance afresh")]
+    StoreFailed,
 }
 
 /// Run the instance until SIGTERM/SIGINT. Must be called inside a tokio runtime.
@@ -131,8 +134,19 @@ pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
         out.flush()?;
     }
     tracing::info!(user = %config.username, "instance answering");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
-    Ok(())
+    let stop = async {
+        tokio::select! {
+            () = shutdown_signal() => Ok(()),
+            () = store::storage_failed() => Err(Error::StoreFailed),
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let stopping = async move {
+        let _ = stop_tx.send(stop.await);
+    };
+    axum::serve(listener, app).with_graceful_shutdown(stopping).await?;
+    // Answers in flight were sent; an exit on a failed store tells the supervisor to start afresh.
+    stop_rx.await.unwrap_or(Ok(()))
 }
 
 /// Publishes the account in the chain's directory once (after the faucet's grant), retrying in

@@ -48,7 +48,50 @@ pub enum StoreError {
 macro_rules! db_err {
     ($($t:ty),*) => {$(impl From<$t> for StoreError { fn from(e: $t) -> Self { StoreError::Db(e.to_string()) } })*};
 }
-db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, redb::SetDurabilityError);
+db_err!(redb::DatabaseError, redb::SetDurabilityError);
+
+/// redb errors that may carry a failed disk write: each is checked for one on its way in.
+macro_rules! db_err_with_storage {
+    ($($t:ident),*) => {$(impl From<redb::$t> for StoreError {
+        fn from(e: redb::$t) -> Self {
+            if let redb::$t::Storage(storage) = &e {
+                note_storage_failure(storage);
+            }
+            StoreError::Db(e.to_string())
+        }
+    })*};
+}
+db_err_with_storage!(TransactionError, TableError, CommitError);
+
+impl From<redb::StorageError> for StoreError {
+    fn from(e: redb::StorageError) -> Self {
+        note_storage_failure(&e);
+        StoreError::Db(e.to_string())
+    }
+}
+
+/// Set once redb has reported a failed disk read or write (a full disk, an I/O error). redb then
+/// refuses every later operation, reads included, until the database is opened again; nothing
+/// committed is lost, but this process can no longer reach it. The instance answers the failing
+/// request (`INTERNAL`) and exits, and the gateway starts it afresh on the next request: opening
+/// the store again recovers it from the last commit (crash-only, as after `kill -9`).
+static STORAGE_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STORAGE_FAILED_NOTICE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+fn note_storage_failure(e: &redb::StorageError) {
+    if matches!(e, redb::StorageError::Io(_) | redb::StorageError::PreviousIo) && !STORAGE_FAILED.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        tracing::error!(error = %e, "the store failed a disk operation; the instance will restart to reopen it");
+        STORAGE_FAILED_NOTICE.notify_one();
+    }
+}
+
+/// Resolves once the store has failed a disk operation (see [`STORAGE_FAILED`]).
+pub async fn storage_failed() {
+    if !STORAGE_FAILED.load(std::sync::atomic::Ordering::Acquire) {
+        // notify_one keeps a permit for a failure noted before anyone waited.
+        STORAGE_FAILED_NOTICE.notified().await;
+    }
+}
 
 /// One entry of a listing.
 #[derive(Debug, Clone, serde::Serialize)]

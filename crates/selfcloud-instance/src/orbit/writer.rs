@@ -87,7 +87,7 @@ fn run(store: &Store, jobs: &mpsc::Receiver<Job>) {
 fn commit(store: &Store, cache: &mut Cache, jobs: Vec<Job>) -> (Vec<Done>, Result<(), String>) {
     let txn = match store.db.begin_write() {
         Ok(txn) => txn,
-        Err(e) => return (Vec::new(), Err(e.to_string())),
+        Err(e) => return (Vec::new(), Err(StoreError::from(e).to_string())),
     };
     let mut done = Vec::with_capacity(jobs.len());
     let outcome = (|| -> Result<(), StoreError> {
@@ -98,7 +98,8 @@ fn commit(store: &Store, cache: &mut Cache, jobs: Vec<Job>) -> (Vec<Done>, Resul
         batch.close()
     })();
     let result = match outcome {
-        Ok(()) => txn.commit().map_err(|e| e.to_string()),
+        // Through StoreError, so a failed disk write is noted (see store::storage_failed).
+        Ok(()) => txn.commit().map_err(|e| StoreError::from(e).to_string()),
         Err(e) => Err(e.to_string()),
     };
     (done, result)
