@@ -41,7 +41,7 @@ export interface TestUser {
   username: string;
   password: string;
   tier: 'free' | 'growth' | 'pro';
-  instance_url: string;
+  instance: { id: string; url: string; status: string };
   test_user_of: string;
   [field: string]: unknown;
 }
@@ -53,7 +53,7 @@ export class App {
   createConnectionUrl(options: { permissions: Scope[]; redirectUrl: string }): Promise<string>;
   handleCallback(url: string): Promise<Session>;
   resume(tokens: Tokens): Session;
-  createTestUser(options?: { tier?: 'free' | 'growth' | 'pro'; developerToken?: string }): Promise<TestUser>;
+  createTestUser(options?: { tier?: 'free' | 'growth' | 'pro'; username?: string; developerToken?: string }): Promise<TestUser>;
 }
 
 export interface ChatAnswer {

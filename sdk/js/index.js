@@ -138,11 +138,14 @@ export class App {
     return new Session(this, { ...tokens });
   }
 
-  /** A test user of any tier for this app (local/dev): `{username, password, tier, instance_url, …}`. */
-  async createTestUser({ tier = 'free', developerToken = this.developerToken } = {}) {
+  /**
+   * A test user of any tier for this app (local/dev): `{username, password, tier, instance: {id, url, status}, test_user_of}`.
+   * `username` picks its name (a taken one fails with ALREADY_EXISTS); by default a fresh `test-…` name.
+   */
+  async createTestUser({ tier = 'free', username, developerToken = this.developerToken } = {}) {
     if (!developerToken) throw new SelfError('INVALID_ARGUMENT', "createTestUser needs the developer's owner token (developerToken)");
     const response = await fetch(`${this.baseUrl}/v1/apps/${encodeURIComponent(this.appId)}/test-users`, {
-      method: 'POST', headers: { authorization: `Bearer ${developerToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ tier }),
+      method: 'POST', headers: { authorization: `Bearer ${developerToken}`, 'content-type': 'application/json' }, body: JSON.stringify(username === undefined ? { tier } : { tier, username }),
     });
     if (!response.ok) throw await errorFrom(response);
     return response.json();

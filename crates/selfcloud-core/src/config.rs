@@ -33,6 +33,9 @@ pub struct Config {
     /// Address-space limit of one instance process per tier, bytes (operator-set, SPEC §3).
     /// Defaults 1 GiB / 2 GiB / 4 GiB. Env: `SELFCLOUD_MEMORY_FREE_BYTES`, `..._GROWTH_BYTES`, `..._PRO_BYTES`.
     pub memory_limit_bytes: [u64; 3],
+    /// Storage quota of one instance per tier, bytes. Defaults from SPEC §3 (10 / 50 / 200 GB).
+    /// Env: `SELFCLOUD_STORAGE_FREE_BYTES`, `..._GROWTH_BYTES`, `..._PRO_BYTES`.
+    pub storage_quota_bytes: [u64; 3],
     /// First uid (and gid) of the range reserved for instances when running as root. Default 200000.
     /// Env: `SELFCLOUD_INSTANCE_UID_BASE`.
     pub instance_uid_base: u32,
@@ -94,6 +97,7 @@ impl Default for Config {
             session_ttl_secs: 12 * 3600,
             rate_per_minute: [100, 500, 2_000],
             memory_limit_bytes: [1 << 30, 2 << 30, 4 << 30],
+            storage_quota_bytes: [Tier::Free, Tier::Growth, Tier::Pro].map(Tier::default_storage_quota_bytes),
             instance_uid_base: 200_000,
             instance_uid_count: 100_000,
             body_bytes_max: 2 << 20,
@@ -141,6 +145,9 @@ impl Config {
         parse_into(&mut c.memory_limit_bytes[0], "SELFCLOUD_MEMORY_FREE_BYTES", "bytes")?;
         parse_into(&mut c.memory_limit_bytes[1], "SELFCLOUD_MEMORY_GROWTH_BYTES", "bytes")?;
         parse_into(&mut c.memory_limit_bytes[2], "SELFCLOUD_MEMORY_PRO_BYTES", "bytes")?;
+        parse_into(&mut c.storage_quota_bytes[0], "SELFCLOUD_STORAGE_FREE_BYTES", "bytes")?;
+        parse_into(&mut c.storage_quota_bytes[1], "SELFCLOUD_STORAGE_GROWTH_BYTES", "bytes")?;
+        parse_into(&mut c.storage_quota_bytes[2], "SELFCLOUD_STORAGE_PRO_BYTES", "bytes")?;
         parse_into(&mut c.instance_uid_base, "SELFCLOUD_INSTANCE_UID_BASE", "a uid")?;
         parse_into(&mut c.instance_uid_count, "SELFCLOUD_INSTANCE_UID_COUNT", "a count")?;
         parse_into(&mut c.body_bytes_max, "SELFCLOUD_BODY_BYTES_MAX", "bytes")?;
@@ -241,6 +248,11 @@ impl Config {
     /// Memory limit for a tier.
     pub fn memory_for(&self, tier: Tier) -> u64 {
         self.memory_limit_bytes[tier_index(tier)]
+    }
+
+    /// Storage quota for a tier.
+    pub fn storage_quota_for(&self, tier: Tier) -> u64 {
+        self.storage_quota_bytes[tier_index(tier)]
     }
 }
 

@@ -33,8 +33,8 @@ impl Tier {
             Tier::Pro => "pro",
         }
     }
-    /// Storage quota in bytes (decimal gigabytes, as the SPEC's table).
-    pub fn storage_quota_bytes(self) -> u64 {
+    /// The SPEC's storage quota in bytes (decimal gigabytes, as its table; the config may override it).
+    pub fn default_storage_quota_bytes(self) -> u64 {
         const GB: u64 = 1_000_000_000;
         match self {
             Tier::Free => 10 * GB,

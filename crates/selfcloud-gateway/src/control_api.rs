@@ -187,7 +187,7 @@ pub async fn instance_me(State(gw): Shared, rid: Rid, headers: HeaderMap) -> Res
     let mut body = account_json(&gw, &account);
     body["usage"] = serde_json::json!({
         "storage_bytes": usage.get("storage_bytes").cloned().unwrap_or(serde_json::Value::Null),
-        "storage_quota_bytes": account.tier.storage_quota_bytes(),
+        "storage_quota_bytes": gw.config.storage_quota_for(account.tier),
         "requests_per_minute": gw.config.rate_for(account.tier),
         "memory_limit_bytes": gw.config.memory_for(account.tier),
     });
@@ -267,6 +267,8 @@ fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
 #[derive(Deserialize)]
 struct NewTestUser {
     tier: Option<String>,
+    /// A name the developer picks (a fixture's "alice"); default a fresh `test-…` name.
+    username: Option<String>,
 }
 
 /// `POST /v1/apps/{app_id}/test-users`: the app's developer creates a test user of any tier.
@@ -277,13 +279,16 @@ pub async fn create_test_user(State(gw): Shared, rid: Rid, Path(app_id): Path<St
         return Err(rid.err(ApiError::not_found("no such app of yours")));
     };
     let bytes = edge::read_body(body, CONTROL_BODY_BYTES_MAX, &rid).await?;
-    let input: NewTestUser = if bytes.is_empty() { NewTestUser { tier: None } } else { edge::parse_json(&bytes, &rid)? };
+    let input: NewTestUser = if bytes.is_empty() { NewTestUser { tier: None, username: None } } else { edge::parse_json(&bytes, &rid)? };
     let tier = match input.tier.as_deref() {
         None => Tier::Free,
         Some(t) => Tier::parse(t).ok_or_else(|| rid.err(ApiError::invalid("tier must be free, growth or pro")))?,
     };
-    let name = format!("test-{}", crate::tokens::hex(&selfcloud_core::random_bytes::<5>()));
-    let username = Username::parse(&name).map_err(|_| rid.err(ApiError::internal()))?;
+    let username = match input.username {
+        // A taken name is refused by create_account (ALREADY_EXISTS), as at sign-up.
+        Some(name) => Username::parse(&name).map_err(|e| rid.err(ApiError::invalid(e.to_string())))?,
+        None => Username::parse(&format!("test-{}", crate::tokens::hex(&selfcloud_core::random_bytes::<5>()))).map_err(|_| rid.err(ApiError::internal()))?,
+    };
     let password = selfcloud_core::random_token();
     let account = create_account(&gw, username, password.clone(), tier, Some(app.app_id.clone())).await.map_err(|e| rid.err(e))?;
     let mut body = account_json(&gw, &account);

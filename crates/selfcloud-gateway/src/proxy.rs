@@ -362,7 +362,7 @@ async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, r
     let has_body = declared.is_some_and(|n| n != Some(0)) || parts.headers.contains_key(header::TRANSFER_ENCODING);
     let body = if is_upload(&parts.method, route) {
         // Files stream through (any size up to the tier's quota); the instance imports as they come.
-        let limit = usize::try_from(tier.storage_quota_bytes()).unwrap_or(usize::MAX);
+        let limit = usize::try_from(gw.config.storage_quota_for(tier)).unwrap_or(usize::MAX);
         if declared.flatten().is_some_and(|n| n > limit) {
             return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the upload is larger than the tier's {limit}-byte quota")));
         }
@@ -403,7 +403,7 @@ async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, r
     headers.insert(caller::CALLER, internal(&caller.header_value())?);
     headers.insert(caller::SCOPES, scopes);
     headers.insert(caller::REQUEST_ID, internal(&rid.0)?);
-    headers.insert(caller::QUOTA_BYTES, HeaderValue::from(tier.storage_quota_bytes()));
+    headers.insert(caller::QUOTA_BYTES, HeaderValue::from(gw.config.storage_quota_for(tier)));
     if let (Subject::App { app_id, .. }, true) = (&claims.subject, parts.method == Method::POST && route == "/v1/chain/transactions") {
         // The spending limit the user set at consent; read fresh so a changed grant applies at once.
         let grant = gw.store.grant(&claims.username, app_id).map_err(|_| ApiError::internal())?;

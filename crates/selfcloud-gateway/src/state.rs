@@ -182,7 +182,7 @@ impl Gateway {
             .ensure_awake(username, || {
                 let account = self.account(username).ok_or_else(|| selfcloud_control::Error::NotFound(format!("user {username}")))?;
                 let data_key = self.keys.unwrap(username, &account.wrapped_data_key)?;
-                Ok(LaunchSpec { username: username.to_owned(), uid: account.uid, memory_bytes: self.config.memory_for(account.tier), quota_bytes: account.tier.storage_quota_bytes(), data_key, llm_context: self.config.llm_context_for(account.tier), llm_max_tokens: self.config.llm_max_tokens_for(account.tier) })
+                Ok(LaunchSpec { username: username.to_owned(), uid: account.uid, memory_bytes: self.config.memory_for(account.tier), quota_bytes: self.config.storage_quota_for(account.tier), data_key, llm_context: self.config.llm_context_for(account.tier), llm_max_tokens: self.config.llm_max_tokens_for(account.tier) })
             })
             .await;
         result.map_err(|err| {

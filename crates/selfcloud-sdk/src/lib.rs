@@ -42,7 +42,7 @@ mod error;
 mod services;
 mod session;
 
-pub use app::{App, AppConfig, PendingConnection, Tokens};
+pub use app::{App, AppConfig, PendingConnection, TestUser, Tokens};
 pub use error::{Code, Error};
 pub use services::{Ai, Blockchain, ChatAnswer, ChatEvent, Crypto, Db, Database, Files, Network, Storage};
 pub use session::Session;

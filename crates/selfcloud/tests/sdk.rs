@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestSystem, REDIRECT};
+use common::{SmallDisk, TestSystem, REDIRECT};
 use futures::StreamExt;
 use reqwest::Method;
 use selfcloud_sdk::{App, AppConfig, ChatEvent, Code, Error, Session};
@@ -177,4 +177,62 @@ async fn rate_limits_come_back_with_their_wait() {
     let e = limited.expect("the tier's rate limit bites");
     assert_eq!(e.code(), Some(&Code::RateLimited), "{e}");
     assert!(e.retry_after().is_some_and(|s| s >= 1));
+}
+
+/// The bytes of the small disk the INTERNAL case fills (the data directory's tmpfs).
+const SMALL_DISK_BYTES: usize = 32 << 20;
+
+/// The codes a healthy, well-provisioned system seldom gives, on a system set up to give them: a
+/// taken name (ALREADY_EXISTS), a body over the limit (PAYLOAD_TOO_LARGE), a full tier quota
+/// (QUOTA_EXCEEDED), no chain (UNAVAILABLE) and, as root, a full disk (INTERNAL, naming no
+/// internals, with what was stored before still there).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rarer_codes_come_back_through_the_sdk() {
+    let env = [("SELFCLOUD_VALIDATORS", "0"), ("SELFCLOUD_STORAGE_GROWTH_BYTES", "300000")];
+    let disk = SmallDisk::mount(SMALL_DISK_BYTES as u64);
+    let sys = match &disk {
+        Ok(disk) => TestSystem::start_in(&disk.path().join("data"), &env),
+        Err(_) => TestSystem::start(&env),
+    };
+    let developer = sys.user("developer").await;
+    let registered = sys.app(&developer, "rare").await;
+    let app = sdk_app(&sys, &registered);
+
+    let carol = app.create_test_user(&developer, "growth", Some("carol")).await.expect("a named test user");
+    assert_eq!((carol.username.as_str(), carol.tier.as_str()), ("carol", "growth"));
+    let taken = app.create_test_user(&developer, "free", Some("carol")).await.unwrap_err();
+    assert_eq!(taken.code(), Some(&Code::AlreadyExists), "{taken}");
+    let unnamed = app.create_test_user(&developer, "free", None).await.expect("a test user with a fresh name");
+    assert!(unnamed.username.starts_with("test-"), "{}", unnamed.username);
+
+    let owner = sys.client.sign_in("carol", &carol.password).await.expect("the test user signs in");
+    let session = connect(&sys, &app, &owner, &["storage:read", "storage:write", "chain:read"]).await;
+    let oversized = session.storage().set("huge", &json!("x".repeat(1_100_000))).await.unwrap_err();
+    assert_eq!(oversized.code(), Some(&Code::PayloadTooLarge), "{oversized}");
+    // The growth tier holds 300 kB here: a second 200 kB value does not fit; the first stays.
+    let big = json!("q".repeat(200_000));
+    session.storage().set("first", &big).await.expect("within the quota");
+    let over = session.storage().set("second", &big).await.unwrap_err();
+    assert_eq!(over.code(), Some(&Code::QuotaExceeded), "{over}");
+    assert_eq!(session.storage().get("first").await.unwrap(), Some(big));
+    assert_eq!(session.storage().get("second").await.unwrap(), None);
+    let no_chain = session.blockchain().get_info().await.unwrap_err();
+    assert_eq!(no_chain.code(), Some(&Code::Unavailable), "{no_chain}");
+
+    let Ok(_disk) = &disk else {
+        println!("SKIPPED (INTERNAL on a full disk): {}", disk.err().unwrap_or_default());
+        return;
+    };
+    let dave = app.create_test_user(&developer, "free", None).await.expect("a test user");
+    let owner = sys.client.sign_in(&dave.username, &dave.password).await.expect("sign-in");
+    let session = connect(&sys, &app, &owner, &["storage:read", "storage:write", "files:write"]).await;
+    session.storage().set("kept", &json!("written before the disk filled")).await.unwrap();
+    let full = session.files().add(common::pattern(SMALL_DISK_BYTES * 3 / 2, 7), None).await.unwrap_err();
+    assert_eq!(full.code(), Some(&Code::Internal), "{full}");
+    let Error::Api { status, message, request_id, .. } = &full else { panic!("{full:?}") };
+    assert_eq!(*status, 500);
+    let lower = message.to_lowercase();
+    assert!(!["space", "os error", "errno", "/tmp", "redb"].iter().any(|w| lower.contains(w)), "no internals in: {message}");
+    assert!(request_id.is_some(), "a request id to quote to the operator");
+    assert_eq!(session.storage().get("kept").await.unwrap(), Some(json!("written before the disk filled")));
 }

@@ -19,20 +19,30 @@ pub fn exe() -> PathBuf {
 pub struct TestSystem {
     pub system: Option<OwnSystem>,
     pub client: Client,
-    pub dir: tempfile::TempDir,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
     pub env: Vec<(String, String)>,
 }
 
 impl TestSystem {
     pub fn start(env: &[(&str, &str)]) -> TestSystem {
         let dir = tempfile::tempdir().expect("temp dir");
-        let system = OwnSystem::start(&exe(), &dir.path().join("data"), env).expect("selfcloud up starts");
+        TestSystem::start_at(dir.path().join("data"), dir, env)
+    }
+
+    /// A system whose data directory is `data` (e.g. on a [`SmallDisk`]).
+    pub fn start_in(data: &Path, env: &[(&str, &str)]) -> TestSystem {
+        TestSystem::start_at(data.to_owned(), tempfile::tempdir().expect("temp dir"), env)
+    }
+
+    fn start_at(data: PathBuf, dir: tempfile::TempDir, env: &[(&str, &str)]) -> TestSystem {
+        let system = OwnSystem::start(&exe(), &data, env).expect("selfcloud up starts");
         let client = Client::new(&system.url);
-        TestSystem { system: Some(system), client, dir, env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+        TestSystem { system: Some(system), client, data, _dir: dir, env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     pub fn listen(&self) -> String {
@@ -80,6 +90,37 @@ impl Drop for TestSystem {
         if let Some(system) = self.system.take() {
             let _ = system.stop();
         }
+    }
+}
+
+/// A small tmpfs mounted on a fresh directory: a disk that really fills up (ENOSPC), for the
+/// paths that must answer `INTERNAL` without leaking internals. Needs root (CAP_SYS_ADMIN).
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `bytes`, or says why it cannot.
+    pub fn mount(bytes: u64) -> Result<SmallDisk, String> {
+        if !is_root() {
+            return Err("mounting a small disk needs root".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let options = format!("size={bytes},mode=0755");
+        nix::mount::mount(Some("tmpfs"), dir.path(), Some("tmpfs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV, Some(options.as_str()))
+            .map_err(|e| format!("mount -t tmpfs: {e}"))?;
+        Ok(SmallDisk { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: a process of the stopped system may still hold a file for a moment.
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
