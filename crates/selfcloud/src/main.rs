@@ -130,6 +130,21 @@ enum ModelsCommand {
         #[arg(long)]
         minilm: PathBuf,
     },
+    /// Rewrite a GGUF chat model's weights in another type (q8_0, bf16 or f16), e.g. to compare
+    /// with `selfcloud bench llm --models`.
+    Requantize {
+        /// The GGUF to read.
+        input: PathBuf,
+        /// The GGUF to write.
+        output: PathBuf,
+        /// The weight type: q8_0, bf16 or f16.
+        #[arg(long, value_parser = parse_weight_type)]
+        to: selfcloud_llm::install::WeightType,
+    },
+}
+
+fn parse_weight_type(text: &str) -> Result<selfcloud_llm::install::WeightType, String> {
+    selfcloud_llm::install::WeightType::parse(text).ok_or_else(|| format!("{text:?} is not q8_0, bf16 or f16"))
 }
 
 #[derive(clap::Args)]
@@ -198,6 +213,10 @@ fn main() -> anyhow::Result<()> {
         Command::Up { data_dir, listen } => up(data_dir, listen),
         Command::Instance(args) => instance(args),
         Command::Models { which: ModelsCommand::Prepare { dir, minilm } } => models_prepare(&dir, &minilm),
+        Command::Models { which: ModelsCommand::Requantize { input, output, to } } => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            selfcloud_llm::install::requantize(&input, &output, to, threads).with_context(|| format!("requantizing {}", input.display()))
+        }
         Command::Demo { url } => runtime()?.block_on(demo::run(url)),
         Command::Bench { which } => runtime()?.block_on(bench::run(which)),
         Command::Chain { which } => chain(which),
