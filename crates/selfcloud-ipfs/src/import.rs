@@ -13,6 +13,11 @@
 //! [`BlockSink::put_many`], so the sink may seal or write it in parallel too. At most two batches
 //! are in memory (the one being filled and the one being hashed), plus one batch of spare leaf
 //! buffers for reuse.
+//!
+//! A regular file can instead be given whole to [`FileImporter::read_file`], where every core
+//! reads and hashes chunks by positional reads (see `import/read_file.rs`).
+
+mod read_file;
 
 use bytes::Bytes;
 use cid::Version;
@@ -412,6 +417,40 @@ mod tests {
                 assert_eq!(written.0, read.0, "the same blocks for {len} bytes");
             }
         }
+    }
+
+    #[test]
+    fn reading_a_file_on_every_core_gives_the_same_dag_as_writing() {
+        #[derive(Default)]
+        struct Blocks(Vec<(Cid, Vec<u8>)>);
+        impl BlockSink for Blocks {
+            fn put(&mut self, cid: &Cid, block: &[u8]) -> Result<(), Error> {
+                self.0.push((*cid, block.to_vec()));
+                Ok(())
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("selfcloud-read-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for profile in [crate::profile::UNIXFS_V0_2015, crate::profile::UNIXFS_V1_2025] {
+            // Past the read-ahead window too (64 leaves of 256 KiB, 16 of 1 MiB).
+            for len in [0usize, 1, 262_143, 262_144, 262_145, 3 * 262_144 + 17, (1 << 20) * 2 + 5, 70 * 262_144 + 9, (1 << 20) * 20] {
+                let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+                let path = dir.join(format!("{len}"));
+                std::fs::write(&path, &bytes).expect("write the file");
+                let (mut written, mut read) = (Blocks::default(), Blocks::default());
+                let a = import_bytes(profile, &bytes, &mut written).expect("write");
+                let mut importer = FileImporter::new(profile, &mut read);
+                importer.read_file(&std::fs::File::open(&path).expect("open")).expect("read_file");
+                let b = importer.finish().expect("finish");
+                assert_eq!(a, b, "{len} bytes");
+                assert_eq!(written.0, read.0, "the same blocks in the same order for {len} bytes");
+            }
+        }
+        let mut sink = Blocks::default();
+        let mut importer = FileImporter::new(crate::profile::UNIXFS_V0_2015, &mut sink);
+        importer.write(b"x").expect("write");
+        assert!(importer.read_file(&std::fs::File::open(dir.join("1")).expect("open")).is_err(), "read_file only starts an import");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
