@@ -393,16 +393,18 @@ pub fn import_bytes(profile: Profile, bytes: &[u8], sink: &mut (impl BlockSink +
 mod tests {
     use super::*;
 
+    /// Keeps every block, in the order it came.
+    #[derive(Default)]
+    struct Blocks(Vec<(Cid, Vec<u8>)>);
+    impl BlockSink for Blocks {
+        fn put(&mut self, cid: &Cid, block: &[u8]) -> Result<(), Error> {
+            self.0.push((*cid, block.to_vec()));
+            Ok(())
+        }
+    }
+
     #[test]
     fn reading_straight_into_leaves_gives_the_same_dag_as_writing() {
-        #[derive(Default)]
-        struct Blocks(Vec<(Cid, Vec<u8>)>);
-        impl BlockSink for Blocks {
-            fn put(&mut self, cid: &Cid, block: &[u8]) -> Result<(), Error> {
-                self.0.push((*cid, block.to_vec()));
-                Ok(())
-            }
-        }
         for profile in [crate::profile::UNIXFS_V0_2015, crate::profile::UNIXFS_V1_2025] {
             for len in [0usize, 1, 262_143, 262_144, 262_145, 3 * 262_144 + 17, (1 << 20) * 2 + 5] {
                 let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
@@ -421,14 +423,6 @@ mod tests {
 
     #[test]
     fn reading_a_file_on_every_core_gives_the_same_dag_as_writing() {
-        #[derive(Default)]
-        struct Blocks(Vec<(Cid, Vec<u8>)>);
-        impl BlockSink for Blocks {
-            fn put(&mut self, cid: &Cid, block: &[u8]) -> Result<(), Error> {
-                self.0.push((*cid, block.to_vec()));
-                Ok(())
-            }
-        }
         let dir = std::env::temp_dir().join(format!("selfcloud-read-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         for profile in [crate::profile::UNIXFS_V0_2015, crate::profile::UNIXFS_V1_2025] {
