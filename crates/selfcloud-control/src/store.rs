@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -345,6 +345,45 @@ impl ControlStore {
             .collect())
     }
 
+    // ----- housekeeping -----
+
+    /// Deletes what can no longer be used: refresh tokens and revocations past their expiry, and
+    /// authorization codes a day past theirs (kept that long so a late replay is still known as a
+    /// replay and revokes what the code produced). Run periodically; everything else the store
+    /// holds is live (accounts, apps, grants) or the user's history (the access log).
+    pub fn prune_expired(&self, now: u64) -> Result<Pruned, Error> {
+        /// The one field pruning reads of a stored code or refresh token.
+        #[derive(serde::Deserialize)]
+        struct Expiry {
+            expires_at: u64,
+        }
+        let expired_after = |grace: u64| {
+            move |_: &str, v: &[u8]| match serde_json::from_slice::<Expiry>(v) {
+                Ok(e) => e.expires_at.saturating_add(grace) >= now,
+                // Unreadable rows are kept (and never handed out as valid: their readers fail).
+                Err(_) => true,
+            }
+        };
+        let txn = self.db.begin_write()?;
+        let mut pruned = Pruned::default();
+        {
+            let mut codes = txn.open_table(CODES)?;
+            let before = codes.len()?;
+            codes.retain(expired_after(CODE_REPLAY_MEMORY_SECS))?;
+            pruned.codes = before - codes.len()?;
+            let mut refresh = txn.open_table(REFRESH)?;
+            let before = refresh.len()?;
+            refresh.retain(expired_after(0))?;
+            pruned.refresh_tokens = before - refresh.len()?;
+            let mut revoked = txn.open_table(REVOKED)?;
+            let before = revoked.len()?;
+            revoked.retain(|_, v| serde_json::from_slice::<u64>(v).map_or(true, |exp| exp >= now))?;
+            pruned.revocations = before - revoked.len()?;
+        }
+        txn.commit()?;
+        Ok(pruned)
+    }
+
     // ----- access log -----
 
     /// Append entries (assigning sequence numbers) in one transaction.
@@ -386,6 +425,57 @@ impl ControlStore {
     }
 }
 
+/// How long an exchanged or expired authorization code is remembered after its expiry.
+const CODE_REPLAY_MEMORY_SECS: u64 = 24 * 3600;
+
+/// What [`ControlStore::prune_expired`] deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Authorization codes.
+    pub codes: u64,
+    /// Refresh tokens.
+    pub refresh_tokens: u64,
+    /// Revocations.
+    pub revocations: u64,
+}
+
 fn decode_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_le_bytes).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AuthCode, RefreshToken};
+
+    fn code(expires_at: u64) -> AuthCode {
+        AuthCode { username: "alice".into(), app_id: "app".into(), scopes: vec![], redirect_uri: "http://127.0.0.1/cb".into(), code_challenge: "c".into(), expires_at, used_by_family: None, generation: 1 }
+    }
+
+    fn refresh(expires_at: u64) -> RefreshToken {
+        RefreshToken { family: "f".into(), username: "alice".into(), app_id: "app".into(), scopes: vec![], generation: 1, expires_at, used: true }
+    }
+
+    #[test]
+    fn pruning_drops_only_what_can_no_longer_be_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ControlStore::open(&dir.path().join("control.redb")).unwrap();
+        let now = 1_000_000;
+        store.put_code("old", &code(now - CODE_REPLAY_MEMORY_SECS - 1)).unwrap();
+        store.put_code("recent", &code(now - 60)).unwrap(); // expired, still remembered as a replay
+        store.put_code("live", &code(now + 60)).unwrap();
+        store.put_refresh("spent-expired", &refresh(now - 1)).unwrap();
+        store.put_refresh("live", &refresh(now + 1)).unwrap();
+        store.revoke(RevokedKind::Token, "gone", now - 1).unwrap();
+        store.revoke(RevokedKind::Token, "kept", now + 1).unwrap();
+
+        let pruned = store.prune_expired(now).unwrap();
+        assert_eq!(pruned, Pruned { codes: 1, refresh_tokens: 1, revocations: 1 });
+        assert!(store.redeem_code("old", "x").unwrap().is_none());
+        assert!(store.redeem_code("recent", "x").unwrap().is_some());
+        assert!(store.redeem_code("live", "x").unwrap().is_some());
+        assert!(store.refresh("spent-expired").unwrap().is_none());
+        assert!(store.refresh("live").unwrap().is_some());
+        assert!(store.prune_expired(now).unwrap() == Pruned::default(), "a second pass finds nothing");
+    }
 }

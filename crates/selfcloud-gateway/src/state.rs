@@ -17,6 +17,9 @@ use crate::proxy::Pools;
 use crate::ratelimit::RateLimits;
 use crate::tokens::Tokens;
 
+/// The control store is pruned at start-up and then every this many minute ticks (hourly).
+const STORE_PRUNE_EVERY_TICKS: u64 = 60;
+
 /// Everything a request handler may need.
 pub struct Gateway {
     /// Host configuration.
@@ -127,13 +130,29 @@ impl Gateway {
         let weak = Arc::downgrade(&gateway);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(limiter_prune_every);
+            let mut ticks = 0u64;
             loop {
                 tick.tick().await;
                 let Some(gw) = weak.upgrade() else { return };
                 gw.limits.prune();
+                if ticks % STORE_PRUNE_EVERY_TICKS == 0 {
+                    gw.prune_store().await;
+                }
+                ticks += 1;
             }
         });
         Ok(gateway)
+    }
+
+    /// Deletes the control store's expired codes, refresh tokens and revocations (a store that
+    /// only grows would grow with every sign-in and token refresh ever made).
+    async fn prune_store(&self) {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.prune_expired(selfcloud_core::unix_now())).await {
+            Ok(Ok(pruned)) => tracing::debug!(?pruned, "control store pruned"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning the control store failed; trying again later"),
+            Err(e) => tracing::warn!(error = %e, "pruning the control store stopped"),
+        }
     }
 
     /// An account, from memory.
