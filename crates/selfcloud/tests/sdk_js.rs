@@ -52,8 +52,11 @@ async fn the_js_sdk_meets_the_rarer_codes() {
         }
     };
     let report = node_test(&sys, "rare-codes.test.mjs", &extra).await;
-    assert!(report.contains("pass 1") && report.contains("fail 0"), "the node test ran: {report}");
+    assert!(report.contains("fail 0"), "the node test ran: {report}");
     if disk.is_ok() {
-        assert!(report.contains("skipped 0"), "the full-disk case ran: {report}");
+        assert!(report.contains("pass 1") && report.contains("skipped 0"), "the full-disk case ran: {report}");
+    } else {
+        // The test skips itself (after every other code was checked) where no small disk is mounted.
+        assert!(report.contains("pass 1") || report.contains("skipped 1"), "the node test ran: {report}");
     }
 }
