@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -107,7 +107,29 @@ struct Running {
 pub struct Slot {
     awake: AtomicBool,
     last_used_ms: AtomicU64,
+    /// Requests and responses in flight ([`Activity`] guards): never idle while any is.
+    active: AtomicUsize,
     running: tokio::sync::Mutex<Option<Running>>,
+}
+
+impl Slot {
+    fn is_idle_since(&self, cutoff_ms: u64) -> bool {
+        self.active.load(Ordering::Acquire) == 0 && self.last_used_ms.load(Ordering::Relaxed) < cutoff_ms
+    }
+}
+
+/// A request or response in flight to an instance (see [`Supervisor::activity`]).
+pub struct Activity {
+    slot: Arc<Slot>,
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        // The end of an exchange is its last use; stored before the count drops, so a scan that
+        // sees no activity also sees this time.
+        self.slot.last_used_ms.store(selfcloud_core::unix_now_ms(), Ordering::Relaxed);
+        self.slot.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The supervisor.
@@ -139,7 +161,7 @@ impl Supervisor {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         slots
             .entry(username.to_owned())
-            .or_insert_with(|| Arc::new(Slot { awake: AtomicBool::new(false), last_used_ms: AtomicU64::new(0), running: tokio::sync::Mutex::new(None) }))
+            .or_insert_with(|| Arc::new(Slot { awake: AtomicBool::new(false), last_used_ms: AtomicU64::new(0), active: AtomicUsize::new(0), running: tokio::sync::Mutex::new(None) }))
             .clone()
     }
 
@@ -294,22 +316,42 @@ impl Supervisor {
         while stops.join_next().await.is_some() {}
     }
 
+    /// Mark a request to `username`'s instance as in flight until the guard is dropped (the
+    /// gateway holds it until the response's last byte is sent). Hibernation only counts time
+    /// from the end of the last exchange: a long upload, download or streamed answer is not
+    /// idleness.
+    pub fn activity(&self, username: &str) -> Activity {
+        let slot = self.slot(username);
+        slot.active.fetch_add(1, Ordering::AcqRel);
+        slot.last_used_ms.store(selfcloud_core::unix_now_ms(), Ordering::Relaxed);
+        Activity { slot }
+    }
+
     /// Stop instances idle longer than the idle timeout. Returns how many were stopped.
     pub async fn hibernate_idle(&self) -> usize {
         let cutoff = selfcloud_core::unix_now_ms().saturating_sub(self.config.idle_timeout.as_millis() as u64);
-        let idle: Vec<String> = self
+        let idle: Vec<(String, Arc<Slot>)> = self
             .slots
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(_, s)| s.awake.load(Ordering::Acquire) && s.last_used_ms.load(Ordering::Relaxed) < cutoff)
-            .map(|(n, _)| n.clone())
+            .filter(|(_, s)| s.awake.load(Ordering::Acquire) && s.is_idle_since(cutoff))
+            .map(|(n, s)| (n.clone(), s.clone()))
             .collect();
-        for name in &idle {
+        let mut stopped = 0;
+        for (name, slot) in &idle {
+            let mut running = slot.running.lock().await;
+            // Checked again under the lock: a request may have arrived since the scan.
+            if !slot.is_idle_since(cutoff) {
+                continue;
+            }
+            let Some(r) = running.take() else { continue };
             tracing::info!(user = %name, "hibernating idle instance");
-            self.stop(name).await;
+            slot.awake.store(false, Ordering::Release);
+            stop_process(r).await;
+            stopped += 1;
         }
-        idle.len()
+        stopped
     }
 
     /// Run [`Supervisor::hibernate_idle`] every second until the process ends.

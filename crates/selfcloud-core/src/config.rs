@@ -43,7 +43,9 @@ pub struct Config {
     pub instance_uid_count: u32,
     /// Largest JSON request body the gateway accepts. Default 2 MiB. Env: `SELFCLOUD_BODY_BYTES_MAX`.
     pub body_bytes_max: usize,
-    /// A request that takes longer is answered `UNAVAILABLE`. Default 30. Env: `SELFCLOUD_REQUEST_TIMEOUT_SECS`.
+    /// A request that takes longer is answered `UNAVAILABLE`; an upload, which may take as long as
+    /// its size needs, fails instead when nothing moves for this long. Default 30. Env:
+    /// `SELFCLOUD_REQUEST_TIMEOUT_SECS`.
     pub request_timeout_secs: u64,
     /// How long a starting instance may take to answer. Default 10000. Env: `SELFCLOUD_INSTANCE_START_TIMEOUT_MS`.
     pub instance_start_timeout_ms: u64,

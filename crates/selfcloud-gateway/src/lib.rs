@@ -15,6 +15,7 @@
 //! unwrapped data key longer than it takes to hand it to a starting instance.
 #![warn(missing_docs, unreachable_pub)]
 
+mod bodies;
 pub mod chain_proxy;
 pub mod control_api;
 pub mod edge;

@@ -20,6 +20,7 @@ use selfcloud_control::model::AuditEntry;
 use selfcloud_core::caller::{self, Caller};
 use selfcloud_core::{ApiError, ErrorCode, Scope, Username};
 
+use crate::bodies::{Held, Progress, Stall, Watched};
 use crate::edge::{self, Rid};
 use crate::state::Gateway;
 use crate::tokens::{Claims, Subject};
@@ -131,6 +132,8 @@ async fn restart_and_connect(gw: &Gateway, username: &str) -> Result<SendRequest
 /// instance died as it was written: they change nothing, so repeating them is safe); any other
 /// request that may have reached the instance is never repeated.
 async fn forward(gw: &Gateway, username: &str, request: hyper::Request<Body>) -> Result<Response, ApiError> {
+    // Held until the response's last byte is sent, so the instance cannot hibernate under it.
+    let activity = gw.supervisor.activity(username);
     let replayable = matches!(*request.method(), Method::GET | Method::HEAD).then(|| (request.method().clone(), request.uri().clone(), request.headers().clone()));
     let mut sender = ready_sender(gw, username).await?;
     let response = match sender.try_send_request(request).await {
@@ -159,7 +162,7 @@ async fn forward(gw: &Gateway, username: &str, request: hyper::Request<Body>) ->
         }
     };
     gw.pools.put(username, sender);
-    Ok(response.map(Body::new))
+    Ok(response.map(|body| Body::new(Held::new(Body::new(body), activity))))
 }
 
 /// A gateway-internal call to an instance as its owner (e.g. usage for `instances/me`).
@@ -305,6 +308,8 @@ pub async fn handle(gw: &Arc<Gateway>, rid: &Rid, request: Request) -> Response 
     } else {
         match authorize(gw, &mut decision, tier, request.headers()) {
             Err(e) => Err(e),
+            // An upload is timed by its progress instead (see `crate::bodies`).
+            Ok(claims) if is_upload(&method, &route) => serve(gw, &claims, tier, &route, request, rid).await,
             Ok(claims) => tokio::time::timeout(timeout, serve(gw, &claims, tier, &route, request, rid)).await.unwrap_or_else(|_| Err(too_slow())),
         }
     };
@@ -360,13 +365,15 @@ async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, r
     }
     let declared = parts.headers.get(header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|v| v.parse::<usize>().ok()));
     let has_body = declared.is_some_and(|n| n != Some(0)) || parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let mut progress = None;
     let body = if is_upload(&parts.method, route) {
         // Files stream through (any size up to the tier's quota); the instance imports as they come.
         let limit = usize::try_from(gw.config.storage_quota_for(tier)).unwrap_or(usize::MAX);
         if declared.flatten().is_some_and(|n| n > limit) {
             return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the upload is larger than the tier's {limit}-byte quota")));
         }
-        Body::new(http_body_util::Limited::new(body, limit))
+        let watched = progress.insert(Progress::new()).clone();
+        Body::new(Watched::new(Body::new(http_body_util::Limited::new(body, limit)), watched))
     } else {
         if declared.flatten().is_some_and(|n| n > gw.config.body_bytes_max) {
             return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {} bytes", gw.config.body_bytes_max)));
@@ -415,7 +422,17 @@ async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, r
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    forward(gw, &claims.username, request).await
+    let Some(progress) = progress else {
+        return forward(gw, &claims.username, request).await;
+    };
+    let limit = Duration::from_secs(gw.config.request_timeout_secs);
+    tokio::select! {
+        answer = forward(gw, &claims.username, request) => answer,
+        stall = progress.stalled(limit) => Err(match stall {
+            Stall::Client => ApiError::invalid(format!("the upload stopped: nothing arrived for {} s", limit.as_secs())),
+            Stall::Instance => ApiError::new(ErrorCode::Unavailable, format!("the instance made no progress with the upload for {} s", limit.as_secs())),
+        }),
+    }
 }
 
 /// Most bytes a public delivery may carry.
