@@ -384,6 +384,58 @@ impl ControlStore {
         Ok(pruned)
     }
 
+    /// Deletes access-log entries older than `before_ms`. Each user's log is in time order, so a
+    /// user's scan stops at its first entry to keep: the cost follows what is deleted, not the
+    /// log's length. Returns how many entries went.
+    pub fn prune_audit(&self, before_ms: u64) -> Result<u64, Error> {
+        /// The one field pruning reads of an entry.
+        #[derive(serde::Deserialize)]
+        struct When {
+            time_ms: u64,
+        }
+        /// Keys removed per pass, so memory stays bounded on a first prune of a long log.
+        const PASS_KEYS_MAX: usize = 10_000;
+        let txn = self.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut t = txn.open_table(AUDIT)?;
+            let mut from = String::new();
+            loop {
+                let mut old: Vec<String> = Vec::new();
+                let mut next_user = None;
+                for row in t.range(from.as_str()..)? {
+                    let (k, v) = row?;
+                    let key = k.value();
+                    // An unreadable entry is kept, as is everything after it in that user's log.
+                    match serde_json::from_slice::<When>(v.value()) {
+                        Ok(when) if when.time_ms < before_ms => old.push(key.to_owned()),
+                        _ => {
+                            let user = key.split_once('\0').map_or(key, |(user, _)| user);
+                            next_user = Some(format!("{user}\u{1}"));
+                            break;
+                        }
+                    }
+                    if old.len() >= PASS_KEYS_MAX {
+                        break;
+                    }
+                }
+                let full = old.len() >= PASS_KEYS_MAX;
+                for key in &old {
+                    t.remove(key.as_str())?;
+                }
+                removed += old.len() as u64;
+                match next_user {
+                    Some(next) => from = next,
+                    // A full pass goes on from where it stopped (its keys are gone now).
+                    None if full => {}
+                    None => break,
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+
     // ----- access log -----
 
     /// Append entries (assigning sequence numbers) in one transaction.
@@ -477,5 +529,41 @@ mod tests {
         assert!(store.refresh("spent-expired").unwrap().is_none());
         assert!(store.refresh("live").unwrap().is_some());
         assert!(store.prune_expired(now).unwrap() == Pruned::default(), "a second pass finds nothing");
+    }
+
+    fn entry(time_ms: u64) -> AuditEntry {
+        AuditEntry { seq: 0, time_ms, app: "app".into(), method: "GET".into(), route: "/v1/info".into(), decision: "allowed".into(), code: None, status: 200, request_id: "r".into(), chain_tx: None }
+    }
+
+    #[test]
+    fn access_log_pruning_drops_each_users_old_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ControlStore::open(&dir.path().join("control.redb")).unwrap();
+        // Users whose names prefix one another, interleaved in time; "al" has only old entries,
+        // "bob" only new ones; "alice" has more old entries than one pass removes.
+        let mut batch: Vec<(String, AuditEntry)> = Vec::new();
+        for i in 0..25_000u64 {
+            batch.push(("alice".into(), entry(i)));
+            if i % 1000 == 0 {
+                batch.push(("al".into(), entry(i)));
+                batch.push(("bob".into(), entry(1_000_000 + i)));
+            }
+        }
+        for i in 0..10u64 {
+            batch.push(("alice".into(), entry(1_000_000 + i)));
+        }
+        store.append_audit(&mut batch).unwrap();
+
+        assert_eq!(store.prune_audit(20_000).unwrap(), 20_000 + 20);
+        let alice = store.audit("alice", None, 100_000).unwrap();
+        assert_eq!(alice.len(), 5_000 + 10);
+        assert!(alice.iter().all(|e| e.time_ms >= 20_000), "only newer entries are left");
+        assert_eq!(store.audit("al", None, 100).unwrap().iter().map(|e| e.time_ms).collect::<Vec<_>>(), vec![24_000, 23_000, 22_000, 21_000, 20_000], "newest first");
+        assert_eq!(store.audit("bob", None, 100).unwrap().len(), 25);
+        assert_eq!(store.prune_audit(20_000).unwrap(), 0, "a second pass finds nothing");
+        // Sequence numbers keep counting after a prune: a cursor never points at a reused number.
+        let mut more = vec![("alice".to_owned(), entry(2_000_000))];
+        store.append_audit(&mut more).unwrap();
+        assert!(more[0].1.seq > alice[0].seq);
     }
 }

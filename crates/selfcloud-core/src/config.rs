@@ -18,7 +18,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The URL users and apps reach the gateway at. Default `http://{listen}`. Env: `SELFCLOUD_PUBLIC_URL`.
     pub public_url: Option<String>,
-    /// An instance with no request for this long is stopped (hibernated). Default 300.
+    /// An instance with no request in flight for this long is stopped (hibernated); a long
+    /// upload, download or stream counts as use until its last byte. Default 300.
     /// Env: `SELFCLOUD_IDLE_TIMEOUT_SECS`.
     pub idle_timeout_secs: u64,
     /// Lifetime of app access tokens. Default 900. Env: `SELFCLOUD_ACCESS_TOKEN_TTL_SECS`.
@@ -47,6 +48,9 @@ pub struct Config {
     /// its size needs, fails instead when nothing moves for this long. Default 30. Env:
     /// `SELFCLOUD_REQUEST_TIMEOUT_SECS`.
     pub request_timeout_secs: u64,
+    /// Access-log entries older than this many days are deleted (hourly); `0` keeps them
+    /// forever. Default 365. Env: `SELFCLOUD_ACCESS_LOG_RETENTION_DAYS`.
+    pub access_log_retention_days: u64,
     /// How long a starting instance may take to answer. Default 10000. Env: `SELFCLOUD_INSTANCE_START_TIMEOUT_MS`.
     pub instance_start_timeout_ms: u64,
     /// Apply the sandbox (namespaces, uid, landlock, seccomp, rlimits). Default true; `0` disables it
@@ -104,6 +108,7 @@ impl Default for Config {
             instance_uid_count: 100_000,
             body_bytes_max: 2 << 20,
             request_timeout_secs: 30,
+            access_log_retention_days: 365,
             instance_start_timeout_ms: 10_000,
             sandbox: true,
             gateway_threads: 0,
@@ -154,6 +159,7 @@ impl Config {
         parse_into(&mut c.instance_uid_count, "SELFCLOUD_INSTANCE_UID_COUNT", "a count")?;
         parse_into(&mut c.body_bytes_max, "SELFCLOUD_BODY_BYTES_MAX", "bytes")?;
         parse_into(&mut c.request_timeout_secs, "SELFCLOUD_REQUEST_TIMEOUT_SECS", "seconds")?;
+        parse_into(&mut c.access_log_retention_days, "SELFCLOUD_ACCESS_LOG_RETENTION_DAYS", "days")?;
         parse_into(&mut c.instance_start_timeout_ms, "SELFCLOUD_INSTANCE_START_TIMEOUT_MS", "milliseconds")?;
         parse_into(&mut c.gateway_threads, "SELFCLOUD_GATEWAY_THREADS", "a thread count (0 = one per CPU)")?;
         parse_into(&mut c.validators, "SELFCLOUD_VALIDATORS", "a validator count (0 = no chain)")?;

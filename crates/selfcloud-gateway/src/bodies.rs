@@ -95,22 +95,22 @@ impl HttpBody for Watched {
 }
 
 /// A response body that holds its instance's [`Activity`] until it is done or dropped.
-pub(crate) struct Held {
-    inner: Body,
+pub(crate) struct Held<B> {
+    inner: B,
     _activity: Activity,
 }
 
-impl Held {
-    pub(crate) fn new(inner: Body, activity: Activity) -> Held {
+impl<B> Held<B> {
+    pub(crate) fn new(inner: B, activity: Activity) -> Held<B> {
         Held { inner, _activity: activity }
     }
 }
 
-impl HttpBody for Held {
-    type Data = Bytes;
-    type Error = axum::Error;
+impl<B: HttpBody + Unpin> HttpBody for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 

@@ -162,7 +162,7 @@ async fn forward(gw: &Gateway, username: &str, request: hyper::Request<Body>) ->
         }
     };
     gw.pools.put(username, sender);
-    Ok(response.map(|body| Body::new(Held::new(Body::new(body), activity))))
+    Ok(response.map(|body| Body::new(Held::new(body, activity))))
 }
 
 /// A gateway-internal call to an instance as its owner (e.g. usage for `instances/me`).

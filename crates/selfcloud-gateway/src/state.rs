@@ -145,11 +145,21 @@ impl Gateway {
     }
 
     /// Deletes the control store's expired codes, refresh tokens and revocations (a store that
-    /// only grows would grow with every sign-in and token refresh ever made).
+    /// only grows would grow with every sign-in and token refresh ever made), and access-log
+    /// entries past the configured retention.
     async fn prune_store(&self) {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.prune_expired(selfcloud_core::unix_now())).await {
-            Ok(Ok(pruned)) => tracing::debug!(?pruned, "control store pruned"),
+        let retention_ms = self.config.access_log_retention_days.saturating_mul(24 * 3600 * 1000);
+        let prune = move || {
+            let pruned = store.prune_expired(selfcloud_core::unix_now())?;
+            let audit = match retention_ms {
+                0 => 0,
+                ms => store.prune_audit(selfcloud_core::unix_now_ms().saturating_sub(ms))?,
+            };
+            Ok::<_, selfcloud_control::Error>((pruned, audit))
+        };
+        match tokio::task::spawn_blocking(prune).await {
+            Ok(Ok((pruned, audit))) => tracing::debug!(?pruned, access_log_entries = audit, "control store pruned"),
             Ok(Err(e)) => tracing::warn!(error = %e, "pruning the control store failed; trying again later"),
             Err(e) => tracing::warn!(error = %e, "pruning the control store stopped"),
         }
