@@ -8,7 +8,7 @@
 //! narrow a token through its checks.
 //!
 //! Verification is signature + datalog + deny lists. The first two are pure functions of the token
-//! bytes, so their result is cached (bounded) by the token's SHA-256; the deny lists (revoked
+//! bytes, so their result is cached (bounded, recently used kept) by the token's SHA-256; the deny lists (revoked
 //! token ids, revoked refresh families, signed-out sessions, revoked grant generations) live in
 //! memory and are consulted on every request, which is why revocation bites at once.
 
@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 /// bound the work; the time limit only has to catch a runaway, so it is generous.
 const RUN_LIMITS: biscuit_auth::AuthorizerLimits = biscuit_auth::AuthorizerLimits { max_facts: 1000, max_iterations: 100, max_time: std::time::Duration::from_millis(250) };
 
-/// Verified tokens remembered at most (then the cache is cleared and refilled).
+/// Verified tokens remembered at most (two generations of half as many; see [`Generations`]).
 const CACHE_ENTRIES_MAX: usize = 65_536;
 /// Longest token accepted, bytes (bounds parsing work on garbage).
 pub const TOKEN_BYTES_MAX: usize = 4096;
@@ -121,7 +121,7 @@ struct DenyLists {
 pub struct Tokens {
     root: KeyPair,
     public: PublicKey,
-    cache: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
+    cache: Mutex<Generations<Arc<Claims>>>,
     deny: RwLock<DenyLists>,
 }
 
@@ -131,7 +131,7 @@ impl Tokens {
         let private = PrivateKey::from_bytes(signing_seed, builder::Algorithm::Ed25519).map_err(|e| e.to_string())?;
         let root = KeyPair::from(&private);
         let public = root.public();
-        Ok(Tokens { root, public, cache: Mutex::new(HashMap::new()), deny: RwLock::new(DenyLists::default()) })
+        Ok(Tokens { root, public, cache: Mutex::new(Generations::new(CACHE_ENTRIES_MAX / 2)), deny: RwLock::new(DenyLists::default()) })
     }
 
     /// Mint an owner token.
@@ -194,14 +194,10 @@ impl Tokens {
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
-            return Ok(hit.clone());
+            return Ok(hit);
         }
         let claims = Arc::new(self.verify_uncached(token)?);
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHE_ENTRIES_MAX {
-            cache.clear();
-        }
-        cache.insert(digest, claims.clone());
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, claims.clone());
         Ok(claims)
     }
 
@@ -313,8 +309,71 @@ fn grant_key(username: &str, app_id: &str) -> String {
 
 pub use selfcloud_core::hex;
 
+/// A bounded cache in two generations: entries go into `young`; a full `young` becomes `old`
+/// (dropping the previous `old`), and a hit in `old` moves the entry back to `young`. A token in
+/// use survives any number of turnovers, while a burst of one-off tokens only pushes out what was
+/// not used since the last turnover: LRU's behaviour, near enough, at a hash map's cost. (Before,
+/// a full cache was cleared outright and every client paid the signature check again at once.)
+struct Generations<V> {
+    young: HashMap<[u8; 32], V>,
+    old: HashMap<[u8; 32], V>,
+    generation_max: usize,
+}
+
+impl<V: Clone> Generations<V> {
+    fn new(generation_max: usize) -> Generations<V> {
+        Generations { young: HashMap::new(), old: HashMap::new(), generation_max: generation_max.max(1) }
+    }
+
+    fn get(&mut self, key: &[u8; 32]) -> Option<V> {
+        if let Some(v) = self.young.get(key) {
+            return Some(v.clone());
+        }
+        let v = self.old.remove(key)?;
+        self.insert(*key, v.clone());
+        Some(v)
+    }
+
+    fn insert(&mut self, key: [u8; 32], value: V) {
+        if self.young.len() >= self.generation_max {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(key, value);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_cache_keeps_what_is_used_through_a_burst_of_one_off_tokens() {
+        let key = |i: u32| {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_le_bytes());
+            k
+        };
+        let mut cache = super::Generations::new(100);
+        for hot in 0..10 {
+            cache.insert(key(hot), hot);
+        }
+        // 10,000 tokens seen once, the ten hot ones used every 50 of them.
+        for once in 1000..11_000 {
+            cache.insert(key(once), once);
+            if once % 50 == 0 {
+                for hot in 0..10 {
+                    assert_eq!(cache.get(&key(hot)), Some(hot), "hot token {hot} was evicted");
+                }
+            }
+            assert!(cache.len() <= 200, "bounded: {}", cache.len());
+        }
+        assert_eq!(cache.get(&key(1000)), None, "an old one-off token is gone");
+        assert_eq!(cache.get(&key(10_999)), Some(10_999));
+    }
+
     use super::*;
 
     fn tokens() -> Tokens {
