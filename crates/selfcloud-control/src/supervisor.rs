@@ -299,9 +299,7 @@ impl Supervisor {
     pub async fn stop(&self, username: &str) {
         let slot = self.slot(username);
         let mut running = slot.running.lock().await;
-        let Some(r) = running.take() else { return };
-        slot.awake.store(false, Ordering::Release);
-        stop_process(r).await;
+        stop_running(&slot, &mut running).await;
     }
 
     /// Stop every instance (shutdown), all at once: one instance that ignores SIGTERM costs its
@@ -345,11 +343,11 @@ impl Supervisor {
             if !slot.is_idle_since(cutoff) {
                 continue;
             }
-            let Some(r) = running.take() else { continue };
-            tracing::info!(user = %name, "hibernating idle instance");
-            slot.awake.store(false, Ordering::Release);
-            stop_process(r).await;
-            stopped += 1;
+            if running.is_some() {
+                tracing::info!(user = %name, "hibernating idle instance");
+                stop_running(slot, &mut running).await;
+                stopped += 1;
+            }
         }
         stopped
     }
@@ -366,6 +364,13 @@ impl Supervisor {
             }
         });
     }
+}
+
+/// Stop a slot's process, if any, with the slot's lock held by the caller (`running`).
+async fn stop_running(slot: &Slot, running: &mut Option<Running>) {
+    let Some(r) = running.take() else { return };
+    slot.awake.store(false, Ordering::Release);
+    stop_process(r).await;
 }
 
 async fn stop_process(r: Running) {
