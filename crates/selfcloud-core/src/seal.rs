@@ -4,8 +4,8 @@
 //! byte lets a later format coexist. The associated data binds a ciphertext to where it is stored
 //! (table and key), so a value moved to another key fails to open.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 const VERSION: u8 = 1;
@@ -50,24 +50,35 @@ impl Key {
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let cipher = XChaCha20Poly1305::new((&self.0).into());
         let nonce_bytes = crate::random_bytes::<NONCE_LEN>();
-        let nonce = XNonce::from_slice(&nonce_bytes);
-        // Encryption with a valid key and nonce cannot fail except on absurd lengths (> 256 GiB).
-        let ciphertext = cipher.encrypt(nonce, Payload { msg: plaintext, aad }).expect("XChaCha20-Poly1305 encrypt");
+        // In place, in the output: one copy of the plaintext (blocks are 256 KiB and more).
         let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
         out.push(VERSION);
         out.extend_from_slice(&nonce_bytes);
-        out.extend_from_slice(&ciphertext);
+        out.extend_from_slice(plaintext);
+        // Encryption with a valid key and nonce cannot fail except on absurd lengths (> 256 GiB).
+        let tag = cipher.encrypt_in_place_detached(XNonce::from_slice(&nonce_bytes), aad, &mut out[1 + NONCE_LEN..]).expect("XChaCha20-Poly1305 encrypt");
+        out.extend_from_slice(&tag);
         out
     }
 
     /// Decrypt what [`Key::seal`] produced with the same `aad`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        self.open_owned(aad, sealed.to_vec())
+    }
+
+    /// [`open`](Self::open) for sealed bytes the caller owns: decrypted where they lie.
+    pub fn open_owned(&self, aad: &[u8], mut sealed: Vec<u8>) -> Result<Vec<u8>, OpenError> {
         if sealed.len() < OVERHEAD || sealed[0] != VERSION {
             return Err(OpenError);
         }
         let cipher = XChaCha20Poly1305::new((&self.0).into());
-        let nonce = XNonce::from_slice(&sealed[1..1 + NONCE_LEN]);
-        cipher.decrypt(nonce, Payload { msg: &sealed[1 + NONCE_LEN..], aad }).map_err(|_| OpenError)
+        let body_end = sealed.len() - 16;
+        let tag = Tag::clone_from_slice(&sealed[body_end..]);
+        let (head, body) = sealed.split_at_mut(1 + NONCE_LEN);
+        cipher.decrypt_in_place_detached(XNonce::from_slice(&head[1..]), aad, &mut body[..body_end - 1 - NONCE_LEN], &tag).map_err(|_| OpenError)?;
+        sealed.truncate(body_end);
+        sealed.drain(..1 + NONCE_LEN);
+        Ok(sealed)
     }
 }
 
@@ -86,5 +97,10 @@ mod tests {
         bad[last] ^= 1;
         assert!(key.open(b"kv/app/x", &bad).is_err());
         assert!(key.open(b"", &[]).is_err());
+        assert!(key.open_owned(b"", vec![VERSION; OVERHEAD - 1]).is_err());
+        assert_eq!(key.open_owned(b"kv/app/x", sealed).unwrap(), b"hello");
+        let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        assert_eq!(key.open(b"a", &key.seal(b"a", &big)).unwrap(), big);
+        assert_eq!(key.open(b"a", &key.seal(b"a", b"")).unwrap(), b"");
     }
 }

@@ -29,6 +29,7 @@ mod db_api;
 pub mod files;
 pub mod identity;
 mod network;
+mod packs;
 pub mod orbit;
 pub mod publish;
 pub mod store;

@@ -113,6 +113,8 @@ pub struct Record {
 pub struct Store {
     pub(crate) db: Database,
     pub(crate) key: Key,
+    /// Large blocks' bytes (see `packs`).
+    pub(crate) packs: crate::packs::Packs,
 }
 
 impl Store {
@@ -125,11 +127,13 @@ impl Store {
             txn.open_table(KV)?;
             txn.open_table(crate::blocks::BLOCKS)?;
             txn.open_table(crate::blocks::PINS)?;
+            txn.open_table(crate::packs::PLACES)?;
             crate::publish::create_tables(&txn)?;
             crate::orbit::create_tables(&txn)?;
         }
         txn.commit()?;
-        let store = Store { db, key };
+        let packs = crate::packs::Packs::open(path).map_err(|e| StoreError::Db(format!("block packs: {e}")))?;
+        let store = Store { db, key, packs };
         // Fail at start, not on the first read, if this is someone else's store.
         store.check_key()?;
         Ok(store)

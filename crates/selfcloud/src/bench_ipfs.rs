@@ -126,7 +126,9 @@ pub fn run(dir: &Path, mib: u64) -> anyhow::Result<()> {
     let (stored, _) = stream_into(selfcloud_ipfs::profile::UNIXFS_V0_2015, &path, &mut writer)?;
     writer.finish(None)?;
     let secs = start.elapsed().as_secs_f64();
-    println!("{:<44} {:>8.0} MiB/s   {}   (sealed, in redb, fsync'd)", "add into the encrypted store", size / secs, pct(size / secs * MIB));
+    println!("{:<44} {:>8.0} MiB/s   {}   (sealed, written to packs, fsync'd)", "add into the encrypted store", size / secs, pct(size / secs * MIB));
+    let on_disk = disk_bytes(&store_dir)?;
+    println!("{:<44} {:>8.0} MiB     for the {mib} MiB file ({:.2}×)", "  store on disk (store.redb + store.packs)", on_disk as f64 / MIB, on_disk as f64 / bytes as f64);
 
     let start = Instant::now();
     let mut read = 0u64;
@@ -139,6 +141,18 @@ pub fn run(dir: &Path, mib: u64) -> anyhow::Result<()> {
 
     println!("{:<44} see `selfcloud bench bitswap`", "Bitswap 64 MiB");
     Ok(())
+}
+
+/// Bytes of the files under `dir`, as allocated on disk.
+fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() { disk_bytes(&entry.path())? } else { meta.blocks() * 512 };
+    }
+    Ok(total)
 }
 
 fn js_importer(path: &Path) -> anyhow::Result<(String, f64)> {
