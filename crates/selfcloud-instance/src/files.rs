@@ -69,16 +69,20 @@ impl http_body::Body for ChannelBody {
     }
 }
 
+/// Threads reading one download's blocks.
+const READ_THREADS: usize = 2;
+
 /// Stream the file under `root` as a body; errors after the first byte cut the stream short
 /// (the status is already sent), which clients see as a truncated transfer.
 fn stream_file(store: Arc<Store>, root: Cid) -> Body {
     let (tx, rx) = mpsc::channel(DOWNLOAD_QUEUE);
     tokio::task::spawn_blocking(move || {
-        for piece in export::FileReader::new(store.as_ref(), root) {
-            let item = piece.map_err(|e| std::io::Error::other(e.to_string()));
-            let failed = item.is_err();
-            if tx.blocking_send(item).is_err() || failed {
-                return; // the client went away, or we told it about the failure
+        // Blocks are read, opened and checked on two threads ahead of the one being sent.
+        let gone = || selfcloud_ipfs::Error::Store("the client went away".into());
+        let sent = export::read_file_parallel(store.as_ref(), root, READ_THREADS, |piece| tx.blocking_send(Ok(piece)).map_err(|_| gone()));
+        if let Err(e) = sent {
+            if !tx.is_closed() {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
             }
         }
     });

@@ -108,26 +108,119 @@ impl<'a, B: BlockSource + ?Sized> FileReader<'a, B> {
 
     fn visit(&mut self, cid: Cid) -> Result<Option<Bytes>, Error> {
         let block = fetch(self.source, &cid)?;
-        match cid.codec() {
-            RAW => Ok(Some(Bytes::from(block))),
-            DAG_PB => {
-                let node = decode_pb(block)?;
-                let raw = node.data.clone().ok_or(Error::Malformed("dag-pb node without UnixFS data"))?;
-                let data = Data::decode(&raw)?;
-                match data.kind {
-                    Kind::File | Kind::Raw => {}
-                    Kind::Directory | Kind::HamtShard => return Err(Error::Malformed("this is a directory, not a file")),
-                    Kind::Symlink | Kind::Metadata => return Err(Error::Unsupported("symlinks and metadata nodes")),
-                }
-                if self.pending.len() + node.links.len() > PENDING_LINKS_MAX {
-                    return Err(Error::Malformed("DAG too wide"));
-                }
-                self.pending.extend(node.links.iter().rev().map(|l| l.cid));
-                Ok(data.data.map(|d| raw.slice_ref(d)))
-            }
-            _ => Err(Error::Unsupported("files in codecs other than dag-pb and raw")),
-        }
+        let (data, children) = visit_file_node(&cid, block, self.pending.len())?;
+        self.pending.extend(children.into_iter().rev());
+        Ok(data)
     }
+}
+
+/// One node of a file's DAG, fetched: the bytes it holds and its children, in order. `pending`
+/// links are already waiting (the bound on hostile DAGs counts them).
+fn visit_file_node(cid: &Cid, block: Vec<u8>, pending: usize) -> Result<(Option<Bytes>, Vec<Cid>), Error> {
+    match cid.codec() {
+        RAW => Ok((Some(Bytes::from(block)), Vec::new())),
+        DAG_PB => {
+            let node = decode_pb(block)?;
+            let raw = node.data.clone().ok_or(Error::Malformed("dag-pb node without UnixFS data"))?;
+            let data = Data::decode(&raw)?;
+            match data.kind {
+                Kind::File | Kind::Raw => {}
+                Kind::Directory | Kind::HamtShard => return Err(Error::Malformed("this is a directory, not a file")),
+                Kind::Symlink | Kind::Metadata => return Err(Error::Unsupported("symlinks and metadata nodes")),
+            }
+            if pending + node.links.len() > PENDING_LINKS_MAX {
+                return Err(Error::Malformed("DAG too wide"));
+            }
+            Ok((data.data.map(|d| raw.slice_ref(d)), node.links.iter().map(|l| l.cid).collect()))
+        }
+        _ => Err(Error::Unsupported("files in codecs other than dag-pb and raw")),
+    }
+}
+
+/// Blocks [`read_file_parallel`] fetches ahead of the one it hands out next.
+const FETCH_AHEAD: usize = 16;
+
+/// [`FileReader`]'s pieces, in order, given to `each`, with blocks fetched (read and verified)
+/// on `workers` threads up to [`FETCH_AHEAD`] blocks ahead of the walk: reading a file costs
+/// per block (a store read, decryption, the hash check), and the next blocks are known as soon
+/// as their parent is read. Stops at the first error, from the DAG or from `each`.
+pub fn read_file_parallel<B: BlockSource + Sync + ?Sized>(source: &B, root: Cid, workers: usize, mut each: impl FnMut(Bytes) -> Result<(), Error>) -> Result<(), Error> {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::{mpsc, Condvar, Mutex, PoisonError};
+    let (data, children) = visit_file_node(&root, fetch(source, &root)?, 0)?;
+    if let Some(data) = data.filter(|d| !d.is_empty()) {
+        each(data)?;
+    }
+    // The rest in order, one block at a time.
+    let sequential = |children: Vec<Cid>, each: &mut dyn FnMut(Bytes) -> Result<(), Error>| {
+        for piece in (FileReader { source, pending: children.into_iter().rev().collect() }) {
+            each(piece?)?;
+        }
+        Ok(())
+    };
+    // A file of one block (most small files) needs no helpers.
+    if workers <= 1 || children.is_empty() {
+        return sequential(children, &mut each);
+    }
+    // Fetched blocks by the walk's sequence number (a file may hold the same block twice).
+    let fetched: Mutex<HashMap<u64, Result<Vec<u8>, Error>>> = Mutex::new(HashMap::new());
+    let arrived = Condvar::new();
+    let (jobs, queue) = mpsc::channel::<(u64, Cid)>();
+    let queue = Mutex::new(queue);
+    std::thread::scope(|scope| {
+        let mut started = 0;
+        for _ in 0..workers {
+            let reader = || loop {
+                let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                let Ok((seq, cid)) = job else { return };
+                let block = fetch(source, &cid);
+                fetched.lock().unwrap_or_else(PoisonError::into_inner).insert(seq, block);
+                arrived.notify_all();
+            };
+            // Out of threads (an instance's rlimit): read with the helpers there are.
+            if std::thread::Builder::new().name("file-read".into()).spawn_scoped(scope, reader).is_ok() {
+                started += 1;
+            }
+        }
+        if started == 0 {
+            return sequential(children, &mut each);
+        }
+        let walked = (|| {
+            // Last = next, as in FileReader.
+            let mut pending: Vec<(u64, Cid)> = children.into_iter().rev().zip(0..).map(|(cid, seq)| (seq, cid)).collect();
+            let mut requested: HashSet<u64> = HashSet::new();
+            let mut next_seq = pending.len() as u64;
+            while !pending.is_empty() {
+                for &(seq, cid) in pending.iter().rev().take(FETCH_AHEAD) {
+                    if requested.insert(seq) {
+                        jobs.send((seq, cid)).map_err(|_| Error::Store("the block readers stopped".into()))?;
+                    }
+                }
+                let Some((seq, cid)) = pending.pop() else { break };
+                requested.remove(&seq);
+                let block = {
+                    let mut fetched = fetched.lock().unwrap_or_else(PoisonError::into_inner);
+                    loop {
+                        if let Some(block) = fetched.remove(&seq) {
+                            break block;
+                        }
+                        fetched = arrived.wait(fetched).unwrap_or_else(PoisonError::into_inner);
+                    }
+                }?;
+                let (data, children) = visit_file_node(&cid, block, pending.len())?;
+                let count = children.len() as u64;
+                pending.extend(children.into_iter().rev().zip(next_seq..).map(|(cid, seq)| (seq, cid)));
+                next_seq += count;
+                if let Some(data) = data.filter(|d| !d.is_empty()) {
+                    each(data)?;
+                }
+            }
+            Ok(())
+        })();
+        // Ends the readers once they finish what was asked.
+        drop(jobs);
+        walked
+    })
 }
 
 impl<B: BlockSource + ?Sized> Iterator for FileReader<'_, B> {
@@ -295,5 +388,56 @@ mod scope_tests {
         assert_eq!(scoped(&blocks, root, DagScope::Entity, Some("-5:*")), vec![root, all[5]]);
         assert_eq!(scoped(&blocks, root, DagScope::Entity, Some(&format!("{}:*", 10 * chunk))), vec![root]);
         assert!(ByteRange::parse("a:b").is_err() && ByteRange::parse("5").is_err());
+    }
+}
+
+#[cfg(test)]
+mod parallel_tests {
+    use super::*;
+    use crate::{import, profile, MemoryBlocks};
+
+    fn read_parallel(blocks: &MemoryBlocks, root: Cid, workers: usize) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        read_file_parallel(blocks, root, workers, |piece| {
+            out.extend_from_slice(&piece);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn parallel_reads_give_the_file_in_order_and_stop_at_errors() {
+        let chunk = 262_144;
+        for profile in [profile::UNIXFS_V0_2015, profile::UNIXFS_V1_2025] {
+            for len in [0, 1, chunk - 1, chunk + 1, 174 * chunk + 1, 3 * 1_048_576 + 5] {
+                // Repeated chunks: the same block at several places of the file.
+                let data: Vec<u8> = (0..len).map(|i| ((i / chunk) % 3 * 7 + i % 5) as u8).collect();
+                let mut blocks = MemoryBlocks::default();
+                let root = import::import_bytes(profile, &data, &mut blocks).unwrap().cid;
+                for workers in [1, 2, 5] {
+                    assert_eq!(read_parallel(&blocks, root, workers).unwrap(), data, "{len} bytes, {workers} workers");
+                }
+            }
+        }
+        // A missing leaf ends the read with its error; so does the consumer's.
+        let data: Vec<u8> = (0..40 * chunk).map(|i| (i % 251) as u8).collect();
+        let mut blocks = MemoryBlocks::default();
+        let root = import::import_bytes(profile::UNIXFS_V0_2015, &data, &mut blocks).unwrap().cid;
+        let mut seen = 0;
+        let stopped = read_file_parallel(&blocks, root, 2, |_| {
+            seen += 1;
+            if seen == 3 { Err(Error::Store("the client went away".into())) } else { Ok(()) }
+        });
+        assert!(matches!(stopped, Err(Error::Store(_))) && seen == 3);
+        let leaf = FileReader::new(&blocks, root).count();
+        assert_eq!(leaf, 40);
+        let mut children = Vec::new();
+        walk(&blocks, root, |cid, _| {
+            children.push(*cid);
+            Ok(())
+        })
+        .unwrap();
+        blocks.blocks.remove(&children[7]);
+        assert!(matches!(read_parallel(&blocks, root, 2), Err(Error::Missing(_))));
     }
 }

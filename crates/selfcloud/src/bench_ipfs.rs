@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use selfcloud_ipfs::{FileImporter, FileReader, NullSink, Profile};
+use selfcloud_ipfs::{FileImporter, NullSink, Profile};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// Runs of each compared add.
@@ -132,9 +132,11 @@ pub fn run(dir: &Path, mib: u64) -> anyhow::Result<()> {
 
     let start = Instant::now();
     let mut read = 0u64;
-    for piece in FileReader::new(&store, stored.cid) {
-        read += piece?.len() as u64;
-    }
+    // As a download is served: blocks read, opened and checked on two threads ahead.
+    selfcloud_ipfs::export::read_file_parallel(&store, stored.cid, 2, |piece| {
+        read += piece.len() as u64;
+        Ok(())
+    })?;
     let secs = start.elapsed().as_secs_f64();
     anyhow::ensure!(read == bytes, "cat returned {read} of {bytes} bytes");
     println!("{:<44} {:>8.0} MiB/s", "cat from the encrypted store", size / secs);
