@@ -374,8 +374,9 @@ impl BlockWriter<'_> {
         } else {
             let per_thread = fresh.len().div_ceil(threads);
             std::thread::scope(|scope| {
-                let parts: Vec<_> = fresh.chunks(per_thread).map(|part| scope.spawn(move || seal(part))).collect();
-                parts.into_iter().zip(fresh.chunks(per_thread)).flat_map(|(h, part)| h.join().unwrap_or_else(|_| seal(part))).collect()
+                // A part whose thread cannot start (the instance's thread rlimit) is sealed here.
+                let parts: Vec<_> = fresh.chunks(per_thread).map(|part| (part, std::thread::Builder::new().name("seal".into()).spawn_scoped(scope, move || seal(part)).ok())).collect();
+                parts.into_iter().flat_map(|(part, handle)| handle.and_then(|h| h.join().ok()).unwrap_or_else(|| seal(part))).collect()
             })
         };
         let large: Vec<&[u8]> = sealed.iter().filter(|s| s.len() >= PACK_MIN).map(Vec::as_slice).collect();
