@@ -107,7 +107,7 @@ impl Store {
             found => found?,
         };
         let Some(sealed) = sealed else { return Ok(None) };
-        let plain = self.key.open_owned(&block_aad(cid), sealed).map_err(|_| StoreError::Corrupt("block does not open under this data key"))?;
+        let plain = self.key.open(&block_aad(cid), &sealed).map_err(|_| StoreError::Corrupt("block does not open under this data key"))?;
         Ok(Some(plain))
     }
 
@@ -253,9 +253,7 @@ impl Store {
             for (key, place) in blocks {
                 let sealed = self.packs.read(place).map_err(pack_error)?;
                 let (moved, _, file) = self.packs.append(&[&sealed]).map_err(pack_error)?;
-                if !synced.iter().any(|f| Arc::ptr_eq(f, &file)) {
-                    synced.push(file);
-                }
+                note_unsynced(&mut synced, file);
                 places.insert(key.as_slice(), moved[0].encode().as_slice())?;
             }
         }
@@ -279,13 +277,20 @@ struct TxnBlocks<'a, 't> {
 impl BlockSource for TxnBlocks<'_, '_> {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, selfcloud_ipfs::Error> {
         let Some(sealed) = sealed_in(self.store, self.inline, self.places, cid.to_bytes().as_slice()).map_err(to_ipfs)? else { return Ok(None) };
-        self.store.key.open_owned(&block_aad(cid), sealed).map(Some).map_err(|_| selfcloud_ipfs::Error::Store("block does not open".into()))
+        self.store.key.open(&block_aad(cid), &sealed).map(Some).map_err(|_| selfcloud_ipfs::Error::Store("block does not open".into()))
     }
 }
 
 impl BlockSource for Store {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, selfcloud_ipfs::Error> {
         self.block(cid).map_err(to_ipfs)
+    }
+}
+
+/// Remember `file` among the packs to sync before the next commit (each once).
+fn note_unsynced(unsynced: &mut Vec<Arc<File>>, file: Arc<File>) {
+    if !unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
+        unsynced.push(file);
     }
 }
 
@@ -384,9 +389,7 @@ impl BlockWriter<'_> {
             Vec::new().into_iter()
         } else {
             let (places, pack, file) = self.store.packs.append(&large).map_err(pack_error)?;
-            if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
-                self.unsynced.push(file);
-            }
+            note_unsynced(&mut self.unsynced, file);
             if let (Some(first), Some(last)) = (places.first(), places.last()) {
                 self.uncommitted.push((pack, first.offset, last.offset + u64::from(last.len)));
             }
@@ -413,11 +416,7 @@ impl BlockWriter<'_> {
     /// Sync the packs written to, then record the pending blocks (and `pin`, and the usage they
     /// add, checking the quota first) in one commit.
     fn commit(&mut self, pin: Option<(&str, &Pin)>) -> Result<(), StoreError> {
-        for file in self.unsynced.drain(..) {
-            file.sync_data().map_err(pack_error)?;
-        }
-        let txn = self.store.db.begin_write()?;
-        self.record(&txn)?;
+        let txn = self.synced_and_recorded()?;
         if let Some((namespace, pin)) = pin {
             // Garbage collection may have taken an unpinned block this import found held and
             // did not write again; a pin over a hole would be a lie.
@@ -435,6 +434,17 @@ impl BlockWriter<'_> {
         txn.commit()?;
         self.uncommitted.clear();
         Ok(())
+    }
+
+    /// Sync the packs written to, then open the commit's transaction with the pending blocks
+    /// written into it (see [`record`](Self::record)).
+    fn synced_and_recorded(&mut self) -> Result<redb::WriteTransaction, StoreError> {
+        for file in self.unsynced.drain(..) {
+            file.sync_data().map_err(pack_error)?;
+        }
+        let txn = self.store.db.begin_write()?;
+        self.record(&txn)?;
+        Ok(txn)
     }
 
     /// Write the pending blocks into `txn` with the usage they add; fails, writing nothing
@@ -491,11 +501,7 @@ impl BlockWriter<'_> {
     /// whole DAG is now here (written by this writer or before). Returns, per root, its file
     /// size or why it was not pinned.
     pub fn finish_pinning_complete(mut self, namespace: &str, roots: &[Cid]) -> Result<RootOutcomes, StoreError> {
-        for file in self.unsynced.drain(..) {
-            file.sync_data().map_err(pack_error)?;
-        }
-        let txn = self.store.db.begin_write()?;
-        self.record(&txn)?;
+        let txn = self.synced_and_recorded()?;
         let mut outcomes = Vec::with_capacity(roots.len());
         {
             let blocks = txn.open_table(BLOCKS)?;
