@@ -32,6 +32,14 @@ pub use ids::{AppId, Username};
 pub use scope::Scope;
 pub use tier::Tier;
 
+/// The cores this process may run on, found once. `std::thread::available_parallelism` reads
+/// the cgroup's CPU quota from /proc and /sys on every call (six syscalls and a file parse), which
+/// cost more than sealing a block when the block writer asked for every batch.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Seconds since the Unix epoch, the one clock format stored and compared across crates.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

@@ -22,7 +22,10 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use selfcloud_ipfs::{BlockSink, BlockSource, Cid};
 use serde::{Deserialize, Serialize};
 
+use selfcloud_core::seal;
+
 use crate::packs::{Place, PACK_MIN, PLACES};
+use crate::sealers::Sealers;
 use crate::store::{decode_u64, Store, StoreError, META, USAGE_KEY};
 
 pub(crate) const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
@@ -114,7 +117,7 @@ impl Store {
     /// Start writing blocks; nothing is durable before [`BlockWriter::finish`].
     pub fn block_writer(&self, quota_bytes: u64) -> Result<BlockWriter<'_>, StoreError> {
         self.packs.writer_opened();
-        Ok(BlockWriter { store: self, pending: Vec::new(), pending_keys: HashSet::new(), reused: HashSet::new(), unsynced: Vec::new(), uncommitted: Vec::new(), inline_bytes: 0, packed_bytes: 0, quota_bytes, over_quota: false })
+        Ok(BlockWriter { store: self, pending: Vec::new(), pending_keys: HashSet::new(), reused: HashSet::new(), unsynced: Vec::new(), sealers: Sealers::new(&self.key), uncommitted: Vec::new(), inline_bytes: 0, packed_bytes: 0, quota_bytes, over_quota: false })
     }
 
     /// The pins of a namespace, in CID order.
@@ -252,8 +255,8 @@ impl Store {
             let Some((_, blocks)) = live.remove(id) else { continue };
             for (key, place) in blocks {
                 let sealed = self.packs.read(place).map_err(pack_error)?;
-                let (moved, _, file) = self.packs.append(&[&sealed]).map_err(pack_error)?;
-                note_unsynced(&mut synced, file);
+                let (moved, pack) = self.packs.append(&[&sealed]).map_err(pack_error)?;
+                note_unsynced(&mut synced, pack.file);
                 places.insert(key.as_slice(), moved[0].encode().as_slice())?;
             }
         }
@@ -318,6 +321,8 @@ pub struct BlockWriter<'a> {
     reused: HashSet<Vec<u8>>,
     /// Packs written to since the last commit.
     unsynced: Vec<Arc<File>>,
+    /// Seal and write this writer's large blocks.
+    sealers: Sealers,
     /// Pack ranges written since the last commit (pack, start, end), to give back if none comes.
     uncommitted: Vec<(u32, u64, u64)>,
     inline_bytes: usize,
@@ -328,6 +333,8 @@ pub struct BlockWriter<'a> {
 
 impl Drop for BlockWriter<'_> {
     fn drop(&mut self) {
+        // No sealing thread may write into a range after it is cut off.
+        let _ = self.sealers.drain();
         // Newest first: each range can only be cut once the ones after it are.
         for (pack, start, end) in self.uncommitted.drain(..).rev() {
             if !self.store.packs.give_back(pack, start, end) {
@@ -364,45 +371,38 @@ impl BlockWriter<'_> {
         Ok(fresh)
     }
 
-    /// Seal the new blocks of a batch on up to one thread per core, write the large ones to a
-    /// pack, and keep them all for the next commit.
+    /// Seal the new small blocks of a batch and keep them for the next commit; book the large
+    /// ones places in a pack and hand them to the sealing threads (see `sealers`).
     fn put_sealed_many(&mut self, blocks: &[(Cid, &[u8])]) -> Result<(), StoreError> {
         let fresh = self.fresh(blocks)?;
         if fresh.is_empty() {
             return Ok(());
         }
-        let key = &self.store.key;
-        let seal = |part: &[KeyedBlock<'_>]| part.iter().map(|(cid, block)| key.seal(&block_aad_bytes(cid), block)).collect::<Vec<_>>();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(fresh.len()).min(8);
-        let sealed: Vec<Vec<u8>> = if threads <= 1 {
-            seal(&fresh)
-        } else {
-            let per_thread = fresh.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                // A part whose thread cannot start (the instance's thread rlimit) is sealed here.
-                let parts: Vec<_> = fresh.chunks(per_thread).map(|part| (part, std::thread::Builder::new().name("seal".into()).spawn_scoped(scope, move || seal(part)).ok())).collect();
-                parts.into_iter().flat_map(|(part, handle)| handle.and_then(|h| h.join().ok()).unwrap_or_else(|| seal(part))).collect()
-            })
-        };
-        let large: Vec<&[u8]> = sealed.iter().filter(|s| s.len() >= PACK_MIN).map(Vec::as_slice).collect();
-        let mut places = if large.is_empty() {
-            Vec::new().into_iter()
-        } else {
-            let (places, pack, file) = self.store.packs.append(&large).map_err(pack_error)?;
-            note_unsynced(&mut self.unsynced, file);
-            if let (Some(first), Some(last)) = (places.first(), places.last()) {
-                self.uncommitted.push((pack, first.offset, last.offset + u64::from(last.len)));
-            }
-            places.into_iter()
-        };
-        for ((key, _), sealed) in fresh.into_iter().zip(sealed) {
-            let pending = if sealed.len() >= PACK_MIN {
-                let place = places.next().ok_or(StoreError::Corrupt("a pack returned too few places"))?;
-                self.packed_bytes += u64::from(place.len);
-                Pending::Packed(place)
-            } else {
-                self.inline_bytes += sealed.len();
-                Pending::Inline(sealed)
+        let packed = |block: &[u8]| block.len() + seal::OVERHEAD >= PACK_MIN;
+        let large: Vec<usize> = fresh.iter().filter(|(_, block)| packed(block)).map(|(_, block)| block.len() + seal::OVERHEAD).collect();
+        let mut booked = Vec::new().into_iter();
+        let mut pack = None;
+        if !large.is_empty() {
+            let booking = self.store.packs.reserve(&large).map_err(pack_error)?;
+            note_unsynced(&mut self.unsynced, booking.pack.file.clone());
+            self.uncommitted.push((booking.pack.id, booking.start, booking.end));
+            booked = booking.places.into_iter();
+            pack = Some(booking.pack);
+        }
+        for (key, block) in fresh {
+            let aad = block_aad_bytes(&key);
+            let pending = match (&pack, packed(block)) {
+                (Some(pack), true) => {
+                    let place = booked.next().ok_or(StoreError::Corrupt("a pack booked too few places"))?;
+                    self.sealers.submit(block, aad, pack, place).map_err(pack_error)?;
+                    self.packed_bytes += u64::from(place.len);
+                    Pending::Packed(place)
+                }
+                _ => {
+                    let sealed = self.store.key.seal(&aad, block);
+                    self.inline_bytes += sealed.len();
+                    Pending::Inline(sealed)
+                }
             };
             self.pending_keys.insert(key.clone());
             self.pending.push((key, pending));
@@ -439,6 +439,7 @@ impl BlockWriter<'_> {
     /// Sync the packs written to, then open the commit's transaction with the pending blocks
     /// written into it (see [`record`](Self::record)).
     fn synced_and_recorded(&mut self) -> Result<redb::WriteTransaction, StoreError> {
+        self.sealers.drain().map_err(pack_error)?;
         for file in self.unsynced.drain(..) {
             file.sync_data().map_err(pack_error)?;
         }
@@ -586,15 +587,17 @@ mod tests {
         };
         let store = store(dir.path());
         assert_eq!(read(&store, root), bytes, "read back after reopening");
-        // The leaves are in packs at their sealed size, not in redb at twice it.
+        // The leaves are in packs at their sealed size (padded to a direct write's alignment
+        // where the filesystem takes direct writes), not in redb at twice it.
         let packed = pack_bytes(&store);
         let leaves = bytes.len().div_ceil(262_144) as u64;
-        assert!(packed >= bytes.len() as u64 && packed < bytes.len() as u64 + leaves * 64, "{packed} bytes of packs");
+        let slack = leaves * crate::packs::DIRECT_ALIGN as u64;
+        assert!(packed >= bytes.len() as u64 && packed <= bytes.len() as u64 + slack, "{packed} bytes of packs");
         let redb = std::fs::metadata(dir.path().join("store.redb")).unwrap().len();
         assert!(redb < 8 << 20, "store.redb is {redb} bytes");
         // Usage counts every sealed block once, and a second import of the same bytes adds none.
         let usage = store.usage_bytes().unwrap();
-        assert!(usage >= packed, "usage {usage} < packed {packed}");
+        assert!(usage >= bytes.len() as u64 && usage + slack >= packed, "usage {usage}, packed {packed}");
         assert_eq!(import(&store, &bytes, Some("app:x")), root);
         assert_eq!(store.usage_bytes().unwrap(), usage);
         assert_eq!(pack_bytes(&store), packed, "nothing is written twice");

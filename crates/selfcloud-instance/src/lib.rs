@@ -30,6 +30,7 @@ pub mod files;
 pub mod identity;
 mod network;
 mod packs;
+mod sealers;
 pub mod orbit;
 pub mod publish;
 pub mod store;

@@ -304,7 +304,7 @@ impl Hashing {
     fn start(batch: Batch, version: Version, codec: u64) -> Hashing {
         let cids = (0..batch.len()).map(|_| std::sync::OnceLock::new()).collect();
         let shared = std::sync::Arc::new(Shared { batch, next: std::sync::atomic::AtomicUsize::new(0), cids, version, codec });
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(shared.batch.len());
+        let n = crate::cores().clamp(1, 8).min(shared.batch.len());
         // If a thread cannot be started, the caller hashes its share in `finish`.
         let threads = (0..n)
             .filter_map(|_| {

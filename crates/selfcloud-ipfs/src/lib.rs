@@ -82,6 +82,13 @@ pub trait BlockSource {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error>;
 }
 
+/// The cores this process may run on, found once (`available_parallelism` reads the cgroup's CPU
+/// quota from /proc and /sys on every call; importers ask for each batch).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Append `n` as an unsigned LEB128 varint (multiformats' varint: CAR framing, CID prefixes,
 /// Bitswap frames, protobuf lengths).
 pub(crate) fn push_varint(mut n: u64, out: &mut Vec<u8>) {

@@ -295,7 +295,7 @@ fn check_level(orbit: &Orbit, namespace: &str, cid: &str, address: &str, access:
             return Err(DbError::Denied(format!("entry {hash} is by {}, who may not write to {address}", identity.id)));
         }
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = selfcloud_core::cores().min(8);
     let chunk = fresh.len().div_ceil(threads).max(1);
     let forged = std::thread::scope(|scope| {
         let workers: Vec<_> = fresh.chunks(chunk).map(|part| scope.spawn(move || part.iter().find(|(_, _, entry, identity)| !entry.signed_by(identity)).map(|(hash, ..)| hash.clone()))).collect();

@@ -132,7 +132,7 @@ impl<S: BlockSink + ?Sized> FileImporter<'_, S> {
             return Err(Error::Unsupported("read_file after other input to the same import"));
         }
         let chunk_bytes = self.profile.chunk_bytes;
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let workers = crate::cores().clamp(1, 8);
         let shared = Shared {
             file,
             chunk_bytes,
