@@ -32,9 +32,11 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/api/v0/get", post(get))
 }
 
-/// A blocking `Read` over pieces arriving from the socket.
+/// A blocking `Read` over pieces arriving from the socket: `None` marks the clean end, and a
+/// channel closed without it (the upload failed) reads as an error, so no cut-off upload is
+/// taken for a whole one.
 struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Option<Bytes>>,
     current: Bytes,
 }
 
@@ -42,8 +44,9 @@ impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
-                Some(piece) => self.current = piece,
-                None => return Ok(0),
+                Some(Some(piece)) => self.current = piece,
+                Some(None) => return Ok(0),
+                None => return Err(std::io::Error::other("the upload was cut off")),
             }
         }
         let n = buf.len().min(self.current.len());
@@ -56,17 +59,20 @@ impl Read for ChannelReader {
 /// Feed one multipart field to a blocking worker reading it through a [`ChannelReader`]; returns
 /// the worker's answer. Feeding stops early when the worker stops reading (e.g. a bad CAR).
 async fn feed_field<T: Send + 'static>(field: &mut (dyn Pieces + Send), work: impl FnOnce(ChannelReader) -> T + Send + 'static) -> Result<T, String> {
-    let (tx, rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
+    let (tx, rx) = mpsc::channel::<Option<Bytes>>(UPLOAD_QUEUE);
     let worker = tokio::task::spawn_blocking(move || work(ChannelReader { rx, current: Bytes::new() }));
     let mut upload_error = None;
     loop {
         match field.next_piece().await {
             Ok(Some(piece)) => {
-                if tx.send(piece).await.is_err() {
+                if tx.send(Some(piece)).await.is_err() {
                     break;
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                let _ = tx.send(None).await;
+                break;
+            }
             Err(e) => {
                 upload_error = Some(e.message);
                 break;

@@ -132,17 +132,30 @@ struct Added {
 
 /// Import pieces arriving on `rx` as one file, pin it in `namespace`, durably.
 async fn import_stream(ctx: &Ctx, store: Arc<Store>, profile: Profile, namespace: String, name: Option<String>, pieces: &mut (dyn Pieces + Send)) -> Result<Added, ApiError> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
+    // `None` marks the clean end of the upload; a channel closed without it means the upload
+    // failed (the client went away or stalled), and nothing may be pinned. (Aborting the
+    // blocking task does not stop it once it runs: it saw the closed channel as the end of the
+    // file and pinned what had arrived.)
+    let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(UPLOAD_QUEUE);
     let quota = ctx.quota_bytes;
     let worker = tokio::task::spawn_blocking(move || -> Result<Result<Added, selfcloud_ipfs::Error>, crate::store::StoreError> {
         let mut writer = store.block_writer(quota)?;
         let imported = {
             let mut importer = FileImporter::new(profile, &mut writer);
             let mut failed = None;
-            while let Some(piece) = rx.blocking_recv() {
-                if let Err(e) = importer.write(&piece) {
-                    failed = Some(e);
-                    break;
+            loop {
+                match rx.blocking_recv() {
+                    Some(Some(piece)) => {
+                        if let Err(e) = importer.write(&piece) {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    Some(None) => break,
+                    None => {
+                        failed = Some(selfcloud_ipfs::Error::Read(std::io::Error::other("the upload was cut off")));
+                        break;
+                    }
                 }
             }
             match failed {
@@ -164,11 +177,15 @@ async fn import_stream(ctx: &Ctx, store: Arc<Store>, profile: Profile, namespace
     loop {
         match pieces.next_piece().await {
             Ok(Some(piece)) => {
-                if tx.send(piece).await.is_err() {
+                if tx.send(Some(piece)).await.is_err() {
                     break; // the importer stopped early; its result says why
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                // If the importer stopped early, its result says why.
+                let _ = tx.send(None).await;
+                break;
+            }
             Err(e) => {
                 upload_error = Some(e);
                 break;
