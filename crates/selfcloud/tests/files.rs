@@ -167,38 +167,6 @@ async fn the_owner_speaks_kubo_rpc_and_trustless_gateway() {
     }
 }
 
-/// POST `chunks` to `path` one every `pause` over a raw HTTP/1.1 connection (chunked, as a
-/// browser streams a file), then, if `stall`, hold the body open without sending more.
-async fn trickle(sys: &TestSystem, path: &str, token: &str, chunks: Vec<bytes::Bytes>, pause: std::time::Duration, stall: bool) -> (u16, Vec<u8>) {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(sys.listen()).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(connection);
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
-    let frames = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)), rx)) });
-    let request = hyper::Request::post(path)
-        .header("host", sys.listen())
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/octet-stream")
-        .body(http_body_util::StreamBody::new(frames))
-        .expect("request");
-    tokio::spawn(async move {
-        for chunk in chunks {
-            tokio::time::sleep(pause).await;
-            if tx.send(chunk).await.is_err() {
-                return;
-            }
-        }
-        if stall {
-            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        }
-    });
-    let response = tokio::time::timeout(std::time::Duration::from_secs(60), sender.send_request(request)).await.expect("an answer within 60 s").expect("response");
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test]
 async fn transfers_longer_than_the_timeouts_finish_and_a_stalled_upload_fails_clearly() {
     // A 5 s request timeout and a 1 s idle timeout: both shorter than the transfers below. (The
@@ -215,7 +183,7 @@ async fn transfers_longer_than_the_timeouts_finish_and_a_stalled_upload_fails_cl
     let want = selfcloud_ipfs::import::import_bytes(UNIXFS_V0_2015, &data, &mut selfcloud_ipfs::MemoryBlocks::default()).unwrap().cid.to_string();
     let chunks: Vec<bytes::Bytes> = data.chunks(96 << 10).map(bytes::Bytes::copy_from_slice).collect();
     let before = common::instance_processes(&sys.data_dir(), "alice");
-    let (status, body) = trickle(&sys, "/i/alice/v1/files?name=slow.bin", &token, chunks, std::time::Duration::from_millis(250), false).await;
+    let (status, body) = common::trickle(&sys, "/i/alice/v1/files?name=slow.bin", &token, "application/octet-stream", chunks, std::time::Duration::from_millis(250), false).await;
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json(&body)["cid"], want.as_str());
     assert_eq!(common::instance_processes(&sys.data_dir(), "alice"), before, "the instance was stopped during the upload");
@@ -240,7 +208,7 @@ async fn transfers_longer_than_the_timeouts_finish_and_a_stalled_upload_fails_cl
     // An upload whose client goes quiet is answered once nothing has arrived for the timeout,
     // with a code that says so, instead of holding the request forever.
     let started = std::time::Instant::now();
-    let (status, body) = trickle(&sys, "/i/alice/v1/files?name=stuck.bin", &token, vec![bytes::Bytes::from(vec![7u8; 64 << 10])], std::time::Duration::ZERO, true).await;
+    let (status, body) = common::trickle(&sys, "/i/alice/v1/files?name=stuck.bin", &token, "application/octet-stream", vec![bytes::Bytes::from(vec![7u8; 64 << 10])], std::time::Duration::ZERO, true).await;
     assert_eq!((status, code(&body).as_str()), (400, "INVALID_ARGUMENT"), "{}", String::from_utf8_lossy(&body));
     assert!(json(&body)["error"]["message"].as_str().unwrap_or("").contains("nothing arrived"), "{}", String::from_utf8_lossy(&body));
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "the stalled upload was answered after {:?}", started.elapsed());

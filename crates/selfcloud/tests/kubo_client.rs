@@ -72,6 +72,31 @@ fn car_of(root: &selfcloud_ipfs::Cid, blocks: &selfcloud_ipfs::MemoryBlocks, ski
     car
 }
 
+/// A CAR upload whose form never ends (the client stalls after the last block) is refused, and
+/// its root is not pinned though every block of its DAG arrived: the importer must not take the
+/// cut-off body for the end of the CAR.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_dag_import_pins_nothing() {
+    let sys = TestSystem::start(&[("SELFCLOUD_REQUEST_TIMEOUT_SECS", "2")]);
+    let alice = sys.user("alice").await;
+    let data = pattern(600 << 10, 0x57a1);
+    let mut blocks = selfcloud_ipfs::MemoryBlocks::default();
+    let root = selfcloud_ipfs::import::import_bytes(selfcloud_ipfs::profile::UNIXFS_V0_2015, &data, &mut blocks).unwrap().cid;
+    let car = car_of(&root, &blocks, None);
+    let (content_type, body) = multipart(&car);
+    // The form's head and the whole CAR, but not the closing boundary.
+    let head = body.len() - car.len() - b"\r\n--selfcloud-test-boundary--\r\n".len();
+    let sent = bytes::Bytes::copy_from_slice(&body[..head + car.len()]);
+    let (status, answer) = common::trickle(&sys, "/i/alice/api/v0/dag/import", &alice, &content_type, vec![sent], std::time::Duration::ZERO, true).await;
+    assert_ne!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    // The instance learns of the cut when the gateway drops its connection; give a wrongly
+    // finishing import the time to commit before looking.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let pins = sys.client.call_raw(reqwest::Method::POST, "/i/alice/api/v0/pin/ls", Some(&alice), "text/plain", vec![]).await.unwrap();
+    assert_eq!(pins.status, 200, "{}", pins.text);
+    assert!(!pins.text.contains(&root.to_string()), "a cut-off CAR was pinned: {}", pins.text);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dag_import_pins_complete_roots_and_refuses_bad_cars() {
     let sys = TestSystem::start(&[]);

@@ -183,3 +183,36 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
         })
         .collect()
 }
+
+/// POST `chunks` to `path` one every `pause` over a raw HTTP/1.1 connection (chunked, as a
+/// browser streams a file) with `content_type`, then, if `stall`, hold the body open without
+/// sending more.
+pub async fn trickle(sys: &TestSystem, path: &str, token: &str, content_type: &str, chunks: Vec<bytes::Bytes>, pause: std::time::Duration, stall: bool) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(sys.listen()).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(connection);
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    let frames = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)), rx)) });
+    let request = hyper::Request::post(path)
+        .header("host", sys.listen())
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", content_type)
+        .body(http_body_util::StreamBody::new(frames))
+        .expect("request");
+    tokio::spawn(async move {
+        for chunk in chunks {
+            tokio::time::sleep(pause).await;
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+        if stall {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        }
+    });
+    let response = tokio::time::timeout(std::time::Duration::from_secs(60), sender.send_request(request)).await.expect("an answer within 60 s").expect("response");
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    (status, body)
+}
