@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{Ctx, Shared};
 use crate::blocks::RootOutcomes;
-use crate::files::{kubo_error, next_kubo_field, owner_arg, owner_only, ArgQuery, ChannelBody, Pieces, DOWNLOAD_QUEUE, UPLOAD_QUEUE};
+use crate::files::{feed_pieces, kubo_error, next_kubo_field, owner_arg, owner_only, ArgQuery, ChannelBody, Pieces, DOWNLOAD_QUEUE, UPLOAD_QUEUE};
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -61,30 +61,10 @@ impl Read for ChannelReader {
 async fn feed_field<T: Send + 'static>(field: &mut (dyn Pieces + Send), work: impl FnOnce(ChannelReader) -> T + Send + 'static) -> Result<T, String> {
     let (tx, rx) = mpsc::channel::<Option<Bytes>>(UPLOAD_QUEUE);
     let worker = tokio::task::spawn_blocking(move || work(ChannelReader { rx, current: Bytes::new() }));
-    let mut upload_error = None;
-    loop {
-        match field.next_piece().await {
-            Ok(Some(piece)) => {
-                if tx.send(Some(piece)).await.is_err() {
-                    break;
-                }
-            }
-            Ok(None) => {
-                let _ = tx.send(None).await;
-                break;
-            }
-            Err(e) => {
-                upload_error = Some(e.message);
-                break;
-            }
-        }
-    }
-    drop(tx);
+    let fed = feed_pieces(field, tx).await;
     let answer = worker.await.map_err(|_| "internal error".to_owned())?;
-    match upload_error {
-        Some(e) => Err(e),
-        None => Ok(answer),
-    }
+    fed.map_err(|e| e.message)?;
+    Ok(answer)
 }
 
 #[derive(Deserialize)]

@@ -173,31 +173,10 @@ async fn import_stream(ctx: &Ctx, store: Arc<Store>, profile: Profile, namespace
             Err(e) => Ok(Err(e)),
         }
     });
-    let mut upload_error = None;
-    loop {
-        match pieces.next_piece().await {
-            Ok(Some(piece)) => {
-                if tx.send(Some(piece)).await.is_err() {
-                    break; // the importer stopped early; its result says why
-                }
-            }
-            Ok(None) => {
-                // If the importer stopped early, its result says why.
-                let _ = tx.send(None).await;
-                break;
-            }
-            Err(e) => {
-                upload_error = Some(e);
-                break;
-            }
-        }
-    }
-    if let Some(e) = upload_error {
-        drop(tx);
+    if let Err(e) = feed_pieces(pieces, tx).await {
         worker.abort();
         return Err(ctx.fail(e));
     }
-    drop(tx);
     let outcome = match worker.await {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -214,6 +193,25 @@ async fn import_stream(ctx: &Ctx, store: Arc<Store>, profile: Profile, namespace
         Err(e) => {
             tracing::error!(error = %e, request_id = %ctx.request_id, "store failure during import");
             Err(ctx.fail(ApiError::internal()))
+        }
+    }
+}
+
+/// Send an upload's pieces to its importer, then the end marker (`None`) once the body is whole.
+/// A failed upload sends no marker, so the importer sees it cut off and keeps nothing. Stops
+/// early, with `Ok`, when the importer stops reading (its result says why).
+pub(crate) async fn feed_pieces(pieces: &mut (dyn Pieces + Send), tx: mpsc::Sender<Option<Bytes>>) -> Result<(), ApiError> {
+    loop {
+        match pieces.next_piece().await? {
+            Some(piece) => {
+                if tx.send(Some(piece)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            None => {
+                let _ = tx.send(None).await;
+                return Ok(());
+            }
         }
     }
 }
