@@ -127,7 +127,7 @@ impl Sealers {
         Sealers { key: key.clone(), jobs: None, threads: Vec::new(), shared: Arc::new(Shared { flight: Mutex::new(Flight::default()), changed: Condvar::new(), spare: Mutex::new(Vec::new()) }), started: false }
     }
 
-    /// One thread per core, or none if none can start (then jobs run on the caller).
+    /// Two threads per core (at most 8), or none if none can start (then jobs run on the caller).
     fn start(&mut self) {
         self.started = true;
         let (sender, receiver) = mpsc::channel::<Job>();
@@ -164,17 +164,8 @@ impl Sealers {
             self.start();
         }
         let spare = self.shared.spare.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
-        let mut job = Job::new(spare, block, aad, pack, place);
+        let job = Job::new(spare, block, aad, pack, place);
         let bytes = job.buffer.len();
-        let Some(jobs) = &self.jobs else {
-            let outcome = job.run(&self.key);
-            self.shared.spare.lock().unwrap_or_else(|e| e.into_inner()).push(job.buffer);
-            let mut flight = self.shared.lock();
-            if let Err(e) = outcome {
-                flight.fail(e);
-            }
-            return flight.outcome();
-        };
         {
             let mut flight = self.shared.lock();
             flight.outcome()?;
@@ -184,12 +175,18 @@ impl Sealers {
             flight.jobs += 1;
             flight.bytes += bytes;
         }
-        if let Err(mpsc::SendError(mut job)) = jobs.send(job) {
-            // Every sealing thread is gone: seal here.
-            let outcome = job.run(&self.key);
-            self.shared.done(bytes, job.buffer, outcome);
-        }
-        Ok(())
+        let mut job = match &self.jobs {
+            Some(jobs) => match jobs.send(job) {
+                Ok(()) => return Ok(()),
+                // Every sealing thread is gone.
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        // No sealing thread: seal here, and report its failure at once.
+        let outcome = job.run(&self.key);
+        self.shared.done(bytes, job.buffer, outcome);
+        self.shared.lock().outcome()
     }
 
     /// Wait until every job submitted has been written; fails if any job of this writer did.
