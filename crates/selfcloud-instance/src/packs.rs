@@ -48,6 +48,12 @@ const DIRECT_MIN: usize = 64 << 10;
 /// Offset, length and memory alignment of direct writes (the largest logical block size of
 /// common disks, and the page size).
 pub(crate) const DIRECT_ALIGN: usize = 4096;
+/// A directly written pack is allocated this far ahead of its booked end. A direct write that
+/// extends a file holds the inode's lock for the whole write, so the sealers' writes went to
+/// the disk one at a time while the cores waited; writes into allocated space run side by side
+/// (1.3 GB/s at most extending here, 1.8-2.1 GB/s with four to eight writers into allocated
+/// space). What is allocated and not booked is cut off when the last writer closes.
+const ALLOCATE_AHEAD: u64 = 64 << 20;
 
 /// The slot a sealed block of `len` bytes takes when its pack is written directly: `Some`
 /// (its padded length) for blocks written with `O_DIRECT`.
@@ -103,8 +109,46 @@ impl Place {
 struct Active {
     /// The pack appended to, and its booked length.
     pack: Option<(PackFile, u64)>,
+    /// How much of the active pack is allocated ([`ALLOCATE_AHEAD`]); 0 for a pack written
+    /// through the page cache, which is never allocated ahead.
+    allocated: u64,
     next_id: u32,
     writers: usize,
+}
+
+impl Active {
+    /// Cut what is allocated past the active pack's booked end (nothing was written there).
+    fn trim_allocation(&mut self) {
+        if let Some((pack, end)) = &self.pack {
+            if self.allocated != u64::MAX && self.allocated > *end {
+                if let Err(e) = pack.file.set_len(*end) {
+                    tracing::warn!(pack = pack.id, error = %e, "could not cut the space allocated ahead off a block pack");
+                }
+            }
+        }
+        self.allocated = 0;
+    }
+
+    /// Allocate the active pack up to past `end`, if it is written directly. Only a hint: where
+    /// the filesystem cannot allocate ahead, the writes extend the file as they go.
+    fn allocate_past(&mut self, end: u64) {
+        use std::os::fd::AsRawFd;
+        let Some((pack, _)) = &self.pack else { return };
+        if pack.direct.is_none() || end <= self.allocated {
+            return;
+        }
+        let target = end.saturating_add(ALLOCATE_AHEAD).min(end.max(PACK_MAX));
+        let (Ok(offset), Ok(len)) = (i64::try_from(self.allocated), i64::try_from(target - self.allocated)) else { return };
+        // SAFETY: a plain syscall on a file descriptor we own; it reads no memory of ours.
+        let done = unsafe { libc::fallocate(pack.file.as_raw_fd(), 0, offset, len) };
+        if done == 0 {
+            self.allocated = target;
+        } else {
+            tracing::debug!(pack = pack.id, error = %io::Error::last_os_error(), "block packs are not allocated ahead here");
+            // Do not ask again for every booking of this pack.
+            self.allocated = u64::MAX;
+        }
+    }
 }
 
 /// Block writers are open, so packs are not rewritten now.
@@ -139,7 +183,7 @@ impl Packs {
             Err(e) => return Err(e),
         };
         // A new pack per start: appending after a crash's unsynced tail would mix garbage in.
-        Ok(Packs { dir, active: Mutex::new(Active { pack: None, next_id, writers: 0 }), open: Mutex::new(HashMap::new()) })
+        Ok(Packs { dir, active: Mutex::new(Active { pack: None, allocated: 0, next_id, writers: 0 }), open: Mutex::new(HashMap::new()) })
     }
 
     fn path(&self, id: u32) -> PathBuf {
@@ -172,6 +216,9 @@ impl Packs {
     pub(crate) fn writer_closed(&self) {
         let mut active = lock(&self.active);
         active.writers = active.writers.saturating_sub(1);
+        if active.writers == 0 {
+            active.trim_allocation();
+        }
     }
 
     /// Which packs garbage collection may rewrite now: none while a writer is open; else those
@@ -200,11 +247,18 @@ impl Packs {
     /// directly. The caller writes each place ([`write_at`], [`write_direct`]); a place not yet
     /// written reads as zeros, and nothing may commit it before its bytes are written and synced.
     pub(crate) fn reserve(&self, lens: &[usize]) -> io::Result<Booking> {
+        self.book(lens, true)
+    }
+
+    /// [`reserve`](Self::reserve); `allocate_ahead` for bookings written with `O_DIRECT` (see
+    /// [`ALLOCATE_AHEAD`]).
+    fn book(&self, lens: &[usize], allocate_ahead: bool) -> io::Result<Booking> {
         let lens: Vec<u32> = lens.iter().map(|&len| u32::try_from(len).map_err(|_| io::Error::other("a block over 4 GiB"))).collect::<io::Result<_>>()?;
         let total: u64 = lens.iter().map(|&len| direct_slot(len as usize).unwrap_or(len as usize) as u64 + DIRECT_ALIGN as u64).sum();
         let mut active = lock(&self.active);
         let full = active.pack.as_ref().is_some_and(|(_, len)| *len > 0 && len + total > PACK_MAX);
         if active.pack.is_none() || full {
+            active.trim_allocation();
             let id = active.next_id;
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
             let path = self.path(id);
@@ -222,9 +276,11 @@ impl Packs {
         let Some((pack, end)) = active.pack.as_mut() else { return Err(io::Error::other("no active pack")) };
         let start = *end;
         let mut places = Vec::with_capacity(lens.len());
+        let mut direct = false;
         for len in lens {
             let slot = match (&pack.direct, direct_slot(len as usize)) {
                 (Some(_), Some(slot)) => {
+                    direct = true;
                     *end = end.div_ceil(DIRECT_ALIGN as u64) * DIRECT_ALIGN as u64;
                     slot as u64
                 }
@@ -233,14 +289,19 @@ impl Packs {
             places.push(Place { pack: pack.id, offset: *end, len });
             *end += slot;
         }
-        Ok(Booking { places, pack: pack.clone(), start, end: *end })
+        let booking = Booking { places, pack: pack.clone(), start, end: *end };
+        // Only direct writes serialize on an extending write; small blocks go through the page cache.
+        if direct && allocate_ahead {
+            active.allocate_past(booking.end);
+        }
+        Ok(booking)
     }
 
     /// Append sealed blocks to the active pack, written through the page cache and their
     /// writeback started (not synced): their places and pack.
     pub(crate) fn append(&self, sealed: &[&[u8]]) -> io::Result<(Vec<Place>, PackFile)> {
         let lens: Vec<usize> = sealed.iter().map(|s| s.len()).collect();
-        let booking = self.reserve(&lens)?;
+        let booking = self.book(&lens, false)?;
         let written = booking.places.iter().zip(sealed).try_for_each(|(place, bytes)| write_at(&booking.pack.file, *place, bytes));
         match written {
             Ok(()) => Ok((booking.places, booking.pack)),
@@ -265,6 +326,9 @@ impl Packs {
             return false;
         }
         *len = start;
+        if active.allocated != u64::MAX {
+            active.allocated = active.allocated.min(start);
+        }
         true
     }
 
@@ -365,5 +429,63 @@ mod tests {
         assert_eq!(packs.on_disk().unwrap().iter().map(|(_, len)| *len).collect::<Vec<_>>(), vec![300, 100]);
         packs.remove(places[0].pack).unwrap();
         assert!(packs.read(places[0]).is_err());
+    }
+
+    /// A pack written directly is allocated ahead of its bookings; none of that is left once
+    /// the last writer closes or a booking is given back, so the pack's length is its bytes.
+    #[test]
+    fn space_allocated_ahead_is_cut_when_the_last_writer_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = Packs::open(&dir.path().join("store.redb")).unwrap();
+        let length = |id: u32| packs.on_disk().unwrap().into_iter().find(|(pack, _)| *pack == id).map(|(_, len)| len).unwrap();
+        let write = |booking: &Booking| {
+            let mut slot = AlignedSlot::new(direct_slot(300_000).unwrap());
+            slot.bytes()[..300_000].fill(7);
+            for place in &booking.places {
+                match &booking.pack.direct {
+                    Some(direct) => write_direct(direct, &booking.pack.file, *place, slot.bytes()).unwrap(),
+                    None => write_at(&booking.pack.file, *place, &slot.bytes()[..300_000]).unwrap(),
+                }
+            }
+        };
+        packs.writer_opened();
+        packs.writer_opened();
+        let first = packs.reserve(&[300_000, 300_000]).unwrap();
+        write(&first);
+        if first.pack.direct.is_some() {
+            assert!(length(first.pack.id) > first.end, "a directly written pack is allocated ahead");
+        }
+        packs.writer_closed();
+        assert!(length(first.pack.id) >= first.end, "nothing is cut while a writer is open");
+        let second = packs.reserve(&[300_000]).unwrap();
+        assert_eq!((second.pack.id, second.start), (first.pack.id, first.end));
+        assert!(packs.give_back(second.pack.id, second.start, second.end));
+        assert_eq!(length(first.pack.id), first.end, "a booking given back takes what was allocated past it");
+        let third = packs.reserve(&[300_000]).unwrap();
+        write(&third);
+        packs.writer_closed();
+        assert_eq!(length(third.pack.id), third.end, "the last writer's close cuts the allocation");
+        for place in first.places.iter().chain(&third.places) {
+            assert_eq!(packs.read(*place).unwrap(), vec![7u8; 300_000]);
+        }
+    }
+
+    /// A zeroed buffer aligned for direct writes.
+    struct AlignedSlot {
+        buffer: Vec<u8>,
+        at: usize,
+        len: usize,
+    }
+
+    impl AlignedSlot {
+        fn new(len: usize) -> AlignedSlot {
+            let buffer = vec![0u8; len + DIRECT_ALIGN];
+            let at = buffer.as_ptr().align_offset(DIRECT_ALIGN);
+            AlignedSlot { buffer, at, len }
+        }
+
+        fn bytes(&mut self) -> &mut [u8] {
+            &mut self.buffer[self.at..self.at + self.len]
+        }
     }
 }
