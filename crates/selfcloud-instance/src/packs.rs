@@ -119,14 +119,13 @@ struct Active {
 impl Active {
     /// Cut what is allocated past the active pack's booked end (nothing was written there).
     fn trim_allocation(&mut self) {
-        if let Some((pack, end)) = &self.pack {
-            if self.allocated != u64::MAX && self.allocated > *end {
-                if let Err(e) = pack.file.set_len(*end) {
-                    tracing::warn!(pack = pack.id, error = %e, "could not cut the space allocated ahead off a block pack");
-                }
+        let Some((pack, end)) = &self.pack else { return };
+        if self.allocated != u64::MAX && self.allocated > *end {
+            match pack.file.set_len(*end) {
+                Ok(()) => self.allocated = *end,
+                Err(e) => tracing::warn!(pack = pack.id, error = %e, "could not cut the space allocated ahead off a block pack"),
             }
         }
-        self.allocated = 0;
     }
 
     /// Allocate the active pack up to past `end`, if it is written directly. Only a hint: where
@@ -271,6 +270,7 @@ impl Packs {
                 }
             };
             active.next_id = id + 1;
+            active.allocated = 0;
             active.pack = Some((PackFile { id, file: Arc::new(file), direct }, 0));
         }
         let Some((pack, end)) = active.pack.as_mut() else { return Err(io::Error::other("no active pack")) };
