@@ -11,8 +11,14 @@
 //!   this way), with the finalization certificate stored beside them.
 //!
 //! Waiting for the parent to be final before building on it costs one network hop per block but
-//! means there is only ever one state to execute on (no forks to track). Blocks travel on their
-//! own p2p channel; transactions admitted by one validator are gossiped to the others in batches.
+//! means there is only ever one state to execute on (no forks to track). A parent may be
+//! notarized and never finalized on its own, though: when a validator crashes after its notarize
+//! vote but before its finalize vote, and another validator timed out of that view, too few
+//! finalize votes remain, and consensus still makes every later leader build on that parent. So a
+//! leader whose parent is not final after [`FINALITY_WAIT`] builds an *empty* block on it (its
+//! state is the parent's), which validators verify at once; finalizing it finalizes the parent.
+//! Blocks travel on their own p2p channel; transactions admitted by one validator are gossiped to
+//! the others in batches.
 
 use crate::api::{self, ApiRequest};
 use crate::mempool::Mempool;
@@ -60,6 +66,13 @@ const CHANNEL_SYNC: u64 = 5;
 const MAX_MESSAGE: u32 = (MAX_BLOCK_BYTES + 64 * 1024) as u32;
 /// How long a leader with an empty mempool waits for a transaction before proposing an empty block.
 const IDLE_BLOCK_WAIT: Duration = Duration::from_millis(500);
+/// How long a leader waits for its parent's finalization (normally one hop behind its
+/// notarization) before building an empty block on the notarized parent instead. Well inside
+/// the leader timeout, so the block still reaches the others in time.
+const FINALITY_WAIT: Duration = Duration::from_millis(300);
+/// The most not-final blocks an empty block may build on: one with transactions and the empty
+/// ones after it. Honest leaders never make more than a few in a row; the bound keeps a walk short.
+const MAX_PENDING_DEPTH: usize = 64;
 /// How often admitted transactions are gossiped to the other validators.
 const GOSSIP_EVERY: Duration = Duration::from_millis(5);
 const MEMPOOL_CAPACITY: usize = 200_000;
@@ -161,6 +174,7 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
             watchers: HashMap::new(),
             outbox: Vec::new(),
             syncing: None,
+            wanted: None,
             pending,
             committed,
         };
@@ -249,6 +263,8 @@ struct Actor {
     outbox: Vec<Tx>,
     /// The finalized block we are fetching ancestors for, and when we last asked.
     syncing: Option<([u8; 32], Instant)>,
+    /// A not-final block a proposal or verification waits on that has not arrived here.
+    wanted: Option<[u8; 32]>,
     /// The mempool's size, for the API's status.
     pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Committed blocks, for the API's WebSocket subscribers.
@@ -329,10 +345,16 @@ impl Actor {
                 continue;
             }
             if context.parent.1 .0 != tip.digest {
-                // Not yet final, or abandoned (a different block is final at its height).
-                if self.store.height_of(&context.parent.1 .0).ok().flatten().is_none() {
-                    waiting.push((context, response, since));
+                if self.store.height_of(&context.parent.1 .0).ok().flatten().is_some() {
+                    continue; // abandoned: a different block is final at its height
                 }
+                if since.elapsed() >= FINALITY_WAIT {
+                    if let Some(digest) = self.build_empty(&context, &tip) {
+                        let _ = response.send(Digest(digest));
+                        continue;
+                    }
+                }
+                waiting.push((context, response, since));
                 continue;
             }
             if self.mempool.is_empty() && since.elapsed() < IDLE_BLOCK_WAIT {
@@ -372,6 +394,55 @@ impl Actor {
         Ok(digest)
     }
 
+    /// An empty block on the not-final parent of `context`, if the parent's state is known here.
+    fn build_empty(&mut self, context: &Context<Digest, ed25519::PublicKey>, tip: &crate::Tip) -> Option<[u8; 32]> {
+        let parent = context.parent.1 .0;
+        let state_root = self.pending_state(parent, tip)?;
+        let (height, parent_time) = self.blocks.get(&parent).map(|b| (b.height, b.timestamp_ms))?;
+        let block = Block { parent, height: height + 1, view: context.round.view().get(), timestamp_ms: selfcloud_core::unix_now_ms().max(parent_time), state_root, txs: Vec::new() };
+        let digest = block.digest();
+        tracing::info!(height = block.height, "parent not final in time: proposing an empty block on it");
+        self.blocks.insert(digest, block);
+        Some(digest)
+    }
+
+    /// The state root after `digest`, a block that is not final: the known blocks from the tip to
+    /// it must be valid and all but the first empty (see the module doc), so the state is the
+    /// first one's. `None` if that cannot be shown now; a block not here yet is asked for.
+    fn pending_state(&mut self, digest: [u8; 32], tip: &crate::Tip) -> Option<[u8; 32]> {
+        let mut chain = Vec::new();
+        let mut cursor = digest;
+        loop {
+            let Some(block) = self.blocks.get(&cursor) else {
+                self.wanted = Some(cursor);
+                return None;
+            };
+            chain.push(cursor);
+            if block.parent == tip.digest {
+                break;
+            }
+            if chain.len() >= MAX_PENDING_DEPTH || block.height <= tip.height + 1 {
+                return None;
+            }
+            cursor = block.parent;
+        }
+        let first = chain.pop()?;
+        if !self.check(first, tip) {
+            return None;
+        }
+        let root = self.executed.get(&first)?.state_root;
+        let mut previous = self.blocks.get(&first)?;
+        for digest in chain.iter().rev() {
+            let block = self.blocks.get(digest)?;
+            let valid = block.txs.is_empty() && block.state_root == root && block.height == previous.height + 1 && block.timestamp_ms >= previous.timestamp_ms;
+            if !valid {
+                return None;
+            }
+            previous = block;
+        }
+        Some(root)
+    }
+
     /// Answers verification requests whose block has arrived and whose parent is the tip.
     fn try_verify(&mut self) {
         let tip = self.store.tip();
@@ -389,9 +460,20 @@ impl Actor {
                 continue;
             }
             if block.parent != tip.digest {
-                if self.store.height_of(&block.parent).ok().flatten().is_none() {
-                    waiting.push((context, payload, response));
+                if self.store.height_of(&block.parent).ok().flatten().is_some() {
+                    continue;
                 }
+                if block.txs.is_empty() {
+                    // An empty block on a not-final parent (see `build_empty`) is checked now.
+                    let (height, time, parent, claimed_root) = (block.height, block.timestamp_ms, block.parent, block.state_root);
+                    if let Some(root) = self.pending_state(parent, &tip) {
+                        let follows = self.blocks.get(&parent).is_some_and(|p| height == p.height + 1 && time >= p.timestamp_ms);
+                        let verdict = follows && time <= selfcloud_core::unix_now_ms() + 10_000 && claimed_root == root;
+                        let _ = response.send(verdict);
+                        continue;
+                    }
+                }
+                waiting.push((context, payload, response));
                 continue;
             }
             let verdict = self.check(payload.0, &tip);
@@ -532,6 +614,9 @@ impl Actor {
     }
 
     fn retry(&mut self, sync: &mut Outbound) {
+        if let Some(wanted) = self.wanted.take() {
+            self.request(wanted, sync);
+        }
         if let Some((_, since)) = self.syncing {
             if since.elapsed() >= Duration::from_millis(500) {
                 self.syncing = None;
@@ -662,4 +747,110 @@ pub fn verify_finalization(identity: &<crate::network::Variant as commonware_cry
     let verifier = Scheme::certificate_verifier(NAMESPACE, *identity);
     let Ok(finalization) = Finalization::<Scheme, Digest>::read(&mut commonware_codec::Copying(certificate)) else { return false };
     finalization.proposal.payload.0 == *digest && finalization.verify(&mut crate::network::os_seeded_rng(), &verifier, &Sequential)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Address, Genesis, TxBody, CHAIN_ID, MIN_FEE, UNIT};
+    use commonware_consensus::types::{Round, View};
+    use commonware_cryptography::Signer as _;
+    use ed25519_dalek::SigningKey;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn address(seed: u8) -> Address {
+        Address::of_key(&key(seed).verifying_key().to_bytes())
+    }
+
+    /// A validator's actor on its own store, without consensus or network around it.
+    fn actor(dir: &std::path::Path) -> Actor {
+        let genesis = Genesis { chain_id: CHAIN_ID.into(), timestamp_ms: 1, allocations: vec![(address(1), (1000 * UNIT).to_string())] };
+        Actor {
+            store: Arc::new(ChainStore::open(&dir.join("chain.redb"), &genesis).unwrap()),
+            mempool: Mempool::new(CHAIN_ID, 1000),
+            blocks: HashMap::new(),
+            executed: HashMap::new(),
+            finalizations: HashMap::new(),
+            proposals: Vec::new(),
+            verifies: Vec::new(),
+            watchers: HashMap::new(),
+            outbox: Vec::new(),
+            syncing: None,
+            wanted: None,
+            pending: Arc::default(),
+            committed: tokio::sync::broadcast::channel(4).0,
+        }
+    }
+
+    fn context(view: u64, parent: [u8; 32]) -> Context<Digest, ed25519::PublicKey> {
+        Context { round: Round::new(Epoch::zero(), View::new(view)), leader: ed25519::PrivateKey::from_seed(0).public_key(), parent: (View::new(view - 1), Digest(parent)) }
+    }
+
+    fn transfer(nonce: u64, to: Address) -> Tx {
+        TxBody { chain_id: CHAIN_ID.into(), signer: key(1).verifying_key().to_bytes(), nonce, fee: MIN_FEE, action: crate::Action::Transfer { to, amount: UNIT } }.sign(&key(1))
+    }
+
+    /// The stall this guards against: a block notarized but never finalized (too few finalize
+    /// votes left after a crash) that consensus keeps asking leaders to build on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_leader_builds_an_empty_block_on_a_parent_that_stays_unfinalized() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut leader, mut verifier) = (actor(dir_a.path()), actor(dir_b.path()));
+        let genesis = leader.store.tip();
+        let tx = transfer(0, address(2));
+        leader.mempool.admit(tx.clone(), 0).unwrap();
+        let parent = leader.build(&context(1, genesis.digest)).unwrap();
+        assert_eq!(leader.blocks[&parent].txs, vec![tx.clone()]);
+
+        // While the parent may still become final, the leader waits for it.
+        let (response, mut answer) = oneshot::channel();
+        leader.proposals.push((context(2, parent), response, Instant::now()));
+        leader.try_propose();
+        assert!(answer.try_recv().is_err(), "no block before the finality wait is over");
+        assert_eq!(leader.proposals.len(), 1);
+        // Once the wait is over: an empty block on the notarized parent, with the parent's state.
+        leader.proposals[0].2 = Instant::now() - FINALITY_WAIT;
+        leader.try_propose();
+        let child = answer.try_recv().expect("an empty block is proposed").0;
+        let block = leader.blocks[&child].clone();
+        let parent_root = leader.executed[&parent].state_root;
+        assert_eq!((block.parent, block.height, block.txs.len(), block.state_root), (parent, 2, 0, parent_root));
+
+        // Another validator that has both blocks but neither is final verifies the empty one now,
+        // and refuses one that claims another state or carries transactions.
+        let parent_block = leader.blocks[&parent].clone();
+        let verdict = |verifier: &mut Actor, block: &Block| {
+            let digest = block.digest();
+            verifier.blocks.insert(digest, block.clone());
+            let (response, mut answer) = oneshot::channel();
+            verifier.verifies.push((context(2, parent), Digest(digest), response));
+            verifier.try_verify();
+            answer.try_recv().ok()
+        };
+        assert_eq!(verdict(&mut verifier, &block), None, "the parent has not arrived: wait for it");
+        assert_eq!(verifier.wanted, Some(parent), "and ask for it");
+        verifier.verifies.clear();
+        verifier.blocks.insert(parent, parent_block.clone());
+        let mut forged = block.clone();
+        forged.state_root[0] ^= 1;
+        assert_eq!(verdict(&mut verifier, &forged), Some(false), "an empty block must keep its parent's state");
+        let mut late = block.clone();
+        late.timestamp_ms = parent_block.timestamp_ms - 1;
+        assert_eq!(verdict(&mut verifier, &late), Some(false), "time must not go back");
+        let mut with_txs = block.clone();
+        with_txs.txs = vec![transfer(1, address(3))];
+        assert_eq!(verdict(&mut verifier, &with_txs), None, "a block with transactions waits for its parent to be final");
+        verifier.verifies.clear();
+        assert_eq!(verdict(&mut verifier, &block), Some(true));
+
+        // Finalizing the empty block commits both; the state is the parent's.
+        verifier.commit(parent, b"cert").unwrap();
+        verifier.commit(child, b"cert").unwrap();
+        let tip = verifier.store.tip();
+        assert_eq!((tip.height, tip.digest, tip.state_root), (2, child, parent_root));
+        assert_eq!(verifier.store.account(&address(2)).unwrap().balance, UNIT);
+    }
 }
