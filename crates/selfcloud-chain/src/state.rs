@@ -7,7 +7,8 @@
 //! produce, so a node that crashes resumes at exactly the last block it committed.
 //!
 //! Execution happens only on top of the committed tip: the node proposes and verifies a block
-//! once its parent is final (see `node`), so there is never more than one state to execute on.
+//! with transactions once its parent is final (see `node`; an empty block on a parent not yet
+//! final carries its parent's state), so there is never more than one state to execute on.
 
 use crate::{Action, Address, Block, ChainError, Genesis, Tx, TxHash, MIN_FEE};
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
