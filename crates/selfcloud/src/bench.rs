@@ -81,8 +81,8 @@ pub enum Which {
         #[arg(long, value_delimiter = ',', default_value = "128")]
         batch: Vec<u32>,
     },
-    /// SELF Chain: sustained transfers per second and finality latency p50/p99 under load, for
-    /// each validator count given.
+    /// SELF Chain: sustained transfers per second, and finality latency p50/p99 under that load,
+    /// on the idle network and under a steady load at half that rate, for each validator count.
     Chain {
         /// Validator counts to measure, one network each.
         #[arg(long, value_delimiter = ',', default_value = "4,7")]

@@ -5,6 +5,8 @@
 //! keeps the validators' mempools full (batches of signed transfers, spread over the validators);
 //! meanwhile a probe account sends one transfer at a time and times it from submission to the
 //! answer "final" (the node answers once the block holding it is committed after finalization).
+//! The probe runs again on the idle network, and under a steady load at half the saturating rate:
+//! the latency a user sees on a busy chain that is not overloaded.
 
 use anyhow::Context;
 use selfcloud::chain_net::{LocalNetwork, NodeClient};
@@ -68,7 +70,9 @@ fn micro(dir: &Path) -> anyhow::Result<()> {
 
 async fn one_network(dir: &Path, count: usize, seconds: u64, senders: usize) -> anyhow::Result<()> {
     let keys: Vec<ed25519_dalek::SigningKey> = (0..senders as u64 + 1).map(key).collect();
-    let allocations = keys.iter().map(|k| (address(k), 1_000_000 * UNIT)).collect();
+    // The paced phase's own senders, so their nonces start at 0 whatever the load got through.
+    let paced_keys: Vec<ed25519_dalek::SigningKey> = (0..senders as u64).map(|i| key(PACED_SEEDS + i)).collect();
+    let allocations = keys.iter().chain(&paced_keys).map(|k| (address(k), 1_000_000 * UNIT)).collect();
     selfcloud_chain::network::init(dir, count, allocations).context("creating the bench network")?;
     let exe = std::env::current_exe()?;
     let net = LocalNetwork::start(&exe, dir, count)?;
@@ -130,17 +134,8 @@ async fn one_network(dir: &Path, count: usize, seconds: u64, senders: usize) -> 
             })
         })
         .collect();
-    // Probe: one transfer at a time, timed to finality.
-    let mut latencies = Vec::new();
-    let mut nonce = 0;
-    while started.elapsed() < Duration::from_secs(seconds) {
-        let tx = transfer(probe_key, nonce, sink, 1, MIN_FEE);
-        let sent = Instant::now();
-        if nodes[nonce as usize % nodes.len()].submit_final(&tx).await.is_ok() {
-            latencies.push(sent.elapsed());
-            nonce += 1;
-        }
-    }
+    let mut probe = Probe { key: probe_key.clone(), sink, nonce: 0 };
+    let latencies = probe.run(&nodes, started + Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let mut submitted = 0;
     for loader in loaders {
@@ -148,14 +143,8 @@ async fn one_network(dir: &Path, count: usize, seconds: u64, senders: usize) -> 
     }
     let elapsed = started.elapsed();
     let end_height = nodes[0].height().await?;
-    let mut committed = 0usize;
-    for height in start_height + 1..=end_height {
-        let (_, block) = nodes[0].get(&format!("/v1/blocks/{height}")).await?;
-        committed += block["transactions"].as_array().map_or(0, Vec::len);
-    }
-    latencies.sort();
+    let Blocks { transfers: committed, count: blocks, .. } = Blocks::between(&nodes[0], start_height, end_height).await?;
     let tps = committed as f64 / elapsed.as_secs_f64();
-    let blocks = end_height - start_height;
     println!(
         "  [{count} validators] {committed} transfers final in {:.1} s: {tps:.0} transfers/s over {blocks} blocks ({:.1} blocks/s); submitted {submitted}",
         elapsed.as_secs_f64(),
@@ -175,23 +164,127 @@ async fn one_network(dir: &Path, count: usize, seconds: u64, senders: usize) -> 
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let mut idle = Vec::new();
-    let quiet_until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < quiet_until {
-        let tx = transfer(probe_key, nonce, sink, 1, MIN_FEE);
-        let sent = Instant::now();
-        if nodes[nonce as usize % nodes.len()].submit_final(&tx).await.is_ok() {
-            idle.push(sent.elapsed());
-            nonce += 1;
-        }
-    }
-    idle.sort();
+    let idle = probe.run(&nodes, Instant::now() + Duration::from_secs(5)).await;
     println!(
         "  [{count} validators] finality latency, one transfer at a time on an idle network ({} transfers): p50 {:.1} ms, p99 {:.1} ms",
         idle.len(),
         crate::bench::percentile(&idle, 0.50),
         crate::bench::percentile(&idle, 0.99)
     );
+    let rate = (tps / 2.0) as usize;
+    paced(&nodes, &paced_keys, rate, seconds.min(10), &mut probe).await?;
     drop(net);
+    Ok(())
+}
+
+/// What the blocks after `from` up to `to` hold.
+struct Blocks {
+    transfers: usize,
+    count: u64,
+    empty: u64,
+}
+
+impl Blocks {
+    async fn between(node: &NodeClient, from: u64, to: u64) -> anyhow::Result<Blocks> {
+        let mut blocks = Blocks { transfers: 0, count: to.saturating_sub(from), empty: 0 };
+        for height in from + 1..=to {
+            let (_, block) = node.get(&format!("/v1/blocks/{height}")).await?;
+            let transfers = block["transactions"].as_array().map_or(0, Vec::len);
+            blocks.transfers += transfers;
+            blocks.empty += u64::from(transfers == 0);
+        }
+        Ok(blocks)
+    }
+}
+
+/// Key seeds of the paced phase's senders (far from the load's and the probe's).
+const PACED_SEEDS: u64 = 1 << 32;
+/// How often the paced load submits its next batches.
+const PACE_TICK: Duration = Duration::from_millis(20);
+
+/// One transfer at a time from one account, each timed from submission to the answer "final".
+struct Probe {
+    key: ed25519_dalek::SigningKey,
+    sink: Address,
+    nonce: u64,
+}
+
+impl Probe {
+    /// Probes until `until`, spreading the transfers over the nodes; the latencies, sorted.
+    async fn run(&mut self, nodes: &[NodeClient], until: Instant) -> Vec<Duration> {
+        let mut latencies = Vec::new();
+        while Instant::now() < until {
+            let tx = transfer(&self.key, self.nonce, self.sink, 1, MIN_FEE);
+            let sent = Instant::now();
+            if nodes[self.nonce as usize % nodes.len()].submit_final(&tx).await.is_ok() {
+                latencies.push(sent.elapsed());
+                self.nonce += 1;
+            }
+        }
+        latencies.sort();
+        latencies
+    }
+}
+
+/// Finality under a steady load of `rate` transfers/s: each validator gets its senders' transfers
+/// in batches every [`PACE_TICK`] (a sender always goes to the same validator, in nonce order),
+/// while the probe measures.
+async fn paced(nodes: &[NodeClient], keys: &[ed25519_dalek::SigningKey], rate: usize, seconds: u64, probe: &mut Probe) -> anyhow::Result<()> {
+    let count = nodes.len();
+    anyhow::ensure!(keys.len() >= count, "the paced load needs at least one sender per validator");
+    let per_tick = (rate * PACE_TICK.as_millis() as usize / 1000 / count).max(1);
+    let ticks = (Duration::from_secs(seconds).as_millis() / PACE_TICK.as_millis()) as usize;
+    let sink = probe.sink;
+    let by_validator: Vec<Vec<Tx>> = tokio::task::spawn_blocking({
+        let keys = keys.to_vec();
+        move || {
+            (0..count)
+                .map(|v| {
+                    let mine: Vec<&ed25519_dalek::SigningKey> = keys.iter().skip(v).step_by(count).collect();
+                    (0..per_tick * ticks).map(|i| transfer(mine[i % mine.len()], (i / mine.len()) as u64, sink, 1, MIN_FEE)).collect()
+                })
+                .collect()
+        }
+    })
+    .await?;
+    let start_height = nodes[0].height().await?;
+    let started = Instant::now();
+    let submitters: Vec<_> = by_validator
+        .into_iter()
+        .zip(nodes.iter().cloned())
+        .map(|(txs, node)| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PACE_TICK);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut refused = 0usize;
+                for batch in txs.chunks(per_tick) {
+                    tick.tick().await;
+                    match node.submit_batch(batch).await {
+                        Ok(results) => refused += results.iter().filter(|r| r.is_some()).count(),
+                        Err(_) => refused += batch.len(),
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let latencies = probe.run(nodes, started + Duration::from_secs(seconds)).await;
+    let mut refused = 0;
+    for submitter in submitters {
+        refused += submitter.await.unwrap_or(0);
+    }
+    let elapsed = started.elapsed();
+    let end_height = nodes[0].height().await?;
+    let blocks = Blocks::between(&nodes[0], start_height, end_height).await?;
+    println!(
+        "  [{count} validators] finality latency under a steady {} transfers/s (half the saturating rate; {:.0}/s final over {} blocks, {} empty; {refused} refused) ({} probes): p50 {:.1} ms, p99 {:.1} ms",
+        per_tick * count * 1000 / PACE_TICK.as_millis() as usize,
+        blocks.transfers as f64 / elapsed.as_secs_f64(),
+        blocks.count,
+        blocks.empty,
+        latencies.len(),
+        crate::bench::percentile(&latencies, 0.50),
+        crate::bench::percentile(&latencies, 0.99)
+    );
     Ok(())
 }
