@@ -2,7 +2,9 @@
 //! chunk, reads it with a positional read straight into its leaf block (`pread`, so no thread
 //! copies the whole file serially, as one reader feeding the hashers would) and hashes it; the
 //! caller links the leaves in file order and hands them to the sink. Read-ahead is bounded:
-//! workers stay at most [`READ_AHEAD_BYTES`] ahead of the leaf the caller links next.
+//! workers stay at most [`READ_AHEAD_BYTES`] ahead of the leaf the caller links next. Workers
+//! claim and hand over runs of chunks ([`CLAIM_BYTES`]) rather than single ones: the caller is a
+//! thread beyond the cores' count, and each time it wakes it takes a core from a hasher.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -16,6 +18,9 @@ use crate::{cid_of, BlockSink, Cid, Error, DAG_PB, RAW};
 
 /// How far the workers may read ahead of the caller (about two of the writer's batches).
 const READ_AHEAD_BYTES: usize = 16 << 20;
+/// Bytes of consecutive chunks a worker claims, reads and hands over at once (one chunk where
+/// chunks are larger). With 256 KiB chunks on two cores: 2,590–2,670 → 2,695–2,921 MiB/s.
+const CLAIM_BYTES: usize = 1 << 20;
 /// Leaves handed to the sink in one `put_many`, at most.
 const SINK_GROUP_MAX: usize = 32;
 
@@ -27,6 +32,9 @@ enum Chunk {
     Last { bytes: Vec<u8> },
 }
 
+/// A run of consecutive chunks from its first index, as a worker hands it over.
+type Run = (u64, Vec<std::io::Result<Chunk>>);
+
 /// Claims of chunks, bounded by the window.
 struct Claims {
     next: u64,
@@ -37,6 +45,8 @@ struct Claims {
 struct Shared<'f> {
     file: &'f std::fs::File,
     chunk_bytes: usize,
+    /// Chunks per claim.
+    run: u64,
     raw_leaves: bool,
     version: Version,
     window: u64,
@@ -49,16 +59,17 @@ struct Shared<'f> {
 }
 
 impl Shared<'_> {
-    /// The next chunk to read, once the window has room; `None` when reading is over.
-    fn claim(&self) -> Option<u64> {
+    /// The next run of chunks to read, once the window has room; `None` when reading is over.
+    fn claim(&self) -> Option<std::ops::Range<u64>> {
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if self.stop.load(Ordering::Acquire) {
                 return None;
             }
             if claims.next < claims.linked + self.window {
-                claims.next += 1;
-                return Some(claims.next - 1);
+                let start = claims.next;
+                claims.next += self.run;
+                return Some(start..claims.next);
             }
             claims = self.room.wait(claims).unwrap_or_else(|e| e.into_inner());
         }
@@ -76,13 +87,21 @@ impl Shared<'_> {
         self.room.notify_one();
     }
 
-    fn work(&self, done: mpsc::Sender<(u64, std::io::Result<Chunk>)>) {
-        while let Some(index) = self.claim() {
-            let result = self.read(index);
-            if !matches!(result, Ok(Chunk::Whole { .. })) {
-                self.halt();
+    fn work(&self, done: mpsc::Sender<Run>) {
+        while let Some(run) = self.claim() {
+            let start = run.start;
+            let mut chunks = Vec::with_capacity(self.run as usize);
+            for index in run {
+                let chunk = self.read(index);
+                let whole = matches!(chunk, Ok(Chunk::Whole { .. }));
+                chunks.push(chunk);
+                if !whole {
+                    // The end of the file, or a failed read: nothing after it is wanted.
+                    self.halt();
+                    break;
+                }
             }
-            if done.send((index, result)).is_err() {
+            if done.send((start, chunks)).is_err() {
                 return;
             }
         }
@@ -133,12 +152,14 @@ impl<S: BlockSink + ?Sized> FileImporter<'_, S> {
         }
         let chunk_bytes = self.profile.chunk_bytes;
         let workers = crate::cores().clamp(1, 8);
+        let run = (CLAIM_BYTES / chunk_bytes).max(1);
         let shared = Shared {
             file,
             chunk_bytes,
+            run: run as u64,
             raw_leaves: self.profile.raw_leaves,
             version: self.profile.cid_version,
-            window: (READ_AHEAD_BYTES / chunk_bytes).max(2 * workers) as u64,
+            window: (READ_AHEAD_BYTES / chunk_bytes).max(2 * workers * run) as u64,
             claims: Mutex::new(Claims { next: 0, linked: 0 }),
             room: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -161,15 +182,17 @@ impl<S: BlockSink + ?Sized> FileImporter<'_, S> {
     }
 
     /// Receives the workers' chunks, and links and stores them in file order.
-    fn link_in_order(&mut self, shared: &Shared<'_>, done: &mpsc::Receiver<(u64, std::io::Result<Chunk>)>) -> Result<(), Error> {
+    fn link_in_order(&mut self, shared: &Shared<'_>, done: &mpsc::Receiver<Run>) -> Result<(), Error> {
         let mut waiting: BTreeMap<u64, Chunk> = BTreeMap::new();
         let mut next = 0u64;
         let mut group: Vec<(Cid, Vec<u8>)> = Vec::with_capacity(SINK_GROUP_MAX);
         loop {
-            let Ok((index, result)) = done.recv() else {
+            let Ok((start, chunks)) = done.recv() else {
                 return Err(Error::Read(std::io::Error::other("the file readers stopped before the end of the file")));
             };
-            waiting.insert(index, result?);
+            for (index, chunk) in (start..).zip(chunks) {
+                waiting.insert(index, chunk?);
+            }
             while let Some(chunk) = waiting.remove(&next) {
                 next += 1;
                 match chunk {
