@@ -5,6 +5,8 @@ set -euo pipefail
 need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+# OpenSSL 3's headers and libraries: data at rest is sealed with its ChaCha20-Poly1305.
+pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 # `ip netns` for the chain test that partitions a validator (root only).
 command -v ip >/dev/null || need_apt+=(iproute2)
 # llama.cpp (vendored by llama-cpp-2) builds with cmake; its bindings are generated with libclang.
