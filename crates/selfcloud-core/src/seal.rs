@@ -7,17 +7,24 @@
 //! XChaCha20-Poly1305 is the standard extended-nonce construction (draft-irtf-cfrg-xchacha-03
 //! §2.3): HChaCha20 of the key and the nonce's first 16 bytes gives a subkey, and ChaCha20-Poly1305
 //! (RFC 8439) runs under it with the nonce `0^4 || nonce[16..24]`. The two parts come from audited
-//! libraries, HChaCha20 from RustCrypto's `chacha20` and ChaCha20-Poly1305 from the system's
-//! OpenSSL 3. Every IPFS block an instance stores passes through here, so this is most of what
-//! `add` spends beside SHA-256; one core sealing 256 KiB blocks on this host (AVX-512): OpenSSL
-//! 3,565 MiB/s, `ring` (AVX2 only) 1,170-1,430, RustCrypto's `chacha20poly1305` 720-790. The
-//! output is byte for byte that of `chacha20poly1305::XChaCha20Poly1305`, which the tests check,
-//! so stores sealed before open the same.
+//! libraries: HChaCha20 from RustCrypto's `chacha20`; ChaCha20-Poly1305 from `ring` for values
+//! under [`LARGE`] and from the system's OpenSSL 3 for larger ones. Every IPFS block an instance
+//! stores passes through here, so this is most of what `add` spends beside SHA-256; one core
+//! sealing 256 KiB blocks on this host (AVX-512): OpenSSL 3,565 MiB/s, `ring` (AVX2 only)
+//! 1,170-1,430, RustCrypto's `chacha20poly1305` 720-790. OpenSSL costs more per call (~3 µs, a
+//! context and an algorithm fetch) and 1-2 ms to set up in each process, which a woken instance's
+//! first small request must not wait for: so small values stay with `ring`. Both give byte for
+//! byte what `chacha20poly1305::XChaCha20Poly1305` gives, which the tests check, so stores sealed
+//! before open the same.
 
 use chacha20::cipher::consts::U10;
 use openssl::cipher::Cipher;
 use openssl::cipher_ctx::CipherCtx;
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// Values at least this long are sealed and opened by OpenSSL, shorter ones by `ring`.
+const LARGE: usize = 16 << 10;
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
@@ -81,7 +88,8 @@ impl Key {
         sealed[1..PLAINTEXT_AT].copy_from_slice(&nonce_bytes);
         let body_len = sealed.len() - OVERHEAD;
         let (body, tag_room) = sealed[PLAINTEXT_AT..].split_at_mut(body_len);
-        // With a valid key and nonce, only a failed allocation inside OpenSSL could stop this.
+        // With a valid key and nonce, only a failed allocation inside the library could stop this.
+        let tag_room: &mut [u8; 16] = tag_room.try_into().expect("the last 16 bytes hold the tag");
         self.xchacha(&nonce_bytes, Direction::Seal, aad, body, tag_room).expect("ChaCha20-Poly1305 seal");
     }
 
@@ -102,7 +110,19 @@ impl Key {
     /// XChaCha20-Poly1305 in place over `data`: HChaCha20 gives the subkey that ChaCha20-Poly1305
     /// runs under. Sealing writes the tag into `tag`; opening checks it and fails on a mismatch
     /// (and `data` is then garbage, which callers drop).
-    fn xchacha(&self, nonce: &[u8; NONCE_LEN], direction: Direction, aad: &[u8], data: &mut [u8], tag: &mut [u8]) -> Result<(), openssl::error::ErrorStack> {
+    fn xchacha(&self, nonce: &[u8; NONCE_LEN], direction: Direction, aad: &[u8], data: &mut [u8], tag: &mut [u8; 16]) -> Result<(), CipherError> {
+        let (subkey, short) = self.chacha_key(nonce);
+        if data.len() >= LARGE {
+            with_openssl(&subkey, &short, direction, aad, data, tag).map_err(|_| CipherError)
+        } else {
+            with_ring(&subkey, short, direction, aad, data, tag)
+        }
+    }
+}
+
+impl Key {
+    /// The ChaCha20-Poly1305 key and nonce that XChaCha20-Poly1305 runs under for `nonce`.
+    fn chacha_key(&self, nonce: &[u8; NONCE_LEN]) -> (Zeroizing<[u8; 32]>, [u8; 12]) {
         let (prefix, suffix) = nonce.split_at(16);
         let mut subkey = Zeroizing::new([0u8; 32]);
         let mut derived = chacha20::hchacha::<U10>((&self.0).into(), prefix.into());
@@ -110,28 +130,51 @@ impl Key {
         derived.zeroize();
         let mut short = [0u8; 12];
         short[4..].copy_from_slice(suffix);
-        let mut ctx = CipherCtx::new()?;
-        let cipher = Cipher::chacha20_poly1305();
-        match direction {
-            Direction::Seal => ctx.encrypt_init(Some(cipher), Some(subkey.as_slice()), Some(&short))?,
-            Direction::Open => {
-                ctx.decrypt_init(Some(cipher), Some(subkey.as_slice()), Some(&short))?;
-                ctx.set_tag(tag)?;
-            }
-        }
-        ctx.cipher_update(aad, None)?;
-        // OpenSSL takes lengths as C ints: feed large values in pieces (the stream continues).
-        for piece in data.chunks_mut(1 << 30) {
-            let len = piece.len();
-            ctx.cipher_update_inplace(piece, len)?;
-        }
-        // A stream cipher: nothing is left to write at the end, where the tag is computed or checked.
-        ctx.cipher_final(&mut [])?;
-        if direction == Direction::Seal {
-            ctx.tag(tag)?;
-        }
-        Ok(())
+        (subkey, short)
     }
+}
+
+/// Sealing failed (only an allocation inside the library could), or a tag did not match.
+#[derive(Debug)]
+struct CipherError;
+
+fn with_ring(subkey: &[u8; 32], nonce: [u8; 12], direction: Direction, aad: &[u8], data: &mut [u8], tag: &mut [u8; 16]) -> Result<(), CipherError> {
+    let cipher = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, subkey).map_err(|_| CipherError)?);
+    let nonce = Nonce::assume_unique_for_key(nonce);
+    match direction {
+        Direction::Seal => {
+            let sealed = cipher.seal_in_place_separate_tag(nonce, Aad::from(aad), data).map_err(|_| CipherError)?;
+            tag.copy_from_slice(sealed.as_ref());
+        }
+        Direction::Open => {
+            cipher.open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(*tag), data, 0..).map_err(|_| CipherError)?;
+        }
+    }
+    Ok(())
+}
+
+fn with_openssl(subkey: &[u8; 32], short: &[u8; 12], direction: Direction, aad: &[u8], data: &mut [u8], tag: &mut [u8; 16]) -> Result<(), openssl::error::ErrorStack> {
+    let mut ctx = CipherCtx::new()?;
+    let cipher = Cipher::chacha20_poly1305();
+    match direction {
+        Direction::Seal => ctx.encrypt_init(Some(cipher), Some(subkey), Some(short))?,
+        Direction::Open => {
+            ctx.decrypt_init(Some(cipher), Some(subkey), Some(short))?;
+            ctx.set_tag(tag)?;
+        }
+    }
+    ctx.cipher_update(aad, None)?;
+    // OpenSSL takes lengths as C ints: feed large values in pieces (the stream continues).
+    for piece in data.chunks_mut(1 << 30) {
+        let len = piece.len();
+        ctx.cipher_update_inplace(piece, len)?;
+    }
+    // A stream cipher: nothing is left to write at the end, where the tag is computed or checked.
+    ctx.cipher_final(&mut [])?;
+    if direction == Direction::Seal {
+        ctx.tag(tag)?;
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -189,11 +232,30 @@ mod tests {
         assert_eq!(key.open(&aad, &sealed).unwrap(), plaintext);
         // And sealing produces those bytes: the same cipher under the same nonce.
         let nonce: [u8; NONCE_LEN] = nonce.as_slice().try_into().unwrap();
-        let mut body = plaintext.to_vec();
-        let mut tag = [0u8; 16];
-        key.xchacha(&nonce, Direction::Seal, &aad, &mut body, &mut tag).unwrap();
-        body.extend_from_slice(&tag);
-        assert_eq!(body, expected);
+        // By both libraries, whatever the length would choose.
+        let (subkey, short) = key.chacha_key(&nonce);
+        for openssl in [false, true] {
+            let mut body = plaintext.to_vec();
+            let mut tag = [0u8; 16];
+            if openssl {
+                with_openssl(&subkey, &short, Direction::Seal, &aad, &mut body, &mut tag).unwrap();
+            } else {
+                with_ring(&subkey, short, Direction::Seal, &aad, &mut body, &mut tag).unwrap();
+            }
+            body.extend_from_slice(&tag);
+            assert_eq!(body, expected, "sealed by {}", if openssl { "OpenSSL" } else { "ring" });
+            let (mut ciphertext, mut tag) = (expected[..plaintext.len()].to_vec(), <[u8; 16]>::try_from(&expected[plaintext.len()..]).unwrap());
+            if openssl {
+                with_openssl(&subkey, &short, Direction::Open, &aad, &mut ciphertext, &mut tag).unwrap();
+            } else {
+                with_ring(&subkey, short, Direction::Open, &aad, &mut ciphertext, &mut tag).unwrap();
+            }
+            assert_eq!(ciphertext, plaintext);
+            tag[0] ^= 1;
+            let mut ciphertext = expected[..plaintext.len()].to_vec();
+            let tampered = if openssl { with_openssl(&subkey, &short, Direction::Open, &aad, &mut ciphertext, &mut tag).is_err() } else { with_ring(&subkey, short, Direction::Open, &aad, &mut ciphertext, &mut tag).is_err() };
+            assert!(tampered, "a wrong tag must not open");
+        }
     }
 
     /// Values sealed by RustCrypto's XChaCha20-Poly1305 (every store written before ring, and then
@@ -203,7 +265,7 @@ mod tests {
         use chacha20poly1305::aead::{AeadInPlace, KeyInit};
         let key = Key::generate();
         let theirs = chacha20poly1305::XChaCha20Poly1305::new(key.as_bytes().into());
-        for len in [0usize, 1, 15, 16, 17, 63, 64, 65, 1000, 262_144] {
+        for len in [0usize, 1, 15, 16, 17, 63, 64, 65, 1000, LARGE - 1, LARGE, 262_144] {
             let plain: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
             let nonce = crate::random_bytes::<NONCE_LEN>();
             let mut body = plain.clone();
