@@ -17,6 +17,8 @@ pub mod network;
 pub mod node;
 pub mod state;
 mod tx;
+#[cfg(test)]
+mod test_support;
 
 pub use address::Address;
 pub use block::{Block, Genesis, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};

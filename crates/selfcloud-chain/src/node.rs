@@ -163,21 +163,7 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
         let engine = simplex::Engine::new(context.child("engine"), config);
         network.start();
         engine.start(votes, certificates, resolver);
-        let actor = Actor {
-            store,
-            mempool: Mempool::new(crate::CHAIN_ID, MEMPOOL_CAPACITY),
-            blocks: HashMap::new(),
-            executed: HashMap::new(),
-            finalizations: HashMap::new(),
-            proposals: Vec::new(),
-            verifies: Vec::new(),
-            watchers: HashMap::new(),
-            outbox: Vec::new(),
-            syncing: None,
-            wanted: None,
-            pending,
-            committed,
-        };
+        let actor = Actor::new(store, MEMPOOL_CAPACITY, pending, committed);
         actor.run(mailbox_rx, api_rx, blocks, gossip, sync).await;
     });
     Ok(())
@@ -272,6 +258,24 @@ struct Actor {
 }
 
 impl Actor {
+    fn new(store: Arc<ChainStore>, mempool_capacity: usize, pending: Arc<std::sync::atomic::AtomicUsize>, committed: tokio::sync::broadcast::Sender<Arc<Block>>) -> Actor {
+        Actor {
+            store,
+            mempool: Mempool::new(crate::CHAIN_ID, mempool_capacity),
+            blocks: HashMap::new(),
+            executed: HashMap::new(),
+            finalizations: HashMap::new(),
+            proposals: Vec::new(),
+            verifies: Vec::new(),
+            watchers: HashMap::new(),
+            outbox: Vec::new(),
+            syncing: None,
+            wanted: None,
+            pending,
+            committed,
+        }
+    }
+
     async fn run(mut self, mut mailbox: mpsc::UnboundedReceiver<Message>, mut api: mpsc::Receiver<ApiRequest>, mut blocks: Channel, mut gossip: Channel, mut sync: Channel) {
         let mut tick = tokio::time::interval(GOSSIP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -752,45 +756,24 @@ pub fn verify_finalization(identity: &<crate::network::Variant as commonware_cry
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Address, Genesis, TxBody, CHAIN_ID, MIN_FEE, UNIT};
+    use crate::test_support::{address, genesis};
+    use crate::UNIT;
     use commonware_consensus::types::{Round, View};
     use commonware_cryptography::Signer as _;
-    use ed25519_dalek::SigningKey;
-
-    fn key(seed: u8) -> SigningKey {
-        SigningKey::from_bytes(&[seed; 32])
-    }
-
-    fn address(seed: u8) -> Address {
-        Address::of_key(&key(seed).verifying_key().to_bytes())
-    }
 
     /// A validator's actor on its own store, without consensus or network around it.
     fn actor(dir: &std::path::Path) -> Actor {
-        let genesis = Genesis { chain_id: CHAIN_ID.into(), timestamp_ms: 1, allocations: vec![(address(1), (1000 * UNIT).to_string())] };
-        Actor {
-            store: Arc::new(ChainStore::open(&dir.join("chain.redb"), &genesis).unwrap()),
-            mempool: Mempool::new(CHAIN_ID, 1000),
-            blocks: HashMap::new(),
-            executed: HashMap::new(),
-            finalizations: HashMap::new(),
-            proposals: Vec::new(),
-            verifies: Vec::new(),
-            watchers: HashMap::new(),
-            outbox: Vec::new(),
-            syncing: None,
-            wanted: None,
-            pending: Arc::default(),
-            committed: tokio::sync::broadcast::channel(4).0,
-        }
+        let store = Arc::new(ChainStore::open(&dir.join("chain.redb"), &genesis()).unwrap());
+        Actor::new(store, 1000, Arc::default(), tokio::sync::broadcast::channel(4).0)
     }
 
     fn context(view: u64, parent: [u8; 32]) -> Context<Digest, ed25519::PublicKey> {
         Context { round: Round::new(Epoch::zero(), View::new(view)), leader: ed25519::PrivateKey::from_seed(0).public_key(), parent: (View::new(view - 1), Digest(parent)) }
     }
 
-    fn transfer(nonce: u64, to: Address) -> Tx {
-        TxBody { chain_id: CHAIN_ID.into(), signer: key(1).verifying_key().to_bytes(), nonce, fee: MIN_FEE, action: crate::Action::Transfer { to, amount: UNIT } }.sign(&key(1))
+    /// One SELF from account 1.
+    fn transfer(nonce: u64, to: crate::Address) -> Tx {
+        crate::test_support::transfer(1, nonce, to, UNIT)
     }
 
     /// The stall this guards against: a block notarized but never finalized (too few finalize

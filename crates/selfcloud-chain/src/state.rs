@@ -495,25 +495,8 @@ impl TreeReader for Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{TxBody, CHAIN_ID, UNIT};
-    use ed25519_dalek::SigningKey;
-
-    fn key(seed: u8) -> SigningKey {
-        SigningKey::from_bytes(&[seed; 32])
-    }
-
-    fn address(seed: u8) -> Address {
-        Address::of_key(&key(seed).verifying_key().to_bytes())
-    }
-
-    fn genesis() -> Genesis {
-        Genesis { chain_id: CHAIN_ID.into(), timestamp_ms: 1, allocations: vec![(address(1), (1000 * UNIT).to_string())] }
-    }
-
-    fn transfer(seed: u8, nonce: u64, to: Address, amount: u128) -> Tx {
-        let key = key(seed);
-        TxBody { chain_id: CHAIN_ID.into(), signer: key.verifying_key().to_bytes(), nonce, fee: MIN_FEE, action: Action::Transfer { to, amount } }.sign(&key)
-    }
+    use crate::test_support::{address, genesis, transfer};
+    use crate::UNIT;
 
     fn block_on(store: &ChainStore, txs: Vec<Tx>, state_root: [u8; 32]) -> Block {
         let tip = store.tip();
