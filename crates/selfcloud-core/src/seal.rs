@@ -112,15 +112,10 @@ impl Key {
     /// (and `data` is then garbage, which callers drop).
     fn xchacha(&self, nonce: &[u8; NONCE_LEN], direction: Direction, aad: &[u8], data: &mut [u8], tag: &mut [u8; 16]) -> Result<(), CipherError> {
         let (subkey, short) = self.chacha_key(nonce);
-        if data.len() >= LARGE {
-            with_openssl(&subkey, &short, direction, aad, data, tag).map_err(|_| CipherError)
-        } else {
-            with_ring(&subkey, short, direction, aad, data, tag)
-        }
+        let backend: Backend = if data.len() >= LARGE { with_openssl } else { with_ring };
+        backend(&subkey, &short, direction, aad, data, tag)
     }
-}
 
-impl Key {
     /// The ChaCha20-Poly1305 key and nonce that XChaCha20-Poly1305 runs under for `nonce`.
     fn chacha_key(&self, nonce: &[u8; NONCE_LEN]) -> (Zeroizing<[u8; 32]>, [u8; 12]) {
         let (prefix, suffix) = nonce.split_at(16);
@@ -138,9 +133,12 @@ impl Key {
 #[derive(Debug)]
 struct CipherError;
 
-fn with_ring(subkey: &[u8; 32], nonce: [u8; 12], direction: Direction, aad: &[u8], data: &mut [u8], tag: &mut [u8; 16]) -> Result<(), CipherError> {
+/// ChaCha20-Poly1305 in place by one library: (subkey, nonce, direction, aad, data, tag).
+type Backend = fn(&[u8; 32], &[u8; 12], Direction, &[u8], &mut [u8], &mut [u8; 16]) -> Result<(), CipherError>;
+
+fn with_ring(subkey: &[u8; 32], nonce: &[u8; 12], direction: Direction, aad: &[u8], data: &mut [u8], tag: &mut [u8; 16]) -> Result<(), CipherError> {
     let cipher = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, subkey).map_err(|_| CipherError)?);
-    let nonce = Nonce::assume_unique_for_key(nonce);
+    let nonce = Nonce::assume_unique_for_key(*nonce);
     match direction {
         Direction::Seal => {
             let sealed = cipher.seal_in_place_separate_tag(nonce, Aad::from(aad), data).map_err(|_| CipherError)?;
@@ -153,7 +151,11 @@ fn with_ring(subkey: &[u8; 32], nonce: [u8; 12], direction: Direction, aad: &[u8
     Ok(())
 }
 
-fn with_openssl(subkey: &[u8; 32], short: &[u8; 12], direction: Direction, aad: &[u8], data: &mut [u8], tag: &mut [u8; 16]) -> Result<(), openssl::error::ErrorStack> {
+fn with_openssl(subkey: &[u8; 32], nonce: &[u8; 12], direction: Direction, aad: &[u8], data: &mut [u8], tag: &mut [u8; 16]) -> Result<(), CipherError> {
+    openssl_crypt(subkey, nonce, direction, aad, data, tag).map_err(|_| CipherError)
+}
+
+fn openssl_crypt(subkey: &[u8; 32], short: &[u8; 12], direction: Direction, aad: &[u8], data: &mut [u8], tag: &mut [u8; 16]) -> Result<(), openssl::error::ErrorStack> {
     let mut ctx = CipherCtx::new()?;
     let cipher = Cipher::chacha20_poly1305();
     match direction {
@@ -234,27 +236,18 @@ mod tests {
         let nonce: [u8; NONCE_LEN] = nonce.as_slice().try_into().unwrap();
         // By both libraries, whatever the length would choose.
         let (subkey, short) = key.chacha_key(&nonce);
-        for openssl in [false, true] {
+        for (name, backend) in [("ring", with_ring as Backend), ("OpenSSL", with_openssl)] {
             let mut body = plaintext.to_vec();
             let mut tag = [0u8; 16];
-            if openssl {
-                with_openssl(&subkey, &short, Direction::Seal, &aad, &mut body, &mut tag).unwrap();
-            } else {
-                with_ring(&subkey, short, Direction::Seal, &aad, &mut body, &mut tag).unwrap();
-            }
+            backend(&subkey, &short, Direction::Seal, &aad, &mut body, &mut tag).unwrap();
             body.extend_from_slice(&tag);
-            assert_eq!(body, expected, "sealed by {}", if openssl { "OpenSSL" } else { "ring" });
+            assert_eq!(body, expected, "sealed by {name}");
             let (mut ciphertext, mut tag) = (expected[..plaintext.len()].to_vec(), <[u8; 16]>::try_from(&expected[plaintext.len()..]).unwrap());
-            if openssl {
-                with_openssl(&subkey, &short, Direction::Open, &aad, &mut ciphertext, &mut tag).unwrap();
-            } else {
-                with_ring(&subkey, short, Direction::Open, &aad, &mut ciphertext, &mut tag).unwrap();
-            }
-            assert_eq!(ciphertext, plaintext);
+            backend(&subkey, &short, Direction::Open, &aad, &mut ciphertext, &mut tag).unwrap();
+            assert_eq!(ciphertext, plaintext, "opened by {name}");
             tag[0] ^= 1;
             let mut ciphertext = expected[..plaintext.len()].to_vec();
-            let tampered = if openssl { with_openssl(&subkey, &short, Direction::Open, &aad, &mut ciphertext, &mut tag).is_err() } else { with_ring(&subkey, short, Direction::Open, &aad, &mut ciphertext, &mut tag).is_err() };
-            assert!(tampered, "a wrong tag must not open");
+            assert!(backend(&subkey, &short, Direction::Open, &aad, &mut ciphertext, &mut tag).is_err(), "a wrong tag must not open by {name}");
         }
     }
 
