@@ -438,8 +438,7 @@ impl Actor {
         let mut previous = self.blocks.get(&first)?;
         for digest in chain.iter().rev() {
             let block = self.blocks.get(digest)?;
-            let valid = block.txs.is_empty() && block.state_root == root && block.height == previous.height + 1 && block.timestamp_ms >= previous.timestamp_ms;
-            if !valid {
+            if !is_empty_child(block, previous, &root) {
                 return None;
             }
             previous = block;
@@ -469,10 +468,12 @@ impl Actor {
                 }
                 if block.txs.is_empty() {
                     // An empty block on a not-final parent (see `build_empty`) is checked now.
-                    let (height, time, parent, claimed_root) = (block.height, block.timestamp_ms, block.parent, block.state_root);
+                    let parent = block.parent;
                     if let Some(root) = self.pending_state(parent, &tip) {
-                        let follows = self.blocks.get(&parent).is_some_and(|p| height == p.height + 1 && time >= p.timestamp_ms);
-                        let verdict = follows && time <= selfcloud_core::unix_now_ms() + 10_000 && claimed_root == root;
+                        let verdict = match (self.blocks.get(&payload.0), self.blocks.get(&parent)) {
+                            (Some(block), Some(parent)) => is_empty_child(block, parent, &root) && block.timestamp_ms <= selfcloud_core::unix_now_ms() + 10_000,
+                            _ => false,
+                        };
                         let _ = response.send(verdict);
                         continue;
                     }
@@ -720,6 +721,12 @@ impl Actor {
             },
         }
     }
+}
+
+/// Whether `block` is a valid empty block on `parent`, a block that is not final whose state
+/// root (after it) is `root` (see `Actor::build_empty`).
+fn is_empty_child(block: &Block, parent: &Block, root: &[u8; 32]) -> bool {
+    block.txs.is_empty() && block.state_root == *root && block.height == parent.height + 1 && block.timestamp_ms >= parent.timestamp_ms
 }
 
 /// Transactions gossiped between validators: each as a u32 length and its encoding.
