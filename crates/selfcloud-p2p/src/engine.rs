@@ -96,28 +96,45 @@ impl Engine {
     }
 
     pub(crate) async fn want(self: &Arc<Self>, cid: Cid) -> Result<Vec<u8>, Error> {
-        let (reply, answer) = oneshot::channel();
+        self.want_all(vec![cid]).await.pop().unwrap_or(Err(Error::NotFound(cid)))
+    }
+
+    /// Wants every block of `cids` at once, answered in the same order. The new wants leave as
+    /// one wantlist per peer: a Helia server answers each message it reads by sending every block
+    /// still in its ledger, so a log walk that sent its wants one by one got each level's blocks
+    /// two or three times over.
+    pub(crate) async fn want_all(self: &Arc<Self>, cids: Vec<Cid>) -> Vec<Result<Vec<u8>, Error>> {
+        let mut answers = Vec::with_capacity(cids.len());
+        let mut fresh = Vec::new();
         let targets = {
             let mut state = self.state();
             if state.peers.is_empty() {
-                return Err(Error::NoPeers);
+                return cids.iter().map(|_| Err(Error::NoPeers)).collect();
             }
-            if let Some(w) = state.wants.get_mut(&cid) {
-                w.replies.push(reply);
-                Vec::new()
-            } else {
-                let asked: HashSet<PeerId> = state.peers.clone();
-                let targets: Vec<_> = asked.iter().map(|p| self.outbox(&mut state, *p)).collect();
-                state.wants.insert(cid, Waiter { replies: vec![reply], asked, refused: HashSet::new() });
-                targets
+            for &cid in &cids {
+                let (reply, answer) = oneshot::channel();
+                answers.push(answer);
+                if let Some(w) = state.wants.get_mut(&cid) {
+                    w.replies.push(reply);
+                } else {
+                    let asked = state.peers.clone();
+                    state.wants.insert(cid, Waiter { replies: vec![reply], asked, refused: HashSet::new() });
+                    fresh.push(want_block(cid));
+                }
             }
+            let peers: Vec<PeerId> = state.peers.iter().copied().collect();
+            if fresh.is_empty() { Vec::new() } else { peers.into_iter().map(|p| self.outbox(&mut state, p)).collect::<Vec<_>>() }
         };
-        let want = Want { cid, priority: 1, cancel: false, want_type: WantType::Block, send_dont_have: true };
         for outbox in targets {
-            let _ = outbox.send(Message { wants: vec![want.clone()], ..Message::default() }).await;
+            let _ = outbox.send(Message { wants: fresh.clone(), ..Message::default() }).await;
         }
+        futures::future::join_all(cids.into_iter().zip(answers).map(|(cid, answer)| self.answer_of(cid, answer))).await
+    }
+
+    /// Waits for the answer to a want, asking again every [`REBROADCAST`] until the timeout.
+    async fn answer_of(self: &Arc<Self>, cid: Cid, mut answer: oneshot::Receiver<Result<Vec<u8>, Error>>) -> Result<Vec<u8>, Error> {
+        let want = want_block(cid);
         let deadline = tokio::time::Instant::now() + self.want_timeout;
-        let mut answer = answer;
         loop {
             let wait = REBROADCAST.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
             match tokio::time::timeout(wait, &mut answer).await {
@@ -220,9 +237,12 @@ impl Engine {
         }
         for (cid, data) in message.blocks {
             let waiter = self.state().wants.remove(&cid);
-            if let Some(w) = waiter {
-                // Cancel everywhere, the sender included: a peer keeps a want in its ledger
-                // until cancelled, and Helia sends the block again on our next wantlist update.
+            if let Some(mut w) = waiter {
+                // Cancel at the other peers asked. Not at the sender: Helia, boxo (Kubo) and this
+                // engine all drop a want once they have sent its block, and each message Helia
+                // reads makes it send its whole ledger again, so a cancel sent while its reply
+                // was still in flight only made it send that level's blocks a second time.
+                w.asked.remove(&peer);
                 self.cancel(cid, &w.asked).await;
                 for reply in w.replies {
                     let _ = reply.send(Ok(data.clone()));
@@ -261,6 +281,10 @@ impl Engine {
             }
         }
     }
+}
+
+fn want_block(cid: Cid) -> Want {
+    Want { cid, priority: 1, cancel: false, want_type: WantType::Block, send_dont_have: true }
 }
 
 impl Waiter {

@@ -204,6 +204,12 @@ impl Node {
         self.engine.want(cid).await
     }
 
+    /// Fetch several blocks at once, answered in the order asked; the wants leave as one
+    /// wantlist per peer (see `engine::Engine::want_all`).
+    pub async fn want_all(&self, cids: Vec<Cid>) -> Vec<Result<Vec<u8>, Error>> {
+        self.engine.want_all(cids).await
+    }
+
     /// Fetch the whole DAG under `root` from connected peers, `FETCH_WINDOW` blocks in flight.
     /// `local` returns a block already held (its links are followed, it is not fetched again);
     /// each fetched block goes to `sink` in arrival order. Returns the number of blocks fetched

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use futures::stream::{self, StreamExt};
 use selfcloud_orbitdb::{AccessController, Entry, Identity, Manifest};
 use selfcloud_p2p::{Event, Node, PeerId};
 
@@ -119,6 +118,30 @@ impl Sync {
         }
         let cid: selfcloud_ipfs::Cid = hash.parse().map_err(|_| DbError::Invalid(format!("{hash} is not a CID")))?;
         self.inner.node.want(cid).await.map_err(|e| DbError::NotFound(format!("{hash}: {e}")))
+    }
+
+    /// Blocks by `zdpu…` name, as [`Sync::fetch`]: those not held here are wanted from peers
+    /// [`FETCH_WINDOW`] at a time, each window as one wantlist.
+    async fn fetch_all(&self, hashes: Vec<String>) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+        let mut found = Vec::with_capacity(hashes.len());
+        let mut missing = Vec::new();
+        for hash in hashes {
+            match self.inner.orbit.block_named(&hash)? {
+                Some(block) => found.push((hash, block)),
+                None => {
+                    let cid: selfcloud_ipfs::Cid = hash.parse().map_err(|_| DbError::Invalid(format!("{hash} is not a CID")))?;
+                    missing.push((hash, cid));
+                }
+            }
+        }
+        for window in missing.chunks(FETCH_WINDOW) {
+            let answers = self.inner.node.want_all(window.iter().map(|(_, cid)| *cid).collect()).await;
+            for ((hash, _), answer) in window.iter().zip(answers) {
+                let block = answer.map_err(|e| DbError::NotFound(format!("{hash}: {e}")))?;
+                found.push((hash.clone(), block));
+            }
+        }
+        Ok(found)
     }
 
     async fn run(self, mut events: tokio::sync::mpsc::Receiver<Event>) {
@@ -250,8 +273,7 @@ impl Sync {
                 .map_err(|e| DbError::Invalid(format!("checking entries: {e}")))??;
             accepted.append(&mut checked);
             let wanted: Vec<String> = wanted.into_iter().filter(|h| !seen.contains(h)).collect();
-            let fetched: Vec<Result<(String, Vec<u8>), DbError>> = stream::iter(wanted).map(|h| async move { self.fetch(&h).await.map(|b| (h, b)) }).buffer_unordered(FETCH_WINDOW).collect().await;
-            frontier = fetched.into_iter().collect::<Result<_, _>>()?;
+            frontier = self.fetch_all(wanted).await?;
         }
         if accepted.is_empty() {
             return Ok(0);
