@@ -123,6 +123,7 @@ async fn engine(dir: &Path, name: &str) -> anyhow::Result<(Orbit, selfcloud_p2p:
 /// Open `address` on `orbit` and wait until its log holds `count` entries; the seconds it took.
 async fn replicate(orbit: &Orbit, address: &str, count: usize) -> anyhow::Result<f64> {
     let start = Instant::now();
+    tracing::debug!(%address, "opening to replicate");
     let info = orbit.open("owner", address).await?;
     let deadline = start + std::time::Duration::from_secs(300);
     while orbit.len("owner", info.cid())? < count {

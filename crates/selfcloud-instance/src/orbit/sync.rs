@@ -10,7 +10,7 @@
 //!   controller lists the identity — and one bad entry refuses the whole arrival, so nothing
 //!   forged is stored or ever served onward.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ const HEADS_MAX: usize = 1024;
 const HEADS_BYTES_MAX: usize = 16 << 20;
 /// Entries fetched at once while following a log.
 const FETCH_WINDOW: usize = 512;
+/// Levels of a log walk fetched past the oldest level whose signatures are still being checked.
+const LEVELS_AHEAD: usize = 4;
 /// Walks of a log from the same heads before giving up on them (until the next heads arrive).
 const JOIN_ATTEMPTS: u32 = 3;
 
@@ -207,7 +209,10 @@ impl Sync {
             tracing::debug!(%address, error = %e, "sending heads");
         }
         match received {
-            Ok(heads) if !heads.is_empty() => self.join(address, heads).await,
+            Ok(heads) if !heads.is_empty() => {
+                tracing::debug!(%address, heads = heads.len(), "a peer's heads arrived");
+                self.join(address, heads).await
+            }
             Ok(_) => {}
             Err(e) => tracing::debug!(%address, error = %e, "reading heads"),
         }
@@ -249,6 +254,13 @@ impl Sync {
         }
     }
 
+    /// Walk the log back from `heads` to what `namespace` holds, checking every entry, then join
+    /// the new entries in one write. A level's signatures are checked in the background while the
+    /// next level is fetched: the walk is a chain of round trips (JS OrbitDB's `refs` reach back
+    /// about 16 entries, so 10,000 entries take some 600 levels), and checking in series added
+    /// each level's verification to every trip. Nothing is kept unless every level verifies, and
+    /// at most [`LEVELS_AHEAD`] levels are fetched past one not yet verified, so a forged entry
+    /// stops the walk within a few levels.
     async fn join_into(&self, namespace: &str, address: &str, heads: Vec<Vec<u8>>) -> Result<usize, DbError> {
         let orbit = &self.inner.orbit;
         let cid = address.trim_start_matches("/orbitdb/").to_owned();
@@ -256,9 +268,13 @@ impl Sync {
         let access = Arc::new(AccessController::ipfs(info.write.clone()));
         let mut seen = HashSet::new();
         let mut accepted = Vec::new();
+        let mut verifying: VecDeque<tokio::task::JoinHandle<Result<Vec<Checked>, DbError>>> = VecDeque::new();
         let mut identity_blocks = Vec::new();
         let mut frontier: Vec<(String, Vec<u8>)> = heads.into_iter().map(|b| (selfcloud_orbitdb::hash_of(&b), b)).collect();
+        let mut walk = Walk::default();
         while !frontier.is_empty() {
+            walk.levels += 1;
+            let level_start = std::time::Instant::now();
             frontier.retain(|(hash, _)| seen.insert(hash.clone()));
             let mut level = Vec::with_capacity(frontier.len());
             for (hash, bytes) in frontier.drain(..) {
@@ -266,22 +282,38 @@ impl Sync {
                 let identity = self.identity(&entry.identity, &mut identity_blocks).await?;
                 level.push((hash, bytes, entry, identity));
             }
-            // Membership, signatures and what to fetch next, off the reactor and on every core.
+            // Membership, log ids, write access and what to fetch next, off the reactor.
             let (orbit2, ns, cid2, address2, access2) = (orbit.clone(), namespace.to_owned(), cid.clone(), address.to_owned(), access.clone());
-            let (mut checked, wanted) = tokio::task::spawn_blocking(move || check_level(&orbit2, &ns, &cid2, &address2, &access2, level))
-                .await
-                .map_err(|e| DbError::Invalid(format!("checking entries: {e}")))??;
-            accepted.append(&mut checked);
+            let (fresh, wanted) = tokio::task::spawn_blocking(move || select_level(&orbit2, &ns, &cid2, &address2, &access2, level)).await.map_err(|e| DbError::Invalid(format!("checking entries: {e}")))??;
+            // Signatures, on every core, while the next level is on its way.
+            verifying.push_back(tokio::task::spawn_blocking(move || verify_level(fresh)));
+            while verifying.len() > LEVELS_AHEAD || verifying.front().is_some_and(|v| v.is_finished()) {
+                if let Some(done) = verifying.pop_front() {
+                    accepted.append(&mut done.await.map_err(|e| DbError::Invalid(format!("checking entries: {e}")))??);
+                }
+            }
             let wanted: Vec<String> = wanted.into_iter().filter(|h| !seen.contains(h)).collect();
+            let fetch_start = std::time::Instant::now();
+            walk.checking += fetch_start - level_start;
             frontier = self.fetch_all(wanted).await?;
+            walk.fetching += fetch_start.elapsed();
         }
+        let tail_start = std::time::Instant::now();
+        for done in verifying {
+            accepted.append(&mut done.await.map_err(|e| DbError::Invalid(format!("checking entries: {e}")))??);
+        }
+        walk.verify_tail = tail_start.elapsed();
+        tracing::debug!(%address, entries = accepted.len(), levels = walk.levels, fetching_ms = walk.fetching.as_millis() as u64, checking_ms = walk.checking.as_millis() as u64, verify_tail_ms = walk.verify_tail.as_millis() as u64, "walked a log");
         if accepted.is_empty() {
             return Ok(0);
         }
         accepted.sort_by_key(|(_, _, e)| e.clock.time);
         let db = super::tables::db_key(namespace, &cid);
         let quota = orbit.quota_bytes;
-        orbit.writer.call(move |batch| batch.join(&db, accepted, identity_blocks, quota)).await
+        let write_start = std::time::Instant::now();
+        let joined = orbit.writer.call(move |batch| batch.join(&db, accepted, identity_blocks, quota)).await;
+        tracing::debug!(%address, write_ms = write_start.elapsed().as_millis() as u64, "wrote a walk's entries");
+        joined
     }
 
     /// An identity whose binding signatures hold; its block joins `blocks` when fetched.
@@ -302,11 +334,24 @@ impl Sync {
 
 type Checked = (String, Vec<u8>, Entry);
 
-/// One frontier of arrived entries: drop those the log holds, check the rest (log id, write
-/// access, signature — in parallel across cores), and name the entries they point to that the
-/// log does not hold yet. Any entry failing refuses the whole arrival. The identities come from
-/// [`Sync::identity`], which verified each before handing it out.
-fn check_level(orbit: &Orbit, namespace: &str, cid: &str, address: &str, access: &AccessController, level: Vec<(String, Vec<u8>, Entry, Identity)>) -> Result<(Vec<Checked>, Vec<String>), DbError> {
+/// Where a log walk's time went, for the debug log (`SELFCLOUD_LOG=selfcloud_instance=debug`).
+#[derive(Default)]
+struct Walk {
+    levels: usize,
+    /// Waiting for the next level's blocks.
+    fetching: Duration,
+    /// Decoding, identities, membership and waiting for verifications [`LEVELS_AHEAD`] behind.
+    checking: Duration,
+    /// Waiting for the last levels' signatures after the walk.
+    verify_tail: Duration,
+}
+type Arrived = (String, Vec<u8>, Entry, Identity);
+
+/// One frontier of arrived entries: drop those the log holds, check the rest's log id and write
+/// access, and name the entries they point to that the log does not hold yet. Signatures are
+/// left to [`verify_level`]. The identities come from [`Sync::identity`], which verified each
+/// before handing it out.
+fn select_level(orbit: &Orbit, namespace: &str, cid: &str, address: &str, access: &AccessController, level: Vec<Arrived>) -> Result<(Vec<Arrived>, Vec<String>), DbError> {
     let held: HashSet<String> = orbit.holding(namespace, cid, level.iter().map(|(hash, ..)| hash.as_str()))?.into_iter().map(str::to_owned).collect();
     let fresh: Vec<_> = level.into_iter().filter(|(hash, ..)| !held.contains(hash)).collect();
     for (hash, _, entry, identity) in &fresh {
@@ -317,21 +362,34 @@ fn check_level(orbit: &Orbit, namespace: &str, cid: &str, address: &str, access:
             return Err(DbError::Denied(format!("entry {hash} is by {}, who may not write to {address}", identity.id)));
         }
     }
-    let threads = selfcloud_core::cores().min(8);
-    let chunk = fresh.len().div_ceil(threads).max(1);
-    let forged = std::thread::scope(|scope| {
-        let workers: Vec<_> = fresh.chunks(chunk).map(|part| scope.spawn(move || part.iter().find(|(_, _, entry, identity)| !entry.signed_by(identity)).map(|(hash, ..)| hash.clone()))).collect();
-        workers.into_iter().find_map(|w| w.join().ok().flatten())
-    });
-    if let Some(hash) = forged {
-        return Err(DbError::Denied(format!("entry {hash} does not verify")));
-    }
     let mut pointed: Vec<&str> = fresh.iter().flat_map(|(_, _, entry, _)| entry.next.iter().chain(&entry.refs).map(String::as_str)).collect();
     pointed.sort_unstable();
     pointed.dedup();
     let held = orbit.holding(namespace, cid, pointed.iter().copied())?;
     let wanted: Vec<String> = pointed.into_iter().filter(|h| !held.contains(h)).map(str::to_owned).collect();
-    Ok((fresh.into_iter().map(|(hash, bytes, entry, _)| (hash, bytes, entry)).collect(), wanted))
+    Ok((fresh, wanted))
+}
+
+/// Every entry's signature by its identity, in parallel across cores; any entry failing
+/// refuses the whole arrival.
+fn verify_level(fresh: Vec<Arrived>) -> Result<Vec<Checked>, DbError> {
+    let threads = selfcloud_core::cores().min(8);
+    // Below this a thread costs more to start than the signatures it would check.
+    const PER_THREAD_MIN: usize = 8;
+    let chunk = fresh.len().div_ceil(threads).max(PER_THREAD_MIN);
+    let first_forged = |part: &[Arrived]| part.iter().find(|(_, _, entry, identity)| !entry.signed_by(identity)).map(|(hash, ..)| hash.clone());
+    let forged = if fresh.len() <= chunk {
+        first_forged(&fresh)
+    } else {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = fresh.chunks(chunk).map(|part| scope.spawn(move || first_forged(part))).collect();
+            workers.into_iter().find_map(|w| w.join().ok().flatten())
+        })
+    };
+    if let Some(hash) = forged {
+        return Err(DbError::Denied(format!("entry {hash} does not verify")));
+    }
+    Ok(fresh.into_iter().map(|(hash, bytes, entry, _)| (hash, bytes, entry)).collect())
 }
 
 /// Read raw CBOR items until the peer closes its side.
@@ -361,4 +419,80 @@ async fn read_heads(reader: &mut (impl futures::io::AsyncRead + Unpin)) -> Resul
         return Err(DbError::Invalid("the peer closed in the middle of an entry".into()));
     }
     Ok(heads)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use selfcloud_orbitdb::{Clock, Entry, Ipld, Keys, Kind, Op};
+
+    use super::super::{DbError, Orbit};
+    use crate::store::Store;
+
+    /// Blocks a bare peer serves over Bitswap.
+    struct Served(HashMap<selfcloud_ipfs::Cid, Vec<u8>>);
+
+    impl selfcloud_p2p::Blocks for Served {
+        fn served(&self, cid: &selfcloud_ipfs::Cid) -> Option<Vec<u8>> {
+            self.0.get(cid).cloned()
+        }
+    }
+
+    fn p2p_config() -> selfcloud_p2p::Config {
+        selfcloud_p2p::Config { listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(), agent: "selfcloud-test".into(), want_timeout: std::time::Duration::from_secs(10) }
+    }
+
+    /// A log of `count` puts as JS OrbitDB writes it (`refs`: the 16 entries before `next`, so a
+    /// walk takes a level per 17 entries), with the entry at `forged` changed after signing.
+    /// Its blocks (identity included) and its head.
+    fn js_like_log(address: &str, count: usize, forged: Option<usize>) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
+        let keys = Keys::generate();
+        let (identity_hash, identity_bytes) = keys.identity().encode().unwrap();
+        let mut hashes: Vec<String> = Vec::new();
+        let mut blocks = vec![(identity_hash.clone(), identity_bytes)];
+        for i in 0..count {
+            let next: Vec<String> = hashes.last().cloned().into_iter().collect();
+            let refs: Vec<String> = hashes.iter().rev().skip(1).take(16).cloned().collect();
+            let op = Op::Put { key: format!("k{i}"), value: Ipld::Integer(i as i128) };
+            let mut entry = Entry::create(&keys, &identity_hash, address, op.payload(), Clock { id: keys.signing.public_hex(), time: i as u64 + 1 }, next, refs).unwrap();
+            if forged == Some(i) {
+                entry.payload = Op::Put { key: format!("k{i}"), value: Ipld::String("changed after signing".into()) }.payload();
+            }
+            let (hash, bytes) = entry.encode().unwrap();
+            hashes.push(hash.clone());
+            blocks.push((hash, bytes));
+        }
+        let head = blocks.last().unwrap().1.clone();
+        (blocks, head)
+    }
+
+    #[tokio::test]
+    async fn a_forged_entry_deep_in_a_log_refuses_the_whole_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb"), selfcloud_core::seal::Key::generate()).unwrap());
+        let node = selfcloud_p2p::Node::start(selfcloud_p2p::Keypair::generate_ed25519(), p2p_config(), Arc::new(crate::publish::Served(store.clone()))).await.unwrap();
+        let orbit = Orbit::start(store, Some(node.clone()), u64::MAX).await.unwrap();
+        let (bad_db, _) = orbit.create("owner", "forged", Kind::KeyValue, Some(vec!["*".into()])).await.unwrap();
+        let (good_db, _) = orbit.create("owner", "honest", Kind::KeyValue, Some(vec!["*".into()])).await.unwrap();
+        // 170 entries: ten levels; the forged one is nine levels below the head, past how far
+        // the walk fetches ahead of its signature checks.
+        let (bad_blocks, bad_head) = js_like_log(&bad_db.address, 170, Some(5));
+        let (good_blocks, good_head) = js_like_log(&good_db.address, 170, None);
+        let served = bad_blocks.iter().chain(&good_blocks).map(|(hash, bytes)| (hash.parse().unwrap(), bytes.clone())).collect();
+        let peer = selfcloud_p2p::Node::start(selfcloud_p2p::Keypair::generate_ed25519(), p2p_config(), Arc::new(Served(served))).await.unwrap();
+        node.connect(peer.addresses().await.into_iter().next().unwrap()).await.unwrap();
+        let sync = orbit.sync.clone().unwrap();
+
+        let refused = sync.join_into("owner", &bad_db.address, vec![bad_head]).await;
+        assert!(matches!(refused, Err(DbError::Denied(_))), "{refused:?}");
+        assert_eq!(orbit.len("owner", bad_db.cid()).unwrap(), 0, "nothing of a refused walk is kept");
+        assert!(orbit.get("owner", bad_db.cid(), "k169").unwrap().is_none());
+
+        let joined = sync.join_into("owner", &good_db.address, vec![good_head]).await.unwrap();
+        assert_eq!(joined, 170);
+        assert_eq!(orbit.len("owner", good_db.cid()).unwrap(), 170);
+        assert_eq!(orbit.get("owner", good_db.cid(), "k0").unwrap().unwrap().v, Some(serde_json::json!(0)));
+    }
 }
