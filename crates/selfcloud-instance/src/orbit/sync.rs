@@ -284,12 +284,12 @@ impl Sync {
             }
             // Membership, log ids, write access and what to fetch next, off the reactor.
             let (orbit2, ns, cid2, address2, access2) = (orbit.clone(), namespace.to_owned(), cid.clone(), address.to_owned(), access.clone());
-            let (fresh, wanted) = tokio::task::spawn_blocking(move || select_level(&orbit2, &ns, &cid2, &address2, &access2, level)).await.map_err(|e| DbError::Invalid(format!("checking entries: {e}")))??;
+            let (fresh, wanted) = checked(tokio::task::spawn_blocking(move || select_level(&orbit2, &ns, &cid2, &address2, &access2, level)).await)?;
             // Signatures, on every core, while the next level is on its way.
             verifying.push_back(tokio::task::spawn_blocking(move || verify_level(fresh)));
             while verifying.len() > LEVELS_AHEAD || verifying.front().is_some_and(|v| v.is_finished()) {
                 if let Some(done) = verifying.pop_front() {
-                    accepted.append(&mut done.await.map_err(|e| DbError::Invalid(format!("checking entries: {e}")))??);
+                    accepted.append(&mut checked(done.await)?);
                 }
             }
             let wanted: Vec<String> = wanted.into_iter().filter(|h| !seen.contains(h)).collect();
@@ -300,7 +300,7 @@ impl Sync {
         }
         let tail_start = std::time::Instant::now();
         for done in verifying {
-            accepted.append(&mut done.await.map_err(|e| DbError::Invalid(format!("checking entries: {e}")))??);
+            accepted.append(&mut checked(done.await)?);
         }
         walk.verify_tail = tail_start.elapsed();
         tracing::debug!(%address, entries = accepted.len(), levels = walk.levels, fetching_ms = walk.fetching.as_millis() as u64, checking_ms = walk.checking.as_millis() as u64, verify_tail_ms = walk.verify_tail.as_millis() as u64, "walked a log");
@@ -345,6 +345,12 @@ struct Walk {
     /// Waiting for the last levels' signatures after the walk.
     verify_tail: Duration,
 }
+
+/// A blocking check's outcome, its task's failure (a panic) counted as a refusal.
+fn checked<T>(joined: Result<Result<T, DbError>, tokio::task::JoinError>) -> Result<T, DbError> {
+    joined.map_err(|e| DbError::Invalid(format!("checking entries: {e}")))?
+}
+
 type Arrived = (String, Vec<u8>, Entry, Identity);
 
 /// One frontier of arrived entries: drop those the log holds, check the rest's log id and write
