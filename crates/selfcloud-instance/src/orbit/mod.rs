@@ -186,7 +186,7 @@ impl Orbit {
     pub async fn append(&self, namespace: &str, cid: &str, op: Op, quota_bytes: u64) -> Result<String, DbError> {
         let db = db_key(namespace, cid);
         let namespace = namespace.to_owned();
-        let (hash, bytes) = self.writer.call(move |batch| batch.append(&namespace, &db, op, quota_bytes)).await?;
+        let (hash, bytes) = self.writer.append(namespace, db, op, quota_bytes).await?;
         if let Some(sync) = &self.sync {
             sync.announce(&format!("/orbitdb/{cid}"), bytes).await;
         }

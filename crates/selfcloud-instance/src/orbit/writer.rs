@@ -1,9 +1,16 @@
-//! The one thread that writes databases: it drains every waiting write into one transaction,
-//! commits once, then answers each caller. Appends to one log are sequential by nature (each
-//! entry names the previous heads and is signed over them), so one thread loses nothing and
-//! keeps each log's heads and recent entries in memory without locks.
+//! The thread that writes databases: it drains every waiting write into one transaction and
+//! hands the transaction to a second thread to commit, which answers each caller once it is
+//! durable. Appends to one log are sequential by nature (each entry names the previous heads and
+//! is signed over them), so one thread loses nothing and keeps each log's heads and recent
+//! entries in memory without locks.
+//!
+//! The two threads form a pipeline. Signing is a third of a write's cost, and it needs no
+//! transaction: while batch N commits (page writes and fsync), the writer signs batch N+1's
+//! appends against the heads in memory, then opens N+1's transaction (redb waits for N's
+//! commit) and stores them. Only if N failed are those signatures thrown away: the heads they
+//! name never landed, so the appends are signed again from the store.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -23,7 +30,32 @@ const RECENT: usize = 1024;
 const CACHED_DBS: usize = 256;
 
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&mut Batch<'_>) -> Result<Done, StoreError> + Send>;
+type Work = Box<dyn FnOnce(&mut Batch<'_>) -> Result<Done, StoreError> + Send>;
+
+/// What a caller asked of the writer.
+enum Job {
+    /// Work done inside a batch's transaction.
+    Plain(Work),
+    /// An append, which may be signed before its batch's transaction opens.
+    Append(Append),
+}
+
+struct Append {
+    namespace: String,
+    db: String,
+    op: Op,
+    quota_bytes: u64,
+    reply: oneshot::Sender<Result<(String, Vec<u8>), DbError>>,
+}
+
+/// An append signed ahead of its transaction, and the log's heads before it (to step back to
+/// if the store refuses it).
+struct Signed {
+    hash: String,
+    bytes: Vec<u8>,
+    entry: Entry,
+    heads_before: Vec<(String, u64)>,
+}
 
 /// A handle to the writer thread.
 #[derive(Clone)]
@@ -34,35 +66,83 @@ pub(super) struct Handle {
 impl Handle {
     pub(super) fn spawn(store: Arc<Store>) -> std::io::Result<Handle> {
         let (jobs, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new().name("orbit-writer".into()).spawn(move || run(&store, &rx))?;
+        let (commits, commit_rx) = mpsc::channel::<Commit>();
+        let (outcomes_tx, outcomes) = mpsc::channel::<bool>();
+        let committer = std::thread::Builder::new().name("orbit-commit".into()).spawn(move || commit_all(&commit_rx, &outcomes_tx))?;
+        std::thread::Builder::new().name("orbit-writer".into()).spawn(move || {
+            run(&store, &rx, &commits, &outcomes);
+            // Let the last batch land before the store is let go of (a reopen waits for that).
+            drop(commits);
+            let _ = committer.join();
+        })?;
         Ok(Handle { jobs })
     }
 
     /// Run `work` in the next batch; its answer arrives once that batch is committed.
     pub(super) async fn call<T: Send + 'static>(&self, work: impl FnOnce(&mut Batch<'_>) -> Result<T, DbError> + Send + 'static) -> Result<T, DbError> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |batch| {
+        let job: Work = Box::new(move |batch| {
             let outcome = match work(batch) {
                 // A refusal checked before writing (the quota) leaves the batch intact; any other
                 // store failure may have left it half-written, so the whole batch is abandoned.
                 Err(DbError::Store(e)) if !matches!(e, StoreError::QuotaExceeded { .. }) => return Err(e),
                 other => other,
             };
-            Ok(Box::new(move |committed: Result<(), String>| {
-                let answer = match committed {
-                    Ok(()) => outcome,
-                    Err(e) => Err(DbError::Store(StoreError::Db(e))),
-                };
-                let _ = tx.send(answer);
-            }))
+            Ok(answer_when_committed(outcome, tx))
         });
-        self.jobs.send(job).map_err(|_| DbError::Stopped)?;
+        self.jobs.send(Job::Plain(job)).map_err(|_| DbError::Stopped)?;
+        rx.await.map_err(|_| DbError::Stopped)?
+    }
+
+    /// Append `op` to the log `db` as `namespace`; the entry's hash and block once durable.
+    pub(super) async fn append(&self, namespace: String, db: String, op: Op, quota_bytes: u64) -> Result<(String, Vec<u8>), DbError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.send(Job::Append(Append { namespace, db, op, quota_bytes, reply })).map_err(|_| DbError::Stopped)?;
         rx.await.map_err(|_| DbError::Stopped)?
     }
 }
 
-fn run(store: &Store, jobs: &mpsc::Receiver<Job>) {
+fn answer_when_committed<T: Send + 'static>(outcome: Result<T, DbError>, tx: oneshot::Sender<Result<T, DbError>>) -> Done {
+    Box::new(move |committed: Result<(), String>| {
+        let answer = match committed {
+            Ok(()) => outcome,
+            Err(e) => Err(DbError::Store(StoreError::Db(e))),
+        };
+        let _ = tx.send(answer);
+    })
+}
+
+/// A batch on its way to disk, and who to tell.
+struct Commit {
+    txn: WriteTransaction,
+    done: Vec<Done>,
+}
+
+/// The committing thread: commits each batch in turn, answers its callers, then tells the
+/// writer whether it landed.
+fn commit_all(commits: &mpsc::Receiver<Commit>, outcomes: &mpsc::Sender<bool>) {
+    for Commit { txn, done } in commits.iter() {
+        let count = done.len();
+        let started = std::time::Instant::now();
+        // Through StoreError, so a failed disk write is noted (see store::storage_failed).
+        let result = txn.commit().map_err(|e| StoreError::from(e).to_string());
+        tracing::debug!(writes = count, commit_ms = started.elapsed().as_secs_f64() * 1e3, "committed a database batch");
+        if let Err(e) = &result {
+            tracing::error!(error = %e, writes = count, "database batch failed to commit");
+        }
+        let landed = result.is_ok();
+        for d in done {
+            d(result.clone());
+        }
+        if outcomes.send(landed).is_err() {
+            return;
+        }
+    }
+}
+
+fn run(store: &Store, jobs: &mpsc::Receiver<Job>, commits: &mpsc::Sender<Commit>, outcomes: &mpsc::Receiver<bool>) {
     let mut cache = Cache::default();
+    let mut committing = false;
     while let Ok(first) = jobs.recv() {
         let mut batch_jobs = vec![first];
         while batch_jobs.len() < BATCH_MAX {
@@ -71,20 +151,56 @@ fn run(store: &Store, jobs: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let count = batch_jobs.len();
-        let (done, result) = commit(store, &mut cache, batch_jobs);
-        if let Err(e) = &result {
-            // Heads and recent entries in memory may name entries that never landed.
+        let mut signed = sign_ahead(&mut cache, &batch_jobs);
+        if std::mem::take(&mut committing) && !outcomes.recv().unwrap_or(false) {
+            // The heads in memory (and so the signatures just made) name entries that never landed.
             cache.dbs.clear();
-            tracing::error!(error = %e, writes = count, "database batch failed");
+            signed.clear();
         }
-        for d in done {
-            d(result.clone());
+        let count = batch_jobs.len();
+        let (done, result) = write(store, &mut cache, batch_jobs, signed);
+        match result {
+            Ok(txn) => {
+                if commits.send(Commit { txn, done }).is_err() {
+                    return;
+                }
+                committing = true;
+            }
+            Err(e) => {
+                // Heads and recent entries in memory may name entries that never landed.
+                cache.dbs.clear();
+                tracing::error!(error = %e, writes = count, "database batch failed");
+                for d in done {
+                    d(Err(e.clone()));
+                }
+            }
         }
     }
 }
 
-fn commit(store: &Store, cache: &mut Cache, jobs: Vec<Job>) -> (Vec<Done>, Result<(), String>) {
+/// Sign the batch's leading appends against the heads in memory, advancing them, and stop at
+/// the first job that needs the store (any other work, or a log or identity not yet loaded):
+/// those are done in the transaction, in order. One verdict per signed job, from the first.
+fn sign_ahead(cache: &mut Cache, jobs: &[Job]) -> Vec<Signed> {
+    let mut signed = Vec::new();
+    for job in jobs {
+        let Job::Append(append) = job else { break };
+        let (Some(me), Some(state)) = (cache.writers.get(&append.namespace), cache.dbs.get_mut(&append.db)) else { break };
+        // A refusal is worded in the transaction, by the same code that words it there.
+        if !state.kind.accepts(&append.op) || !state.access.can_write(&me.identity.id) {
+            break;
+        }
+        let Ok((hash, bytes, entry)) = state.sign(me, &append.op) else { break };
+        let heads_before = std::mem::replace(&mut state.heads, vec![(hash.clone(), entry.clock.time)]);
+        state.remember(&hash);
+        signed.push(Signed { hash, bytes, entry, heads_before });
+    }
+    signed
+}
+
+/// Do a batch's jobs in one transaction, ready to commit; on a store failure, the error to
+/// answer every caller with.
+fn write(store: &Store, cache: &mut Cache, jobs: Vec<Job>, signed: Vec<Signed>) -> (Vec<Done>, Result<WriteTransaction, String>) {
     let txn = match store.db.begin_write() {
         Ok(txn) => txn,
         Err(e) => return (Vec::new(), Err(StoreError::from(e).to_string())),
@@ -92,17 +208,38 @@ fn commit(store: &Store, cache: &mut Cache, jobs: Vec<Job>) -> (Vec<Done>, Resul
     let mut done = Vec::with_capacity(jobs.len());
     let outcome = (|| -> Result<(), StoreError> {
         let mut batch = Batch::open(store, &txn, cache)?;
+        batch.pinned = signed.iter().zip(&jobs).filter_map(|(_, job)| if let Job::Append(a) = job { Some(a.db.clone()) } else { None }).collect();
+        let mut signed = signed.into_iter();
+        // Logs whose signed-ahead appends must be signed again: one before them was refused.
+        let mut resign: HashSet<String> = HashSet::new();
         for job in jobs {
-            done.push(job(&mut batch)?);
+            match job {
+                Job::Plain(work) => done.push(work(&mut batch)?),
+                Job::Append(Append { namespace, db, op, quota_bytes, reply }) => {
+                    let outcome = match signed.next() {
+                        Some(ahead) if !resign.contains(&db) => match batch.store_signed(&db, ahead, &op, quota_bytes) {
+                            Err(DbError::Store(StoreError::QuotaExceeded { quota_bytes })) => {
+                                resign.insert(db);
+                                Err(DbError::Store(StoreError::QuotaExceeded { quota_bytes }))
+                            }
+                            other => other,
+                        },
+                        _ => batch.append(&namespace, &db, op, quota_bytes),
+                    };
+                    let outcome = match outcome {
+                        Err(DbError::Store(e)) if !matches!(e, StoreError::QuotaExceeded { .. }) => return Err(e),
+                        other => other,
+                    };
+                    done.push(answer_when_committed(outcome, reply));
+                }
+            }
         }
         batch.close()
     })();
-    let result = match outcome {
-        // Through StoreError, so a failed disk write is noted (see store::storage_failed).
-        Ok(()) => txn.commit().map_err(|e| StoreError::from(e).to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    (done, result)
+    match outcome {
+        Ok(()) => (done, Ok(txn)),
+        Err(e) => (done, Err(e.to_string())),
+    }
 }
 
 /// In-memory state the writer keeps between batches.
@@ -119,6 +256,25 @@ struct DbState {
     address: String,
     heads: Vec<(String, u64)>,
     recent: VecDeque<String>,
+}
+
+impl DbState {
+    /// `me`'s next entry for `op`: after every head, with refs to the recent entries.
+    fn sign(&self, me: &Writer, op: &Op) -> Result<(String, Vec<u8>, Entry), DbError> {
+        let time = self.heads.iter().map(|(_, t)| *t).max().unwrap_or(0) + 1;
+        let next: Vec<String> = self.heads.iter().map(|(h, _)| h.clone()).collect();
+        let refs = selfcloud_orbitdb::op::refs(&self.recent, 16);
+        let clock = selfcloud_orbitdb::Clock { id: me.keys.signing.public_hex(), time };
+        let entry = Entry::create(&me.keys, &me.hash, &self.address, op.payload(), clock, next, refs)?;
+        let (hash, bytes) = entry.encode()?;
+        Ok((hash, bytes, entry))
+    }
+
+    /// Note an entry of ours as the newest (for later refs).
+    fn remember(&mut self, hash: &str) {
+        self.recent.push_front(hash.to_owned());
+        self.recent.truncate(RECENT);
+    }
 }
 
 /// A namespace's OrbitDB identity: its keys and identity block's hash.
@@ -141,6 +297,8 @@ pub(super) struct Batch<'t> {
     meta: Table<'t, &'static str, &'static [u8]>,
     usage: u64,
     dirty_heads: Vec<String>,
+    /// Logs with appends signed ahead in this batch: their state in memory must outlive it.
+    pinned: HashSet<String>,
 }
 
 impl<'t> Batch<'t> {
@@ -159,6 +317,7 @@ impl<'t> Batch<'t> {
             meta,
             usage,
             dirty_heads: Vec::new(),
+            pinned: HashSet::new(),
         })
     }
 
@@ -249,7 +408,9 @@ impl<'t> Batch<'t> {
     fn state(&mut self, db: &str) -> Result<&mut DbState, DbError> {
         if !self.cache.dbs.contains_key(db) {
             if self.cache.dbs.len() >= CACHED_DBS {
-                self.cache.dbs.clear();
+                // Not the logs this batch changed: their heads are written when it closes.
+                let (dirty, pinned) = (&self.dirty_heads, &self.pinned);
+                self.cache.dbs.retain(|db, _| pinned.contains(db) || dirty.contains(db));
             }
             let state = self.load(db)?;
             self.cache.dbs.insert(db.to_owned(), state);
@@ -290,24 +451,42 @@ impl<'t> Batch<'t> {
         if !state.access.can_write(&me.identity.id) {
             return Err(DbError::Denied("this database's access controller does not list this app's identity as a writer".into()));
         }
-        let time = state.heads.iter().map(|(_, t)| *t).max().unwrap_or(0) + 1;
-        let next: Vec<String> = state.heads.iter().map(|(h, _)| h.clone()).collect();
-        let refs = selfcloud_orbitdb::op::refs(&state.recent, 16);
-        let clock = selfcloud_orbitdb::Clock { id: me.keys.signing.public_hex(), time };
-        let entry = Entry::create(&me.keys, &me.hash, &state.address, op.payload(), clock, next, refs)?;
-        let (hash, bytes) = entry.encode()?;
-        // Check the quota before writing anything: a refused write leaves the batch untouched.
-        let estimate = 2 * bytes.len() as u64 + 256;
+        let (hash, bytes, entry) = state.sign(&me, &op)?;
+        self.check_quota(&bytes, quota_bytes)?;
+        self.apply(db, &hash, &bytes, &entry, Some(&op), Fresh::Yes)?;
+        let state = self.state(db)?;
+        state.heads = vec![(hash.clone(), entry.clock.time)];
+        state.remember(&hash);
+        self.dirty_heads.push(db.to_owned());
+        Ok((hash, bytes))
+    }
+
+    /// Store an append signed before this transaction (the log's state in memory already names
+    /// it). If the quota refuses it, the log's state steps back to before it.
+    fn store_signed(&mut self, db: &str, signed: Signed, op: &Op, quota_bytes: u64) -> Result<(String, Vec<u8>), DbError> {
+        if let Err(refused) = self.check_quota(&signed.bytes, quota_bytes) {
+            let state = self.state(db)?;
+            state.heads = signed.heads_before;
+            // Newest first: this entry, and any signed after it, are at the front.
+            while let Some(newest) = state.recent.pop_front() {
+                if newest == signed.hash {
+                    break;
+                }
+            }
+            return Err(refused);
+        }
+        self.apply(db, &signed.hash, &signed.bytes, &signed.entry, Some(op), Fresh::Yes)?;
+        self.dirty_heads.push(db.to_owned());
+        Ok((signed.hash, signed.bytes))
+    }
+
+    /// Checked before writing anything: a refused write leaves the batch untouched.
+    fn check_quota(&self, entry: &[u8], quota_bytes: u64) -> Result<(), DbError> {
+        let estimate = 2 * entry.len() as u64 + 256;
         if self.usage + estimate > quota_bytes {
             return Err(DbError::Store(StoreError::QuotaExceeded { quota_bytes }));
         }
-        self.apply(db, &hash, &bytes, &entry, Some(&op), Fresh::Yes)?;
-        let state = self.state(db)?;
-        state.heads = vec![(hash.clone(), time)];
-        state.recent.push_front(hash.clone());
-        state.recent.truncate(RECENT);
-        self.dirty_heads.push(db.to_owned());
-        Ok((hash, bytes))
+        Ok(())
     }
 
     /// Hold a database that was made elsewhere (its manifest and access controller fetched).
@@ -455,6 +634,83 @@ mod tests {
             out.push((hash, bytes, entry));
         }
         (out, (identity_hash, identity_bytes))
+    }
+
+    /// Walk a log from its stored heads back along `next`: (heads, entries reached). Every entry
+    /// must be stored and name exactly one predecessor (one writer makes one chain), with clock
+    /// times counting down by one.
+    fn walk(orbit: &Orbit, cid: &str) -> (usize, usize) {
+        let heads = orbit.head_blocks("owner", cid).unwrap();
+        let Some(head) = heads.first() else { return (0, 0) };
+        let mut entry = Entry::decode(head).unwrap();
+        let mut reached = 1;
+        while let Some(previous) = entry.next.first() {
+            assert_eq!(entry.next.len(), 1, "one writer's entries form one chain");
+            let bytes = orbit.block_named(previous).unwrap().unwrap_or_else(|| panic!("entry {previous} is named but not stored"));
+            let before = Entry::decode(&bytes).unwrap();
+            assert_eq!(before.clock.time + 1, entry.clock.time);
+            entry = before;
+            reached += 1;
+        }
+        assert_eq!(entry.clock.time, 1, "the walk ends at the log's first entry");
+        (heads.len(), reached)
+    }
+
+    /// Many appends at once: most are signed while the batch before them commits.
+    async fn append_concurrently(orbit: &Orbit, cid: &str, tasks: usize, each: usize, quota_bytes: u64) -> usize {
+        let mut handles = Vec::new();
+        for t in 0..tasks {
+            let (orbit, cid) = (orbit.clone(), cid.to_owned());
+            handles.push(tokio::spawn(async move {
+                let mut landed = 0;
+                for i in 0..each {
+                    // Sizes alternate, so a small write may fit where a large one was refused.
+                    let size = if i % 2 == 0 { 2_000 } else { 10 };
+                    let op = Op::Put { key: format!("k{t}-{i}"), value: selfcloud_orbitdb::Ipld::String("v".repeat(size)) };
+                    match orbit.append("owner", &cid, op, quota_bytes).await {
+                        Ok(_) => landed += 1,
+                        Err(DbError::Store(StoreError::QuotaExceeded { .. })) => {}
+                        Err(e) => panic!("append failed: {e}"),
+                    }
+                }
+                landed
+            }));
+        }
+        let mut landed = 0;
+        for h in handles {
+            landed += h.await.unwrap();
+        }
+        landed
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_signed_ahead_of_their_batch_form_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb"), selfcloud_core::seal::Key::generate()).unwrap());
+        let orbit = Orbit::start(store, None, u64::MAX).await.unwrap();
+        let (info, _) = orbit.create("owner", "busy", Kind::KeyValue, None).await.unwrap();
+        let landed = append_concurrently(&orbit, info.cid(), 64, 40, u64::MAX).await;
+        assert_eq!(landed, 64 * 40);
+        assert_eq!(walk(&orbit, info.cid()), (1, landed));
+        assert_eq!(orbit.len("owner", info.cid()).unwrap(), landed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_signed_ahead_and_refused_by_the_quota_leaves_no_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb"), selfcloud_core::seal::Key::generate()).unwrap());
+        let orbit = Orbit::start(store.clone(), None, u64::MAX).await.unwrap();
+        let (info, _) = orbit.create("owner", "tight", Kind::KeyValue, None).await.unwrap();
+        orbit.append("owner", info.cid(), Op::Put { key: "first".into(), value: selfcloud_orbitdb::Ipld::Integer(1) }, u64::MAX).await.unwrap();
+        // Room for about a hundred large writes of the 1,280 tried.
+        let quota = store.usage_bytes().unwrap() + 400_000;
+        let landed = append_concurrently(&orbit, info.cid(), 64, 20, quota).await;
+        assert!(landed > 0 && landed < 64 * 20, "{landed} landed");
+        assert_eq!(walk(&orbit, info.cid()), (1, landed + 1), "every entry landed is on the chain, and nothing refused is");
+        assert_eq!(orbit.len("owner", info.cid()).unwrap(), landed + 1);
+        // The log takes writes again once there is room.
+        orbit.append("owner", info.cid(), Op::Put { key: "after".into(), value: selfcloud_orbitdb::Ipld::Integer(2) }, u64::MAX).await.unwrap();
+        assert_eq!(walk(&orbit, info.cid()), (1, landed + 2));
     }
 
     #[tokio::test]
