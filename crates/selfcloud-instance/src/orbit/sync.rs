@@ -115,11 +115,8 @@ impl Sync {
 
     /// A block by `zdpu…` name: held here, else from connected peers (checked against its hash).
     async fn fetch(&self, hash: &str) -> Result<Vec<u8>, DbError> {
-        if let Some(block) = self.inner.orbit.block_named(hash)? {
-            return Ok(block);
-        }
-        let cid: selfcloud_ipfs::Cid = hash.parse().map_err(|_| DbError::Invalid(format!("{hash} is not a CID")))?;
-        self.inner.node.want(cid).await.map_err(|e| DbError::NotFound(format!("{hash}: {e}")))
+        let found = self.fetch_all(vec![hash.to_owned()]).await?;
+        found.into_iter().next().map(|(_, block)| block).ok_or_else(|| DbError::NotFound(format!("{hash}: not found")))
     }
 
     /// Blocks by `zdpu…` name, as [`Sync::fetch`]: those not held here are wanted from peers
