@@ -81,15 +81,7 @@ impl Handle {
     /// Run `work` in the next batch; its answer arrives once that batch is committed.
     pub(super) async fn call<T: Send + 'static>(&self, work: impl FnOnce(&mut Batch<'_>) -> Result<T, DbError> + Send + 'static) -> Result<T, DbError> {
         let (tx, rx) = oneshot::channel();
-        let job: Work = Box::new(move |batch| {
-            let outcome = match work(batch) {
-                // A refusal checked before writing (the quota) leaves the batch intact; any other
-                // store failure may have left it half-written, so the whole batch is abandoned.
-                Err(DbError::Store(e)) if !matches!(e, StoreError::QuotaExceeded { .. }) => return Err(e),
-                other => other,
-            };
-            Ok(answer_when_committed(outcome, tx))
-        });
+        let job: Work = Box::new(move |batch| Ok(answer_when_committed(or_abandon(work(batch))?, tx)));
         self.jobs.send(Job::Plain(job)).map_err(|_| DbError::Stopped)?;
         rx.await.map_err(|_| DbError::Stopped)?
     }
@@ -99,6 +91,16 @@ impl Handle {
         let (reply, rx) = oneshot::channel();
         self.jobs.send(Job::Append(Append { namespace, db, op, quota_bytes, reply })).map_err(|_| DbError::Stopped)?;
         rx.await.map_err(|_| DbError::Stopped)?
+    }
+}
+
+/// A job's outcome, or the store failure that abandons its whole batch: a refusal checked before
+/// writing (the quota) leaves the batch intact, but any other store failure may have left it
+/// half-written.
+fn or_abandon<T>(outcome: Result<T, DbError>) -> Result<Result<T, DbError>, StoreError> {
+    match outcome {
+        Err(DbError::Store(e)) if !matches!(e, StoreError::QuotaExceeded { .. }) => Err(e),
+        other => Ok(other),
     }
 }
 
@@ -180,7 +182,7 @@ fn run(store: &Store, jobs: &mpsc::Receiver<Job>, commits: &mpsc::Sender<Commit>
 
 /// Sign the batch's leading appends against the heads in memory, advancing them, and stop at
 /// the first job that needs the store (any other work, or a log or identity not yet loaded):
-/// those are done in the transaction, in order. One verdict per signed job, from the first.
+/// those are done in the transaction, in order. The signed appends are the batch's first jobs.
 fn sign_ahead(cache: &mut Cache, jobs: &[Job]) -> Vec<Signed> {
     let mut signed = Vec::new();
     for job in jobs {
@@ -208,7 +210,7 @@ fn write(store: &Store, cache: &mut Cache, jobs: Vec<Job>, signed: Vec<Signed>) 
     let mut done = Vec::with_capacity(jobs.len());
     let outcome = (|| -> Result<(), StoreError> {
         let mut batch = Batch::open(store, &txn, cache)?;
-        batch.pinned = signed.iter().zip(&jobs).filter_map(|(_, job)| if let Job::Append(a) = job { Some(a.db.clone()) } else { None }).collect();
+        batch.pinned = jobs.iter().take(signed.len()).filter_map(|job| if let Job::Append(a) = job { Some(a.db.clone()) } else { None }).collect();
         let mut signed = signed.into_iter();
         // Logs whose signed-ahead appends must be signed again: one before them was refused.
         let mut resign: HashSet<String> = HashSet::new();
@@ -217,20 +219,18 @@ fn write(store: &Store, cache: &mut Cache, jobs: Vec<Job>, signed: Vec<Signed>) 
                 Job::Plain(work) => done.push(work(&mut batch)?),
                 Job::Append(Append { namespace, db, op, quota_bytes, reply }) => {
                     let outcome = match signed.next() {
-                        Some(ahead) if !resign.contains(&db) => match batch.store_signed(&db, ahead, &op, quota_bytes) {
-                            Err(DbError::Store(StoreError::QuotaExceeded { quota_bytes })) => {
+                        Some(ahead) if !resign.contains(&db) => {
+                            let outcome = batch.store_signed(&db, ahead, &op, quota_bytes);
+                            // Refused by the quota, the log stepped back to before it (any
+                            // other failure abandons the batch).
+                            if outcome.is_err() {
                                 resign.insert(db);
-                                Err(DbError::Store(StoreError::QuotaExceeded { quota_bytes }))
                             }
-                            other => other,
-                        },
+                            outcome
+                        }
                         _ => batch.append(&namespace, &db, op, quota_bytes),
                     };
-                    let outcome = match outcome {
-                        Err(DbError::Store(e)) if !matches!(e, StoreError::QuotaExceeded { .. }) => return Err(e),
-                        other => other,
-                    };
-                    done.push(answer_when_committed(outcome, reply));
+                    done.push(answer_when_committed(or_abandon(outcome)?, reply));
                 }
             }
         }
