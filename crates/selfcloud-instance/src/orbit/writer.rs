@@ -1,14 +1,15 @@
-//! The thread that writes databases: it drains every waiting write into one transaction and
-//! hands the transaction to a second thread to commit, which answers each caller once it is
-//! durable. Appends to one log are sequential by nature (each entry names the previous heads and
-//! is signed over them), so one thread loses nothing and keeps each log's heads and recent
-//! entries in memory without locks.
+//! The thread that writes databases: it drains every waiting write into one transaction, which
+//! is committed (fsync'd) before each caller is answered. Appends to one log are sequential by
+//! nature (each entry names the previous heads and is signed over them), so one thread loses
+//! nothing and keeps each log's heads and recent entries in memory without locks.
 //!
-//! The two threads form a pipeline. Signing is a third of a write's cost, and it needs no
-//! transaction: while batch N commits (page writes and fsync), the writer signs batch N+1's
-//! appends against the heads in memory, then opens N+1's transaction (redb waits for N's
-//! commit) and stores them. Only if N failed are those signatures thrown away: the heads they
-//! name never landed, so the appends are signed again from the store.
+//! When writes queue up, a second thread commits and the two form a pipeline. Signing is a third
+//! of a write's cost and needs no transaction: while batch N commits (page writes and fsync), the
+//! writer signs batch N+1's appends against the heads in memory, then opens N+1's transaction
+//! (redb waits for N's commit) and stores them. Only if N failed are those signatures thrown
+//! away: the heads they name never landed, so the appends are signed again from the store. A
+//! lone batch commits on the writer itself: waking the other thread would cost a write made one
+//! at a time more than it overlaps.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc;
@@ -123,29 +124,35 @@ struct Commit {
 /// The committing thread: commits each batch in turn, answers its callers, then tells the
 /// writer whether it landed.
 fn commit_all(commits: &mpsc::Receiver<Commit>, outcomes: &mpsc::Sender<bool>) {
-    for Commit { txn, done } in commits.iter() {
-        let count = done.len();
-        let started = std::time::Instant::now();
-        // Through StoreError, so a failed disk write is noted (see store::storage_failed).
-        let result = txn.commit().map_err(|e| StoreError::from(e).to_string());
-        tracing::debug!(writes = count, commit_ms = started.elapsed().as_secs_f64() * 1e3, "committed a database batch");
-        if let Err(e) = &result {
-            tracing::error!(error = %e, writes = count, "database batch failed to commit");
-        }
-        let landed = result.is_ok();
-        for d in done {
-            d(result.clone());
-        }
-        if outcomes.send(landed).is_err() {
+    for batch in commits.iter() {
+        if outcomes.send(commit(batch)).is_err() {
             return;
         }
     }
 }
 
+/// Commit a batch and answer its callers; whether it landed.
+fn commit(Commit { txn, done }: Commit) -> bool {
+    let count = done.len();
+    let started = std::time::Instant::now();
+    // Through StoreError, so a failed disk write is noted (see store::storage_failed).
+    let result = txn.commit().map_err(|e| StoreError::from(e).to_string());
+    tracing::debug!(writes = count, commit_ms = started.elapsed().as_secs_f64() * 1e3, "committed a database batch");
+    if let Err(e) = &result {
+        tracing::error!(error = %e, writes = count, "database batch failed to commit");
+    }
+    let landed = result.is_ok();
+    for d in done {
+        d(result.clone());
+    }
+    landed
+}
+
 fn run(store: &Store, jobs: &mpsc::Receiver<Job>, commits: &mpsc::Sender<Commit>, outcomes: &mpsc::Receiver<bool>) {
     let mut cache = Cache::default();
     let mut committing = false;
-    while let Ok(first) = jobs.recv() {
+    let mut waiting = None;
+    while let Some(first) = waiting.take().or_else(|| jobs.recv().ok()) {
         let mut batch_jobs = vec![first];
         while batch_jobs.len() < BATCH_MAX {
             match jobs.try_recv() {
@@ -162,12 +169,22 @@ fn run(store: &Store, jobs: &mpsc::Receiver<Job>, commits: &mpsc::Sender<Commit>
         let count = batch_jobs.len();
         let (done, result) = write(store, &mut cache, batch_jobs, signed);
         match result {
-            Ok(txn) => {
-                if commits.send(Commit { txn, done }).is_err() {
-                    return;
+            // Hand the commit over only when a next batch is waiting to be signed meanwhile: for
+            // a lone write, waking the commit thread costs more than it overlaps.
+            Ok(txn) => match jobs.try_recv() {
+                Ok(next) => {
+                    if commits.send(Commit { txn, done }).is_err() {
+                        return;
+                    }
+                    committing = true;
+                    waiting = Some(next);
                 }
-                committing = true;
-            }
+                Err(_) => {
+                    if !commit(Commit { txn, done }) {
+                        cache.dbs.clear();
+                    }
+                }
+            },
             Err(e) => {
                 // Heads and recent entries in memory may name entries that never landed.
                 cache.dbs.clear();
