@@ -5,8 +5,9 @@
 //! Writes go through one writer thread ([`writer`]) that takes every write waiting and commits
 //! them in one redb transaction (fsync'd, on a commit thread, while the writer signs the next
 //! batch): each caller is answered only after the commit holding its entry, so nothing
-//! acknowledged is lost, and a thousand concurrent appends cost one fsync, not a thousand. Reads go straight to the store. State is indexed as entries arrive
-//! ([`tables`]), so opening a database never replays its log.
+//! acknowledged is lost, and a thousand concurrent appends cost one fsync, not a thousand.
+//! Reads go straight to the store. State is indexed as entries arrive ([`tables`]), so opening a
+//! database never replays its log.
 
 mod sync;
 mod tables;

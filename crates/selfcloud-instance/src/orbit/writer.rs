@@ -313,7 +313,8 @@ pub(super) struct Batch<'t> {
     index: Table<'t, &'static str, &'static [u8]>,
     meta: Table<'t, &'static str, &'static [u8]>,
     usage: u64,
-    dirty_heads: Vec<String>,
+    /// Logs whose heads changed in this batch, written once each when it closes.
+    dirty_heads: HashSet<String>,
     /// Logs with appends signed ahead in this batch: their state in memory must outlive it.
     pinned: HashSet<String>,
 }
@@ -333,7 +334,7 @@ impl<'t> Batch<'t> {
             index: txn.open_table(INDEX)?,
             meta,
             usage,
-            dirty_heads: Vec::new(),
+            dirty_heads: HashSet::new(),
             pinned: HashSet::new(),
         })
     }
@@ -474,7 +475,7 @@ impl<'t> Batch<'t> {
         let state = self.state(db)?;
         state.heads = vec![(hash.clone(), entry.clock.time)];
         state.remember(&hash);
-        self.dirty_heads.push(db.to_owned());
+        self.heads_changed(db);
         Ok((hash, bytes))
     }
 
@@ -493,8 +494,14 @@ impl<'t> Batch<'t> {
             return Err(refused);
         }
         self.apply(db, &signed.hash, &signed.bytes, &signed.entry, Some(op), Fresh::Yes)?;
-        self.dirty_heads.push(db.to_owned());
+        self.heads_changed(db);
         Ok((signed.hash, signed.bytes))
+    }
+
+    fn heads_changed(&mut self, db: &str) {
+        if !self.dirty_heads.contains(db) {
+            self.dirty_heads.insert(db.to_owned());
+        }
     }
 
     /// Checked before writing anything: a refused write leaves the batch untouched.
@@ -558,7 +565,7 @@ impl<'t> Batch<'t> {
             }
         }
         state.heads = heads;
-        self.dirty_heads.push(db.to_owned());
+        self.heads_changed(db);
         // `recent` no longer reflects the order once entries land in the middle of it: reload.
         self.reload_recent(db)?;
         Ok(added.len())
