@@ -41,10 +41,29 @@ impl AuditLog {
         AuditLog { tx }
     }
 
-    /// Append an entry to `username`'s log.
-    pub async fn record(&self, username: &str, entry: AuditEntry) {
-        if self.tx.send(Msg::Entry(username.to_owned(), entry)).await.is_err() {
-            tracing::error!(user = username, "access log writer is gone; entry lost");
+    /// Append an entry to `username`'s log. It is queued at the call; the future only waits when
+    /// the queue is full (backpressure). Queuing first keeps the entry out of the future: the
+    /// gateway awaits this on every request, and its future's size is copied with each request.
+    pub fn record(&self, username: &str, entry: AuditEntry) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let waiting = match self.tx.try_send(Msg::Entry(username.to_owned(), entry)) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                let tx = self.tx.clone();
+                Some(Box::pin(async move {
+                    if tx.send(msg).await.is_err() {
+                        tracing::error!("access log writer is gone; entry lost");
+                    }
+                }))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!(user = username, "access log writer is gone; entry lost");
+                None
+            }
+        };
+        async move {
+            if let Some(waiting) = waiting {
+                waiting.await;
+            }
         }
     }
 

@@ -165,6 +165,18 @@ impl Supervisor {
             .clone()
     }
 
+    /// The fast path of [`Supervisor::ensure_awake`]: when `username`'s instance is awake, mark it
+    /// used and say so. Synchronous, so a caller's future carries no start's state for it.
+    pub fn touch_if_awake(&self, username: &str) -> bool {
+        match self.slots.read().unwrap_or_else(|e| e.into_inner()).get(username) {
+            Some(slot) if slot.awake.load(Ordering::Acquire) => {
+                slot.last_used_ms.store(selfcloud_core::unix_now_ms(), Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Running or hibernating.
     pub fn status(&self, username: &str) -> Status {
         match self.slots.read().unwrap_or_else(|e| e.into_inner()).get(username) {

@@ -14,17 +14,46 @@ use crate::tokens::{Claims, Subject};
 /// Largest page of the access log.
 const AUDIT_LIMIT_MAX: usize = 1000;
 
-/// Answer the route if it is one of ours; `None` means "forward to the instance".
-pub async fn handle(gw: &Arc<Gateway>, claims: &Claims, method: &Method, route: &str, query: &str, rid: &Rid) -> Option<Result<Response, ApiError>> {
-    Some(match (method, route) {
-        (&Method::GET, "/v1/permissions") => Ok(permissions(claims)),
-        (&Method::GET, "/v1/grants") => grants(gw, &claims.username),
-        (&Method::DELETE, r) if r.starts_with("/v1/grants/") => revoke(gw, &claims.username, &r["/v1/grants/".len()..]),
-        (&Method::GET, "/v1/audit") => audit(gw, &claims.username, query).await,
-        (&Method::DELETE, "/v1/account") => delete_account(gw, &claims.username).await,
-        _ => return None,
+/// An instance route the gateway answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerRoute<'a> {
+    /// `GET /v1/permissions`
+    Permissions,
+    /// `GET /v1/grants`
+    Grants,
+    /// `DELETE /v1/grants/{app_id}`
+    Revoke(&'a str),
+    /// `GET /v1/audit`
+    Audit,
+    /// `DELETE /v1/account`
+    DeleteAccount,
+}
+
+impl OwnerRoute<'_> {
+    /// Which of ours this is; `None` means "forward to the instance". Synchronous, so a proxied
+    /// request decides without carrying the (rarely used) handlers' state in its future.
+    pub fn of<'a>(method: &Method, route: &'a str) -> Option<OwnerRoute<'a>> {
+        Some(match (method, route) {
+            (&Method::GET, "/v1/permissions") => OwnerRoute::Permissions,
+            (&Method::GET, "/v1/grants") => OwnerRoute::Grants,
+            (&Method::DELETE, r) if r.starts_with("/v1/grants/") => OwnerRoute::Revoke(&r["/v1/grants/".len()..]),
+            (&Method::GET, "/v1/audit") => OwnerRoute::Audit,
+            (&Method::DELETE, "/v1/account") => OwnerRoute::DeleteAccount,
+            _ => return None,
+        })
     }
-    .map_err(|e| rid.err(e)))
+}
+
+/// Answer one of our routes.
+pub async fn handle(gw: &Arc<Gateway>, claims: &Claims, route: OwnerRoute<'_>, query: &str, rid: &Rid) -> Result<Response, ApiError> {
+    match route {
+        OwnerRoute::Permissions => Ok(permissions(claims)),
+        OwnerRoute::Grants => grants(gw, &claims.username),
+        OwnerRoute::Revoke(app_id) => revoke(gw, &claims.username, app_id),
+        OwnerRoute::Audit => audit(gw, &claims.username, query).await,
+        OwnerRoute::DeleteAccount => delete_account(gw, &claims.username).await,
+    }
+    .map_err(|e| rid.err(e))
 }
 
 fn permissions(claims: &Claims) -> Response {
@@ -112,4 +141,24 @@ async fn delete_account(gw: &Arc<Gateway>, username: &str) -> Result<Response, A
     }
     tracing::info!(user = username, "account deleted");
     Ok(edge::json(StatusCode::OK, &serde_json::json!({ "deleted": true })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_answers_exactly_its_own_routes() {
+        let of = |m: Method, p: &'static str| OwnerRoute::of(&m, p);
+        assert_eq!(of(Method::GET, "/v1/permissions"), Some(OwnerRoute::Permissions));
+        assert_eq!(of(Method::GET, "/v1/grants"), Some(OwnerRoute::Grants));
+        assert_eq!(of(Method::DELETE, "/v1/grants/app_1"), Some(OwnerRoute::Revoke("app_1")));
+        assert_eq!(of(Method::GET, "/v1/audit"), Some(OwnerRoute::Audit));
+        assert_eq!(of(Method::DELETE, "/v1/account"), Some(OwnerRoute::DeleteAccount));
+        // Other methods on those paths, and everything else, go to the instance.
+        assert_eq!(of(Method::GET, "/v1/grants/app_1"), None);
+        assert_eq!(of(Method::POST, "/v1/audit"), None);
+        assert_eq!(of(Method::GET, "/v1/account"), None);
+        assert_eq!(of(Method::GET, "/v1/storage/app/key"), None);
+    }
 }

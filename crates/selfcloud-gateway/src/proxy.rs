@@ -106,6 +106,12 @@ async fn ready_sender(gw: &Gateway, username: &str) -> Result<SendRequest<Body>,
     if let Some(sender) = gw.pools.take(username) {
         return Ok(sender);
     }
+    // Boxed, like every cold path below: a proxied request's future is moved a few times on its
+    // way to the runtime, so each kilobyte of rarely used state costs every request.
+    Box::pin(new_sender(gw, username)).await
+}
+
+async fn new_sender(gw: &Gateway, username: &str) -> Result<SendRequest<Body>, ApiError> {
     match connect(gw, username).await {
         Ok(sender) => Ok(sender),
         Err(e) => {
@@ -138,31 +144,41 @@ async fn forward(gw: &Gateway, username: &str, request: hyper::Request<Body>) ->
     let mut sender = ready_sender(gw, username).await?;
     let response = match sender.try_send_request(request).await {
         Ok(response) => response,
-        Err(mut failed) => {
-            let again = failed.take_message().or_else(|| {
-                let (method, uri, headers) = replayable?;
-                let mut request = hyper::Request::new(Body::empty());
-                (*request.method_mut(), *request.uri_mut(), *request.headers_mut()) = (method, uri, headers);
-                Some(request)
-            });
-            let Some(unsent) = again else {
-                tracing::warn!(user = username, error = %failed.error(), "instance request failed");
-                return Err(ApiError::new(ErrorCode::Unavailable, "the instance failed to answer; try again"));
-            };
-            tracing::info!(user = username, "pooled connection was closed; retrying on a fresh one");
-            gw.pools.forget(username);
-            sender = match connect(gw, username).await {
-                Ok(fresh) => fresh,
-                Err(_) => restart_and_connect(gw, username).await?,
-            };
-            sender.send_request(unsent).await.map_err(|e| {
-                tracing::warn!(user = username, error = %e, "instance request failed after restart");
-                ApiError::new(ErrorCode::Unavailable, "the instance failed to answer; try again")
-            })?
+        Err(failed) => {
+            let (fresh, response) = Box::pin(retry(gw, username, failed, replayable)).await?;
+            sender = fresh;
+            response
         }
     };
     gw.pools.put(username, sender);
     Ok(response.map(|body| Body::new(Held::new(body, activity))))
+}
+
+type Replayable = Option<(Method, hyper::Uri, axum::http::HeaderMap)>;
+
+/// The second try of [`forward`], on a fresh connection (to a restarted instance if need be).
+async fn retry(gw: &Gateway, username: &str, mut failed: hyper::client::conn::TrySendError<hyper::Request<Body>>, replayable: Replayable) -> Result<(SendRequest<Body>, hyper::Response<hyper::body::Incoming>), ApiError> {
+    let again = failed.take_message().or_else(|| {
+        let (method, uri, headers) = replayable?;
+        let mut request = hyper::Request::new(Body::empty());
+        (*request.method_mut(), *request.uri_mut(), *request.headers_mut()) = (method, uri, headers);
+        Some(request)
+    });
+    let Some(unsent) = again else {
+        tracing::warn!(user = username, error = %failed.error(), "instance request failed");
+        return Err(ApiError::new(ErrorCode::Unavailable, "the instance failed to answer; try again"));
+    };
+    tracing::info!(user = username, "pooled connection was closed; retrying on a fresh one");
+    gw.pools.forget(username);
+    let mut sender = match connect(gw, username).await {
+        Ok(fresh) => fresh,
+        Err(_) => restart_and_connect(gw, username).await?,
+    };
+    let response = sender.send_request(unsent).await.map_err(|e| {
+        tracing::warn!(user = username, error = %e, "instance request failed after restart");
+        ApiError::new(ErrorCode::Unavailable, "the instance failed to answer; try again")
+    })?;
+    Ok((sender, response))
 }
 
 /// A gateway-internal call to an instance as its owner (e.g. usage for `instances/me`).
@@ -303,13 +319,13 @@ pub async fn handle(gw: &Arc<Gateway>, rid: &Rid, request: Request) -> Response 
                 e.retry_after_secs = Some(wait_secs);
                 Err(e)
             }
-            Ok(()) => tokio::time::timeout(timeout, serve_public(gw, username.as_str(), &route, request, rid)).await.unwrap_or_else(|_| Err(too_slow())),
+            Ok(()) => Box::pin(tokio::time::timeout(timeout, serve_public(gw, username.as_str(), &route, request, rid))).await.unwrap_or_else(|_| Err(too_slow())),
         }
     } else {
         match authorize(gw, &mut decision, tier, request.headers()) {
             Err(e) => Err(e),
             // An upload is timed by its progress instead (see `crate::bodies`).
-            Ok(claims) if is_upload(&method, &route) => serve(gw, &claims, tier, &route, request, rid).await,
+            Ok(claims) if is_upload(&method, &route) => Box::pin(serve(gw, &claims, tier, &route, request, rid)).await,
             Ok(claims) => tokio::time::timeout(timeout, serve(gw, &claims, tier, &route, request, rid)).await.unwrap_or_else(|_| Err(too_slow())),
         }
     };
@@ -360,8 +376,8 @@ fn authorize(gw: &Gateway, decision: &mut Decision<'_>, tier: selfcloud_core::Ti
 async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, route: &str, request: Request, rid: &Rid) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let query = parts.uri.query();
-    if let Some(response) = crate::owner::handle(gw, claims, &parts.method, route, query.unwrap_or(""), rid).await {
-        return response;
+    if let Some(ours) = crate::owner::OwnerRoute::of(&parts.method, route) {
+        return Box::pin(crate::owner::handle(gw, claims, ours, query.unwrap_or(""), rid)).await;
     }
     let declared = parts.headers.get(header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|v| v.parse::<usize>().ok()));
     let has_body = declared.is_some_and(|n| n != Some(0)) || parts.headers.contains_key(header::TRANSFER_ENCODING);
@@ -422,12 +438,17 @@ async fn serve(gw: &Arc<Gateway>, claims: &Claims, tier: selfcloud_core::Tier, r
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    let Some(progress) = progress else {
-        return forward(gw, &claims.username, request).await;
-    };
+    match progress {
+        None => forward(gw, &claims.username, request).await,
+        Some(progress) => Box::pin(forward_upload(gw, &claims.username, request, progress)).await,
+    }
+}
+
+/// [`forward`] for an upload, which fails once its bytes stop moving (see [`crate::bodies`]).
+async fn forward_upload(gw: &Gateway, username: &str, request: hyper::Request<Body>, progress: Arc<Progress>) -> Result<Response, ApiError> {
     let limit = Duration::from_secs(gw.config.request_timeout_secs);
     tokio::select! {
-        answer = forward(gw, &claims.username, request) => answer,
+        answer = forward(gw, username, request) => answer,
         stall = progress.stalled(limit) => Err(match stall {
             Stall::Client => ApiError::invalid(format!("the upload stopped: nothing arrived for {} s", limit.as_secs())),
             Stall::Instance => ApiError::new(ErrorCode::Unavailable, format!("the instance made no progress with the upload for {} s", limit.as_secs())),

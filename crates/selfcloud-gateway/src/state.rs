@@ -206,6 +206,14 @@ impl Gateway {
 
     /// Wake `username`'s instance if it hibernates.
     pub async fn wake(&self, username: &str) -> Result<(), ApiError> {
+        if self.supervisor.touch_if_awake(username) {
+            return Ok(());
+        }
+        // Boxed: a start's state is kilobytes, and every proxied request's future would carry it.
+        Box::pin(self.start(username)).await
+    }
+
+    async fn start(&self, username: &str) -> Result<(), ApiError> {
         let result = self
             .supervisor
             .ensure_awake(username, || {
