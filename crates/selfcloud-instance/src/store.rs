@@ -124,7 +124,11 @@ impl Store {
     /// Open or create the store at `path`, sealing with `key`.
     pub fn open(path: &Path, key: Key) -> Result<Store, StoreError> {
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
+        // Not synced: on every open after the first this commit creates nothing, and its fsync
+        // was part of each wake from hibernation. Tables created here and lost to a crash before
+        // the next durable commit are simply created again by the next open.
+        txn.set_durability(redb::Durability::None).map_err(|e| StoreError::Db(e.to_string()))?;
         {
             txn.open_table(META)?;
             txn.open_table(KV)?;
