@@ -218,6 +218,59 @@ impl Load {
     }
 }
 
+/// CPU time (user + system, all threads) of a process and of its descendants, from `/proc`.
+/// Per request, it is the bench's steadiest figure: on a shared 2-core host req/s moves with the
+/// load generator's share of the CPU, the cost of each request in the proxy does not.
+#[derive(Clone, Copy, Default)]
+struct CpuTime {
+    own: Duration,
+    descendants: Duration,
+}
+
+impl CpuTime {
+    fn of(root: u32) -> CpuTime {
+        // (pid, ppid, ticks) of every process now alive.
+        let mut procs = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // Fields after the command (which may hold spaces) are space-separated: state is the
+            // 3rd field, ppid the 4th, utime and stime the 14th and 15th.
+            let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+            let fields: Vec<&str> = after.split(' ').collect();
+            let (Some(ppid), Some(utime), Some(stime)) = (fields.get(1), fields.get(11), fields.get(12)) else { continue };
+            let (Ok(ppid), Ok(utime), Ok(stime)) = (ppid.parse::<u32>(), utime.parse::<u64>(), stime.parse::<u64>()) else { continue };
+            procs.push((pid, ppid, utime + stime));
+        }
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().filter(|&hz| hz > 0).unwrap_or(100) as f64;
+        let (mut own, mut descendants) = (0u64, 0u64);
+        let mut tree = vec![root];
+        let mut i = 0;
+        while i < tree.len() {
+            let parent = tree[i];
+            for &(pid, ppid, ticks) in &procs {
+                if pid == parent {
+                    *if pid == root { &mut own } else { &mut descendants } += ticks;
+                }
+                if ppid == parent && !tree.contains(&pid) {
+                    tree.push(pid);
+                }
+            }
+            i += 1;
+        }
+        CpuTime { own: Duration::from_secs_f64(own as f64 / hz), descendants: Duration::from_secs_f64(descendants as f64 / hz) }
+    }
+
+    fn since(self, before: CpuTime) -> CpuTime {
+        CpuTime { own: self.own.saturating_sub(before.own), descendants: self.descendants.saturating_sub(before.descendants) }
+    }
+}
+
+/// CPU per request, in microseconds.
+fn per_request(cpu: Duration, load: &Load) -> f64 {
+    cpu.as_secs_f64() * 1e6 / load.requests.max(1) as f64
+}
+
 /// `connections` HTTP/1.1 keep-alive connections, each issuing `make()` requests in a loop.
 async fn load<C, F>(connections: usize, duration: Duration, connect: C) -> anyhow::Result<Load>
 where
@@ -298,6 +351,8 @@ async fn gateway(dir: &std::path::Path, duration: Duration, connections: usize) 
     println!("bench gateway: GET of a 230-byte value, {connections} keep-alive connections, {} s each", duration.as_secs());
     let addr = system.url.trim_start_matches("http://").to_owned();
     let auth = format!("Bearer {}", tokens.access_token);
+    let up_pid = system.child.id();
+    let before = CpuTime::of(up_pid);
     let gw = load(connections, duration, || {
         let (addr, auth) = (addr.clone(), auth.clone());
         async move {
@@ -308,6 +363,7 @@ async fn gateway(dir: &std::path::Path, duration: Duration, connections: usize) 
     })
     .await?;
     gw.print("through the gateway");
+    let gw_cpu = CpuTime::of(up_pid).since(before);
 
     let socket = data.join("instances/benchuser/api.sock");
     let direct = load(connections, duration, || {
@@ -328,6 +384,7 @@ async fn gateway(dir: &std::path::Path, duration: Duration, connections: usize) 
 
     match nginx_proxy(dir, &socket, &app.app_id) {
         Ok((mut nginx, nginx_addr)) => {
+            let (nginx_pid, before_nginx, before_instance) = (nginx.id(), CpuTime::of(nginx.id()), CpuTime::of(up_pid));
             let via = load(connections, duration, || {
                 let addr = nginx_addr.clone();
                 async move {
@@ -338,6 +395,11 @@ async fn gateway(dir: &std::path::Path, duration: Duration, connections: usize) 
             })
             .await?;
             via.print("through nginx (no auth)");
+            let (nginx_cpu, instance_cpu) = (CpuTime::of(nginx_pid).since(before_nginx), CpuTime::of(up_pid).since(before_instance));
+            println!("CPU per request (µs, all threads; the proxy's own, then the instance's):");
+            println!("  gateway {:>6.1}  instance {:>6.1}   (token check, rate limit and access log included)", per_request(gw_cpu.own, &gw), per_request(gw_cpu.descendants, &gw));
+            // nginx's master does no work per request; its workers are its children.
+            println!("  nginx   {:>6.1}  instance {:>6.1}", per_request(nginx_cpu.descendants + nginx_cpu.own, &via), per_request(instance_cpu.descendants, &via));
             // SIGTERM lets the master stop its workers; SIGKILL would orphan them.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(nginx.id() as i32), nix::sys::signal::Signal::SIGTERM);
             let _ = nginx.wait();
