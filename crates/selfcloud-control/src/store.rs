@@ -4,6 +4,7 @@
 //! or revocation survives a crash. Tables are keyed by plain strings; composite keys join their
 //! parts with `\0`, which no validated name contains.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -445,10 +446,16 @@ impl ControlStore {
             let mut meta = txn.open_table(META)?;
             let mut seq = meta.get("audit_seq")?.map(|v| decode_u64(v.value())).unwrap_or(0);
             let mut t = txn.open_table(AUDIT)?;
+            // One key and one value buffer for the whole batch (thousands of entries a second).
+            let (mut key, mut value) = (String::new(), Vec::new());
             for (user, entry) in entries.iter_mut() {
                 seq += 1;
                 entry.seq = seq;
-                t.insert(format!("{user}\0{seq:020}").as_str(), serde_json::to_vec(entry)?.as_slice())?;
+                key.clear();
+                let _ = write!(key, "{user}\0{seq:020}"); // a String takes every write
+                value.clear();
+                serde_json::to_writer(&mut value, entry)?;
+                t.insert(key.as_str(), value.as_slice())?;
             }
             meta.insert("audit_seq", seq.to_le_bytes().as_slice())?;
         }
