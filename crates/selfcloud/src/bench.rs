@@ -25,7 +25,8 @@ pub enum Which {
         wakes: usize,
     },
     /// Authorized storage GET throughput and p99: through the gateway, straight to the instance
-    /// socket, and through nginx proxying the same socket (when nginx is installed).
+    /// socket, and through nginx proxying the same socket (when nginx is installed); then the CPU
+    /// each request cost the proxy and the instance, for the gateway and for nginx.
     Gateway {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 5)]
