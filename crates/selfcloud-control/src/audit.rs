@@ -48,10 +48,10 @@ impl AuditLog {
         let waiting = match self.tx.try_send(Msg::Entry(username.to_owned(), entry)) {
             Ok(()) => None,
             Err(mpsc::error::TrySendError::Full(msg)) => {
-                let tx = self.tx.clone();
+                let (tx, user) = (self.tx.clone(), username.to_owned());
                 Some(Box::pin(async move {
                     if tx.send(msg).await.is_err() {
-                        tracing::error!("access log writer is gone; entry lost");
+                        tracing::error!(user, "access log writer is gone; entry lost");
                     }
                 }))
             }
