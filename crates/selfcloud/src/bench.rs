@@ -173,15 +173,16 @@ async fn provision(dir: &std::path::Path, signups: usize, instances: usize, wake
     Ok(())
 }
 
+/// The ids of every process now alive (the numeric entries of `/proc`).
+pub(crate) fn process_ids() -> std::io::Result<impl Iterator<Item = u32>> {
+    Ok(std::fs::read_dir("/proc")?.flatten().filter_map(|entry| entry.file_name().to_str()?.parse().ok()))
+}
+
 /// Sum of PSS and USS over every `selfcloud instance` process of this bench's data dir.
 fn instance_memory(dir: &std::path::Path) -> anyhow::Result<(f64, f64, usize)> {
     let marker = dir.to_string_lossy().to_string();
     let (mut pss, mut uss, mut n) = (0.0, 0.0, 0);
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let pid = entry.file_name().to_string_lossy().to_string();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
+    for pid in process_ids()? {
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if !cmd.contains(" instance ") || !cmd.contains(&marker) {
@@ -232,9 +233,8 @@ impl CpuTime {
     fn of(root: u32) -> CpuTime {
         // (pid, ppid, ticks) of every process now alive.
         let mut procs = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        for pid in process_ids().into_iter().flatten() {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
             // Fields after the command (which may hold spaces) are space-separated: state is the
             // 3rd field, ppid the 4th, utime and stime the 14th and 15th.
             let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };

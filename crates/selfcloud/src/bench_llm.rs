@@ -99,8 +99,7 @@ fn memory_of(pid: u32, model_dir: &Path) -> anyhow::Result<(f64, f64)> {
 fn instance_pids(data_dir: &Path, user: &str) -> Vec<u32> {
     let dir_arg = data_dir.join("instances").join(user).display().to_string();
     let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+    for pid in crate::bench::process_ids().into_iter().flatten() {
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         if args.get(1).map(String::as_str) == Some("instance") && args.iter().any(|a| a == &dir_arg) {
