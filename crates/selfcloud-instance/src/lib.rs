@@ -88,16 +88,32 @@ pub enum Error {
     StoreFailed,
 }
 
-/// Run the instance until SIGTERM/SIGINT. Must be called inside a tokio runtime.
-pub async fn serve(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
-    let store = {
-        let path = config.data_dir.join("store.redb");
-        tokio::task::spawn_blocking(move || store::Store::open(&path, data_key))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??
-    };
-    set_owner_only(&config.data_dir.join("store.redb"))?;
-    let store = Arc::new(store);
+/// How long, after the last answer, tasks and blocking work may take to let go of the store.
+/// The supervisor's SIGTERM grace is 3 s; this stays well inside it.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Run the instance until SIGTERM/SIGINT, on a runtime of its own, then close its store.
+///
+/// The close matters for the next start: redb marks the file clean only when its last handle is
+/// dropped, and a process that exits before that leaves a file the next open must repair, a walk
+/// of every page that grows with the store. Dropping the runtime drops every task that holds the
+/// store; the threads that hold it (the database writer) end when those tasks are gone.
+pub fn run(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(4).build()?;
+    let path = config.data_dir.join("store.redb");
+    let store = store::Store::open(&path, data_key)?;
+    set_owner_only(&path)?;
+    let closed = store.closed();
+    let outcome = runtime.block_on(serve(config, Arc::new(store)));
+    runtime.shutdown_timeout(STOP_GRACE);
+    if !closed.wait(STOP_GRACE) {
+        tracing::warn!("the store was still in use at exit; the next start will check all of it");
+    }
+    outcome
+}
+
+/// Answer until SIGTERM/SIGINT (or a failed store).
+async fn serve(config: InstanceConfig, store: Arc<store::Store>) -> Result<(), Error> {
     let identity = identity::load_or_create(&store)?;
     let socket = config.socket_path();
     // A previous run killed with -9 leaves its socket file behind; binding needs it gone.

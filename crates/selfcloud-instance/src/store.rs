@@ -13,6 +13,7 @@
 //! write survives `kill -9` and power loss.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use selfcloud_core::seal::Key;
@@ -118,6 +119,33 @@ pub struct Store {
     pub(crate) key: Key,
     /// Large blocks' bytes (see `packs`).
     pub(crate) packs: crate::packs::Packs,
+    /// Declared last, so it is dropped after `db`: raised once redb has closed the file.
+    closed: CloseFlag,
+}
+
+/// Raised when the [`Store`] holding it is dropped, after its database (see [`Store::closed`]).
+#[derive(Default)]
+struct CloseFlag(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Drop for CloseFlag {
+    fn drop(&mut self) {
+        let (closed, changed) = &*self.0;
+        *closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        changed.notify_all();
+    }
+}
+
+/// Waits for a [`Store`] to be closed; see [`Store::closed`].
+pub struct Closed(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Closed {
+    /// Block until the store is closed or `timeout` passes; whether it closed.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let (closed, changed) = &*self.0;
+        let guard = closed.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = changed.wait_timeout_while(guard, timeout, |closed| !*closed).unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
 }
 
 impl Store {
@@ -140,10 +168,18 @@ impl Store {
         }
         txn.commit()?;
         let packs = crate::packs::Packs::open(path).map_err(|e| StoreError::Db(format!("block packs: {e}")))?;
-        let store = Store { db, key, packs };
+        let store = Store { db, key, packs, closed: CloseFlag::default() };
         // Fail at start, not on the first read, if this is someone else's store.
         store.check_key()?;
         Ok(store)
+    }
+
+    /// A waiter for this store's close: the drop of its last handle. redb marks the file clean
+    /// when it closes, and only then does the next open skip the full repair (a walk of every
+    /// page, with five fsyncs) that it runs after a crash. Threads and tasks hold the store, so
+    /// the process must wait for this before it exits.
+    pub fn closed(&self) -> Closed {
+        Closed(self.closed.0.clone())
     }
 
     fn check_key(&self) -> Result<(), StoreError> {
@@ -383,5 +419,22 @@ mod tests {
         assert!(Store::open(&path, Key::generate()).is_err(), "a foreign key must not open the store");
         let store = Store::open(&path, key).unwrap();
         assert_eq!(store.kv_get("owner", "secret").unwrap().unwrap().json, b"\"plaintext-marker-123\"");
+    }
+
+    #[test]
+    fn the_last_handle_closes_the_file_clean_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Arc::new(Store::open(&path, Key::generate()).unwrap());
+        store.kv_put("owner", "k", b"1", u64::MAX).unwrap();
+        let closed = store.closed();
+        let held = store.clone();
+        drop(store);
+        assert!(!closed.wait(std::time::Duration::from_millis(20)), "another handle still holds the store");
+        let holder = std::thread::spawn(move || drop(held));
+        assert!(closed.wait(std::time::Duration::from_secs(5)), "the last handle's drop is signalled");
+        holder.join().unwrap();
+        // A read-only open refuses a file that needs repair: this one must not.
+        redb::ReadOnlyDatabase::open(&path).expect("closed clean");
     }
 }

@@ -318,11 +318,6 @@ fn instance(args: InstanceArgs) -> anyhow::Result<()> {
         selfcloud_sandbox::enter(&sandbox_plan(&args)).with_context(|| format!("entering the sandbox of {}", args.user))?;
     }
     let key = read_data_key()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(4)
-        .build()
-        .context("starting the instance runtime")?;
     let p2p_listen = match (args.p2p_host, args.p2p_port) {
         (Some(std::net::IpAddr::V4(host)), Some(port)) => Some(format!("/ip4/{host}/tcp/{port}")),
         (Some(std::net::IpAddr::V6(host)), Some(port)) => Some(format!("/ip6/{host}/tcp/{port}")),
@@ -342,7 +337,7 @@ fn instance(args: InstanceArgs) -> anyhow::Result<()> {
         prompt_threads: args.llm_prompt_threads.max(1),
     });
     let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir, p2p_listen, quota_bytes: args.quota_bytes, chain, ai };
-    runtime.block_on(selfcloud_instance::serve(config, key)).context("instance failed")?;
+    selfcloud_instance::run(config, key).context("instance failed")?;
     Ok(())
 }
 

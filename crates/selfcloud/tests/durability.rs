@@ -68,6 +68,12 @@ async fn idle_instances_hibernate_and_wake_on_the_next_request() {
     assert_eq!(sys.put("alice", "k", &alice, json!(1)).await.status, 200);
     let data_dir = sys.data_dir();
     common::eventually("alice's idle instance to hibernate", || instance_processes(&data_dir, "alice").is_empty()).await;
+    // Hibernation is a clean stop: the store is closed, so waking does not repair it (a walk of
+    // the whole file). A read-only open refuses a file that needs repair.
+    let store = data_dir.join("instances/alice/store.redb");
+    if let Err(e) = redb::ReadOnlyDatabase::open(&store) {
+        panic!("the hibernated instance left its store needing repair: {e}");
+    }
     let r = sys.get("alice", "k", &alice).await;
     assert_eq!(r.status, 200, "woke transparently: {}", r.text);
     assert_eq!(r.json["value"], json!(1));
