@@ -251,12 +251,9 @@ impl Supervisor {
             cmd.arg("--no-sandbox");
         }
         cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
+        // No pre-exec hook: the instance enters its namespaces itself (see `selfcloud_sandbox`),
+        // so std spawns it with posix_spawn instead of forking the gateway.
         cmd.kill_on_drop(false);
-        let namespaces = self.config.sandbox && selfcloud_sandbox::is_root();
-        // SAFETY: the hook only makes async-signal-safe system calls (prctl, unshare).
-        unsafe {
-            cmd.pre_exec(move || selfcloud_sandbox::spawn_hook(namespaces));
-        }
         let mut child = cmd.spawn().map_err(|e| fail(format!("spawn: {e}")))?;
         let pid = child.id().unwrap_or(0);
         let mut stdin = child.stdin.take().ok_or_else(|| fail("no stdin".into()))?;

@@ -8,20 +8,19 @@ use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 
 use crate::Error;
 
-/// The pre-`exec` hook for the instance's `Command` (use it in `pre_exec`).
-///
-/// Async-signal-safe only: `prctl` and `unshare`, no allocation. As root it creates new mount, pid,
-/// ipc and uts namespaces (the pid namespace takes effect for the exec'd process's first child,
-/// which [`crate::enter`] forks). In every case the child is killed if the gateway dies, so a
-/// crashed gateway leaves no orphan instance holding its data.
-pub fn spawn_hook(namespaces: bool) -> std::io::Result<()> {
-    // SAFETY-free: plain syscalls through nix.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-    if namespaces {
-        let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
-        unshare(flags).map_err(std::io::Error::from)?;
-    }
-    Ok(())
+/// Ask to be killed when the spawning process (the gateway) dies, so a crashed gateway leaves no
+/// orphan instance holding its data. Set after `exec`, so a gateway that died before this call is
+/// caught by the parent check (we were reparented). Call it even without a sandbox.
+pub fn die_with_parent() -> Result<(), Error> {
+    rearm_parent_death()
+}
+
+/// New mount, pid, ipc and uts namespaces for this process (root only). The pid namespace takes
+/// effect for our first child, which [`become_pid_one`] forks. Single-threaded callers only: a
+/// new mount namespace needs a filesystem context no other thread shares.
+pub(crate) fn unshare_all() -> Result<(), Error> {
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    unshare(flags).map_err(|source| Error::Sys { what: "unshare namespaces", source })
 }
 
 /// Fork the namespace's pid 1 and keep the current process as its reaper. Returns in the child.

@@ -314,6 +314,7 @@ fn instance(args: InstanceArgs) -> anyhow::Result<()> {
     // Still single-threaded here: the sandbox must be entered before any thread exists.
     if args.no_sandbox {
         tracing::warn!(user = %args.user, "instance running WITHOUT a sandbox");
+        selfcloud_sandbox::die_with_parent().context("asking to die with the gateway")?;
     } else {
         selfcloud_sandbox::enter(&sandbox_plan(&args)).with_context(|| format!("entering the sandbox of {}", args.user))?;
     }
