@@ -69,12 +69,31 @@ pub struct NodeFeeds {
     pub committed: tokio::sync::broadcast::Sender<Arc<Block>>,
 }
 
+/// The node API's thread. [`ApiServer::stop`] ends it and with it every connection, so the store
+/// handle it holds is let go of before the node closes its store.
+pub struct ApiServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ApiServer {
+    /// Stop serving (open WebSockets included) and wait for the thread to end.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+/// How long open connections get to finish when the API stops.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Starts the API on `listen` in its own thread (own runtime, so slow clients never stall consensus).
-pub fn serve(listen: SocketAddr, store: Arc<ChainStore>, node: mpsc::Sender<ApiRequest>, network: NetworkFile, faucet: Option<Faucet>, feeds: NodeFeeds) -> Result<(), ChainError> {
+pub fn serve(listen: SocketAddr, store: Arc<ChainStore>, node: mpsc::Sender<ApiRequest>, network: NetworkFile, faucet: Option<Faucet>, feeds: NodeFeeds) -> Result<ApiServer, ChainError> {
     let listener = std::net::TcpListener::bind(listen).map_err(|e| ChainError::Storage(format!("node API on {listen}: {e}")))?;
     listener.set_nonblocking(true).map_err(|e| ChainError::Storage(e.to_string()))?;
     let api = Api { store, node, network: Arc::new(network), faucet: faucet.map(Arc::new), pending: feeds.pending, committed: feeds.committed };
-    std::thread::Builder::new()
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
         .name("chain-api".into())
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -83,13 +102,18 @@ pub fn serve(listen: SocketAddr, store: Arc<ChainStore>, node: mpsc::Sender<ApiR
             };
             runtime.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-                if let Err(e) = axum::serve(listener, router(api)).await {
-                    tracing::error!(error = %e, "node API stopped");
+                tokio::select! {
+                    served = axum::serve(listener, router(api)) => if let Err(e) = served {
+                        tracing::error!(error = %e, "node API stopped");
+                    },
+                    _ = stopped => {}
                 }
             });
+            // Connections still open (WebSockets, slow clients) are tasks of this runtime.
+            runtime.shutdown_timeout(STOP_GRACE);
         })
         .map_err(|e| ChainError::Storage(e.to_string()))?;
-    Ok(())
+    Ok(ApiServer { stop, thread })
 }
 
 fn router(api: Api) -> Router {

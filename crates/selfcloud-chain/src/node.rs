@@ -84,7 +84,9 @@ pub struct ValidatorConfig {
     pub index: usize,
 }
 
-/// Runs validator `index` of the network in `dir` until the process is stopped.
+/// Runs validator `index` of the network in `dir` until SIGTERM or SIGINT, then closes its store
+/// (redb marks the file clean only when its last handle is dropped; a file left unclean is
+/// repaired on the next start, a walk of the whole chain).
 pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
     let network = NetworkFile::load(&config.dir)?;
     let secret = ValidatorSecret::load(&config.dir, config.index)?;
@@ -105,12 +107,14 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
     let faucet = if config.index == 0 { crate::api::Faucet::load(&config.dir) } else { None };
     let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (committed, _) = tokio::sync::broadcast::channel(256);
-    api::serve(me.http, store.clone(), api_tx, network.clone(), faucet, api::NodeFeeds { pending: pending.clone(), committed: committed.clone() })?;
+    let api = api::serve(me.http, store.clone(), api_tx, network.clone(), faucet, api::NodeFeeds { pending: pending.clone(), committed: committed.clone() })?;
 
     let runtime = commonware_runtime::tokio::Config::new().with_storage_directory(data.join("consensus"));
     let runner = commonware_runtime::tokio::Runner::new(runtime);
     let genesis_digest = Digest(network.genesis.digest());
+    let node_store = store.clone();
     runner.start(|context| async move {
+        let store = node_store;
         let handshake = Cups::<_, commonware_cryptography::ChaCha20Poly1305>::new(
             Sake { signer: signer.clone(), synchrony_bound: Duration::from_secs(5), max_handshake_age: Duration::from_secs(10), version: sake::Version::V1 },
             cups::Version::V1,
@@ -164,9 +168,31 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
         network.start();
         engine.start(votes, certificates, resolver);
         let actor = Actor::new(store, MEMPOOL_CAPACITY, pending, committed);
-        actor.run(mailbox_rx, api_rx, blocks, gossip, sync).await;
+        tokio::select! {
+            () = actor.run(mailbox_rx, api_rx, blocks, gossip, sync) => {}
+            () = stop_signal() => tracing::info!("validator stopping"),
+        }
     });
+    // The runner has dropped the actor and every task; the API is the last other holder.
+    api.stop();
+    if Arc::try_unwrap(store).is_err() {
+        tracing::warn!("the chain store was still in use at exit; the next start will check all of it");
+    }
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (never, if the handlers cannot be installed: then only SIGKILL
+/// stops the validator, as before).
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot handle SIGTERM/SIGINT; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 enum Message {

@@ -133,6 +133,16 @@ async fn transfers_are_final_everywhere_and_survive_a_crashed_validator() {
     let last = nodes[1].submit_final(&transfer(&faucet, nonce, alice, UNIT, MIN_FEE)).await.unwrap();
     nodes[3].wait_height(last, Duration::from_secs(30)).await.unwrap();
     assert_one_history(&nodes, last).await;
+
+    // SIGTERM is a clean stop: every store is closed, so a restart does not repair it (a walk of
+    // the whole chain). A read-only open refuses a file that needs repair.
+    net.stop();
+    for index in 0..4 {
+        let store = dir.path().join(format!("validator-{index}/chain.redb"));
+        if let Err(e) = redb::ReadOnlyDatabase::open(&store) {
+            panic!("validator {index} left its store needing repair: {e}");
+        }
+    }
 }
 
 /// Network namespaces joined by a bridge: one per validator, so a validator can be cut off
