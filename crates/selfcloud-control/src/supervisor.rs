@@ -345,18 +345,24 @@ impl Supervisor {
             .filter(|(_, s)| s.awake.load(Ordering::Acquire) && s.is_idle_since(cutoff))
             .map(|(n, s)| (n.clone(), s.clone()))
             .collect();
-        let mut stopped = 0;
-        for (name, slot) in &idle {
-            let mut running = slot.running.lock().await;
-            // Checked again under the lock: a request may have arrived since the scan.
-            if !slot.is_idle_since(cutoff) {
-                continue;
-            }
-            if running.is_some() {
+        // All at once, as at shutdown: an instance slow to let go of its store delays only its
+        // own hibernation, not everyone's.
+        let mut stops = tokio::task::JoinSet::new();
+        for (name, slot) in idle {
+            stops.spawn(async move {
+                let mut running = slot.running.lock().await;
+                // Checked again under the lock: a request may have arrived since the scan.
+                if !slot.is_idle_since(cutoff) || running.is_none() {
+                    return false;
+                }
                 tracing::info!(user = %name, "hibernating idle instance");
-                stop_running(slot, &mut running).await;
-                stopped += 1;
-            }
+                stop_running(&slot, &mut running).await;
+                true
+            });
+        }
+        let mut stopped = 0;
+        while let Some(outcome) = stops.join_next().await {
+            stopped += usize::from(matches!(outcome, Ok(true)));
         }
         stopped
     }
