@@ -254,10 +254,7 @@ impl Supervisor {
         // No pre-exec hook: the instance enters its namespaces itself (see `selfcloud_sandbox`),
         // so std spawns it with posix_spawn instead of forking the gateway.
         cmd.kill_on_drop(false);
-        // posix_spawn suspends the calling thread until the child has exec'd, and on a busy host
-        // until the scheduler comes back to it: a blocking thread waits, not a gateway reactor.
-        let spawned = tokio::task::spawn_blocking(move || cmd.spawn()).await.map_err(|e| fail(format!("spawn: {e}")))?;
-        let mut child = spawned.map_err(|e| fail(format!("spawn: {e}")))?;
+        let mut child = cmd.spawn().map_err(|e| fail(format!("spawn: {e}")))?;
         let pid = child.id().unwrap_or(0);
         let mut stdin = child.stdin.take().ok_or_else(|| fail("no stdin".into()))?;
         let key_hex = selfcloud_core::hex(spec.data_key.as_bytes());
