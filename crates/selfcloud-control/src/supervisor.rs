@@ -254,6 +254,10 @@ impl Supervisor {
         // No pre-exec hook: the instance enters its namespaces itself (see `selfcloud_sandbox`),
         // so std spawns it with posix_spawn instead of forking the gateway.
         cmd.kill_on_drop(false);
+        // Spawned on this (reactor) thread, never on a blocking-pool thread: the instance asks
+        // for SIGKILL when its parent dies, and to the kernel the parent is the spawning
+        // *thread*, which for the pool is gone after 10 s idle. (posix_spawn holds this thread
+        // until the child has exec'd, ~1-4 ms here; a fork held it about as long.)
         let mut child = cmd.spawn().map_err(|e| fail(format!("spawn: {e}")))?;
         let pid = child.id().unwrap_or(0);
         let mut stdin = child.stdin.take().ok_or_else(|| fail("no stdin".into()))?;
