@@ -1,6 +1,7 @@
 //! Crashes and restarts: acknowledged writes survive `kill -9` of an instance and of
 //! `selfcloud up`; a killed instance comes back on the next request; idle instances hibernate and
-//! wake transparently; a restart brings every user back.
+//! wake transparently; an idle instance is not killed with the thread that started it; a restart
+//! brings every user back.
 
 mod common;
 
@@ -78,6 +79,20 @@ async fn idle_instances_hibernate_and_wake_on_the_next_request() {
     assert_eq!(r.status, 200, "woke transparently: {}", r.text);
     assert_eq!(r.json["value"], json!(1));
     assert!(!instance_processes(&data_dir, "alice").is_empty());
+}
+
+/// An instance asks to be killed when its parent dies, and to the kernel the parent is the
+/// spawning *thread*: an instance started from a short-lived thread (a blocking pool's, gone after
+/// 10 s idle) would die with it. With no traffic, it must still be the same processes 13 s later.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_outlives_the_thread_that_started_it() {
+    let sys = TestSystem::start(&[]);
+    let _alice = sys.user("alice").await;
+    let data_dir = sys.data_dir();
+    let started = instance_processes(&data_dir, "alice");
+    assert!(!started.is_empty(), "alice's instance runs");
+    tokio::time::sleep(std::time::Duration::from_secs(13)).await;
+    assert_eq!(instance_processes(&data_dir, "alice"), started, "alice's instance died or was replaced while idle");
 }
 
 #[tokio::test(flavor = "multi_thread")]
