@@ -84,10 +84,11 @@ pub struct ValidatorConfig {
     pub index: usize,
 }
 
-/// Runs validator `index` of the network in `dir` until SIGTERM or SIGINT, then closes its store
-/// (redb marks the file clean only when its last handle is dropped; a file left unclean is
-/// repaired on the next start, a walk of the whole chain).
-pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
+/// Runs validator `index` of the network in `dir` until the future that `stop` makes resolves (it is
+/// called inside the validator's runtime, so it may register signal handlers), then closes its
+/// store: redb marks the file clean only when its last handle is dropped, and a file left unclean
+/// is repaired on the next start, a walk of the whole chain.
+pub fn run_validator<S: std::future::Future<Output = ()>>(config: ValidatorConfig, stop: impl FnOnce() -> S) -> Result<(), ChainError> {
     let network = NetworkFile::load(&config.dir)?;
     let secret = ValidatorSecret::load(&config.dir, config.index)?;
     let me = network.validators.get(config.index).ok_or_else(|| ChainError::InvalidArgument(format!("no validator {} in this network", config.index)))?.clone();
@@ -115,6 +116,7 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
     let node_store = store.clone();
     runner.start(|context| async move {
         let store = node_store;
+        let stop = stop();
         let handshake = Cups::<_, commonware_cryptography::ChaCha20Poly1305>::new(
             Sake { signer: signer.clone(), synchrony_bound: Duration::from_secs(5), max_handshake_age: Duration::from_secs(10), version: sake::Version::V1 },
             cups::Version::V1,
@@ -170,7 +172,7 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
         let actor = Actor::new(store, MEMPOOL_CAPACITY, pending, committed);
         tokio::select! {
             () = actor.run(mailbox_rx, api_rx, blocks, gossip, sync) => {}
-            () = stop_signal() => tracing::info!("validator stopping"),
+            () = stop => tracing::info!("validator stopping"),
         }
     });
     // The runner has dropped the actor and every task; the API is the last other holder.
@@ -179,20 +181,6 @@ pub fn run_validator(config: ValidatorConfig) -> Result<(), ChainError> {
         tracing::warn!("the chain store was still in use at exit; the next start will check all of it");
     }
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT (never, if the handlers cannot be installed: then only SIGKILL
-/// stops the validator, as before).
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot handle SIGTERM/SIGINT; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 enum Message {

@@ -92,19 +92,21 @@ pub enum Error {
 /// The supervisor's SIGTERM grace is 3 s; this stays well inside it.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Run the instance until SIGTERM/SIGINT, on a runtime of its own, then close its store.
+/// Run the instance until the future that `stop` makes resolves (SIGTERM/SIGINT in the binary; it is
+/// called inside the instance's runtime, so it may register signal handlers), on a runtime of its
+/// own, then close its store.
 ///
 /// The close matters for the next start: redb marks the file clean only when its last handle is
 /// dropped, and a process that exits before that leaves a file the next open must repair, a walk
 /// of every page that grows with the store. Dropping the runtime drops every task that holds the
 /// store; the threads that hold it (the database writer) end when those tasks are gone.
-pub fn run(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
+pub fn run<S: std::future::Future<Output = ()> + Send + 'static>(config: InstanceConfig, data_key: Key, stop: impl FnOnce() -> S) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(4).build()?;
     let path = config.data_dir.join("store.redb");
     let store = store::Store::open(&path, data_key)?;
     set_owner_only(&path)?;
     let closed = store.closed();
-    let outcome = runtime.block_on(serve(config, Arc::new(store)));
+    let outcome = runtime.block_on(async { serve(config, Arc::new(store), stop()).await });
     runtime.shutdown_timeout(STOP_GRACE);
     if !closed.wait(STOP_GRACE) {
         tracing::warn!("the store was still in use at exit; the next start will check all of it");
@@ -112,8 +114,8 @@ pub fn run(config: InstanceConfig, data_key: Key) -> Result<(), Error> {
     outcome
 }
 
-/// Answer until SIGTERM/SIGINT (or a failed store).
-async fn serve(config: InstanceConfig, store: Arc<store::Store>) -> Result<(), Error> {
+/// Answer until `stop_requested` resolves or the store fails.
+async fn serve(config: InstanceConfig, store: Arc<store::Store>, stop_requested: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     let identity = identity::load_or_create(&store)?;
     let socket = config.socket_path();
     // A previous run killed with -9 leaves its socket file behind; binding needs it gone.
@@ -154,7 +156,7 @@ async fn serve(config: InstanceConfig, store: Arc<store::Store>) -> Result<(), E
     tracing::info!(user = %config.username, "instance answering");
     let stop = async {
         tokio::select! {
-            () = shutdown_signal() => Ok(()),
+            () = stop_requested => Ok(()),
             () = store::storage_failed() => Err(Error::StoreFailed),
         }
     };
@@ -208,14 +210,3 @@ fn set_owner_only(path: &std::path::Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers we can only run until killed.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}

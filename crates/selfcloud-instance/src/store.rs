@@ -123,9 +123,12 @@ pub struct Store {
     closed: CloseFlag,
 }
 
+/// Whether a store is closed, and the condition its waiters sleep on.
+type Flag = Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>;
+
 /// Raised when the [`Store`] holding it is dropped, after its database (see [`Store::closed`]).
 #[derive(Default)]
-struct CloseFlag(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+struct CloseFlag(Flag);
 
 impl Drop for CloseFlag {
     fn drop(&mut self) {
@@ -136,7 +139,7 @@ impl Drop for CloseFlag {
 }
 
 /// Waits for a [`Store`] to be closed; see [`Store::closed`].
-pub struct Closed(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+pub struct Closed(Flag);
 
 impl Closed {
     /// Block until the store is closed or `timeout` passes; whether it closed.

@@ -107,7 +107,7 @@ pub fn enter(plan: &Plan) -> Result<Report, Error> {
     report.rlimits = true;
     if let Some(uid) = plan.uid.filter(|_| is_root()) {
         namespaces::drop_to(uid)?;
-        namespaces::rearm_parent_death()?;
+        namespaces::die_with_parent()?;
         report.private_uid = true;
     }
     nix::sys::prctl::set_no_new_privs().map_err(|source| Error::Sys { what: "no_new_privs", source })?;

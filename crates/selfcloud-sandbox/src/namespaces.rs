@@ -8,13 +8,6 @@ use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 
 use crate::Error;
 
-/// Ask to be killed when the spawning process (the gateway) dies, so a crashed gateway leaves no
-/// orphan instance holding its data. Set after `exec`, so a gateway that died before this call is
-/// caught by the parent check (we were reparented). Call it even without a sandbox.
-pub fn die_with_parent() -> Result<(), Error> {
-    rearm_parent_death()
-}
-
 /// New mount, pid, ipc and uts namespaces for this process (root only). The pid namespace takes
 /// effect for our first child, which [`become_pid_one`] forks. Single-threaded callers only: a
 /// new mount namespace needs a filesystem context no other thread shares.
@@ -45,7 +38,7 @@ pub(crate) fn become_pid_one(uid: Option<u32>) -> Result<(), Error> {
         }
         ForkResult::Parent { child } => {
             if let Some(uid) = uid {
-                if drop_to(uid).is_err() || nix::sys::prctl::set_no_new_privs().is_err() || rearm_parent_death().is_err() {
+                if drop_to(uid).is_err() || nix::sys::prctl::set_no_new_privs().is_err() || die_with_parent().is_err() {
                     let _ = kill(child, Signal::SIGKILL);
                     std::process::exit(71);
                 }
@@ -82,10 +75,13 @@ pub(crate) fn private_mounts_and_proc() -> Result<(), Error> {
     Ok(())
 }
 
-/// Ask to be killed when our parent dies. The kernel clears this setting whenever a process's
-/// credentials change, so it must be set again after every uid/gid drop. If the parent is already
-/// gone (we were reparented), exit at once.
-pub(crate) fn rearm_parent_death() -> Result<(), Error> {
+/// Ask to be killed when our parent dies, so a crashed gateway leaves no orphan instance holding
+/// its data. Call it first thing after `exec` (a parent that died before is caught by the check:
+/// we were reparented), even without a sandbox, and again after every uid/gid drop: the kernel
+/// clears the setting whenever a process's credentials change. To the kernel the parent is the
+/// spawning *thread*: spawn from a thread that lives as long as the spawner. If the parent is
+/// already gone, exit at once.
+pub fn die_with_parent() -> Result<(), Error> {
     let parent = nix::unistd::getppid();
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|source| Error::Sys { what: "pdeathsig", source })?;
     if parent.as_raw() == 1 || nix::unistd::getppid() != parent {

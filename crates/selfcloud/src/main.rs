@@ -235,7 +235,7 @@ fn chain(which: ChainCommand) -> anyhow::Result<()> {
             println!("chain {} with {} validators in {}", network.genesis.chain_id, network.validators.len(), dir.display());
             Ok(())
         }
-        ChainCommand::Validator { dir, index } => selfcloud_chain::node::run_validator(selfcloud_chain::node::ValidatorConfig { dir, index }).context("validator failed"),
+        ChainCommand::Validator { dir, index } => selfcloud_chain::node::run_validator(selfcloud_chain::node::ValidatorConfig { dir, index }, shutdown_signal).context("validator failed"),
         ChainCommand::Run { dir, validators } => {
             let exe = std::env::current_exe().context("finding the selfcloud binary")?;
             let net = selfcloud::chain_net::LocalNetwork::start(&exe, &dir, validators)?;
@@ -338,7 +338,7 @@ fn instance(args: InstanceArgs) -> anyhow::Result<()> {
         prompt_threads: args.llm_prompt_threads.max(1),
     });
     let config = selfcloud_instance::InstanceConfig { username: args.user, data_dir: args.dir, p2p_listen, quota_bytes: args.quota_bytes, chain, ai };
-    selfcloud_instance::run(config, key).context("instance failed")?;
+    selfcloud_instance::run(config, key, shutdown_signal).context("instance failed")?;
     Ok(())
 }
 
