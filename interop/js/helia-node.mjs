@@ -1,6 +1,6 @@
 // The Helia node both JS peers use: helia 5's parts (@helia/utils with bitswap from
 // @helia/block-brokers) on libp2p 2 with tcp, noise, yamux and identify, plus gossipsub when asked
-// (OrbitDB needs it), listening on loopback, blocks in memory.
+// (OrbitDB needs it), listening on loopback, blocks in memory (a given blockstore, or a new one).
 //
 // Built from parts rather than createHelia(): the full `helia` package pulls in webrtc, whose
 // install script downloads a native binary.
@@ -17,7 +17,7 @@ import { gossipsub } from '@chainsafe/libp2p-gossipsub'
 import { MemoryBlockstore } from 'blockstore-core'
 import { MemoryDatastore } from 'datastore-core'
 
-export async function startHelia ({ pubsub = false } = {}) {
+export async function startHelia ({ pubsub = false, blockstore = new MemoryBlockstore() } = {}) {
   const services = { identify: identify() }
   if (pubsub) services.pubsub = gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
   const libp2p = await createLibp2p({
@@ -29,7 +29,7 @@ export async function startHelia ({ pubsub = false } = {}) {
   })
   const helia = new Helia({
     libp2p,
-    blockstore: new MemoryBlockstore(),
+    blockstore,
     datastore: new MemoryDatastore(),
     blockBrokers: [bitswap()],
     routers: [libp2pRouting(libp2p)]

@@ -3,9 +3,11 @@
 //
 //   node helia-peer.mjs fetch <multiaddr> <cid>   dial the peer, cat the file over Bitswap, print
 //                                                 {"bytes", "sha256", "seconds"}
-//   node helia-peer.mjs serve <file>              add the file (Helia's defaults: CIDv1, raw
+//   node helia-peer.mjs serve <file> [delay-ms]   add the file (Helia's defaults: CIDv1, raw
 //                                                 leaves), print {"cid", "sha256", "addrs"}, serve
-//                                                 until stdin closes
+//                                                 until stdin closes; with a delay, every block
+//                                                 read once serving has begun waits that long (a
+//                                                 slow peer, for fetches that outlast a timeout)
 //
 import { startHelia } from './helia-node.mjs'
 import { unixfs } from '@helia/unixfs'
@@ -13,14 +15,27 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { CID } from 'multiformats/cid'
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { MemoryBlockstore } from 'blockstore-core'
 
 const [mode, ...args] = process.argv.slice(2)
-if (!((mode === 'fetch' && args.length === 2) || (mode === 'serve' && args.length === 1))) {
-  console.error('usage: node helia-peer.mjs fetch <multiaddr> <cid> | serve <file>')
+if (!((mode === 'fetch' && args.length === 2) || (mode === 'serve' && (args.length === 1 || args.length === 2)))) {
+  console.error('usage: node helia-peer.mjs fetch <multiaddr> <cid> | serve <file> [delay-ms]')
   process.exit(2)
 }
 
-const { libp2p, helia } = await startHelia()
+// Reads wait `delayMs` once `slow` is set (after the file is added, so adding stays fast).
+class SlowBlockstore extends MemoryBlockstore {
+  delayMs = 0
+  slow = false
+  async get (cid, options) {
+    if (this.slow) await sleep(this.delayMs)
+    return super.get(cid, options)
+  }
+}
+const blockstore = new SlowBlockstore()
+blockstore.delayMs = Number(args[1] ?? 0)
+const { libp2p, helia } = await startHelia({ blockstore })
 const fs = unixfs(helia)
 
 if (mode === 'fetch') {
@@ -42,6 +57,7 @@ if (mode === 'fetch') {
   const cid = await fs.addBytes(data)
   const sha256 = createHash('sha256').update(data).digest('hex')
   const addrs = libp2p.getMultiaddrs().map(String)
+  blockstore.slow = blockstore.delayMs > 0
   console.log(JSON.stringify({ cid: cid.toString(), sha256, addrs }))
   process.stdin.resume()
   process.stdin.on('end', async () => {

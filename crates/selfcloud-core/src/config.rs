@@ -45,7 +45,9 @@ pub struct Config {
     /// Largest JSON request body the gateway accepts. Default 2 MiB. Env: `SELFCLOUD_BODY_BYTES_MAX`.
     pub body_bytes_max: usize,
     /// A request that takes longer is answered `UNAVAILABLE`; an upload, which may take as long as
-    /// its size needs, fails instead when nothing moves for this long. Default 30. Env:
+    /// its size needs, fails instead when nothing moves for this long. A `pin/add` that fetches
+    /// from the network is not bounded here: the instance fails it when no block arrives for its
+    /// want timeout (30 s). Default 30. Env:
     /// `SELFCLOUD_REQUEST_TIMEOUT_SECS`.
     pub request_timeout_secs: u64,
     /// Access-log entries older than this many days are deleted (hourly); `0` keeps them

@@ -324,8 +324,9 @@ pub async fn handle(gw: &Arc<Gateway>, rid: &Rid, request: Request) -> Response 
     } else {
         match authorize(gw, &mut decision, tier, request.headers()) {
             Err(e) => Err(e),
-            // An upload is timed by its progress instead (see `crate::bodies`).
-            Ok(claims) if is_upload(&method, &route) => Box::pin(serve(gw, &claims, tier, &route, request, rid)).await,
+            // An upload is timed by its progress instead (see `crate::bodies`), and a network
+            // fetch by the instance (it fails once no block arrives for its want timeout).
+            Ok(claims) if is_upload(&method, &route) || is_network_fetch(&method, &route) => Box::pin(serve(gw, &claims, tier, &route, request, rid)).await,
             Ok(claims) => tokio::time::timeout(timeout, serve(gw, &claims, tier, &route, request, rid)).await.unwrap_or_else(|_| Err(too_slow())),
         }
     };
@@ -478,6 +479,13 @@ async fn serve_public(gw: &Arc<Gateway>, username: &str, route: &str, request: R
 /// Routes whose bodies are files, streamed to the instance instead of buffered.
 fn is_upload(method: &Method, route: &str) -> bool {
     *method == Method::POST && (route == "/v1/files" || route.starts_with("/api/v0/add") || route.starts_with("/api/v0/dag/import") || route.starts_with("/api/v0/block/put"))
+}
+
+/// Routes that fetch a DAG from the network before answering: as long as the DAG needs, not the
+/// request timeout. The instance bounds them by progress instead (no block for its want timeout
+/// fails the call), and `progress=true` streams their progress as Kubo does.
+fn is_network_fetch(method: &Method, route: &str) -> bool {
+    *method == Method::POST && route == "/api/v0/pin/add"
 }
 
 /// Headers a client may pass through to the instance. Credentials, hop-by-hop headers and anything

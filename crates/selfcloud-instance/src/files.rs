@@ -432,16 +432,72 @@ async fn kubo_cat(State(state): State<Shared>, ctx: Ctx, Query(q): Query<ArgQuer
 struct PinAddQuery {
     arg: Option<String>,
     recursive: Option<bool>,
+    progress: Option<bool>,
 }
+
+/// How often a `pin/add?progress=true` stream reports (Kubo's interval).
+const PIN_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `pin/add` — pin a DAG in the owner's namespace (`recursive=false`: the root block only, a
 /// direct pin); blocks not held here are fetched from connected peers over Bitswap first.
+///
+/// A fetch has no total time limit (a large DAG takes as long as it takes); it fails when no block
+/// arrives for the want timeout. With `progress=true` the answer streams as Kubo's does:
+/// `{"Progress": n}` lines (blocks fetched so far) every half second, then `{"Pins": [cid]}`, or
+/// an error object (`"Type": "error"`) if the fetch fails after the stream began.
 async fn kubo_pin_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<PinAddQuery>) -> Response {
     let root = match owner_arg(&ctx, &ArgQuery { arg: q.arg }) {
         Ok(c) => c,
         Err(r) => return r,
     };
     let recursive = q.recursive.unwrap_or(true);
+    let fetched = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pinning = pin_add(state, ctx.quota_bytes, root, recursive, fetched.clone());
+    if !q.progress.unwrap_or(false) {
+        return match pinning.await {
+            Ok(()) => axum::Json(serde_json::json!({ "Pins": [root.to_string()] })).into_response(),
+            Err(e) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
+    }
+    let (tx, rx) = mpsc::channel(4);
+    // The pin runs in this task, which ends (dropping the fetch) as soon as the client is gone:
+    // every send below fails once the response body, and with it `rx`, is dropped.
+    tokio::spawn(async move {
+        let progress = |n: u64| crate::ai::sse::line(&serde_json::json!({ "Progress": n }));
+        let mut pinning = std::pin::pin!(pinning);
+        let mut tick = tokio::time::interval(PIN_PROGRESS_EVERY);
+        tick.tick().await;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut pinning => break outcome,
+                _ = tick.tick() => {
+                    if tx.send(progress(fetched.load(std::sync::atomic::Ordering::Relaxed))).await.is_err() {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        };
+        let last = match outcome {
+            Ok(()) => {
+                let n = fetched.load(std::sync::atomic::Ordering::Relaxed);
+                if n > 0 && tx.send(progress(n)).await.is_err() {
+                    return;
+                }
+                serde_json::json!({ "Pins": [root.to_string()] })
+            }
+            Err(e) => serde_json::json!({ "Message": e, "Code": 0, "Type": "error" }),
+        };
+        let _ = tx.send(crate::ai::sse::line(&last)).await;
+    });
+    let mut response = crate::ai::sse::streaming("application/json", rx);
+    // What Kubo's streaming commands send, so its clients read the body as a stream of values.
+    response.headers_mut().insert("x-chunked-output", HeaderValue::from_static("1"));
+    response
+}
+
+/// Pins `root` (see [`kubo_pin_add`]), counting the blocks fetched from the network in `fetched`.
+async fn pin_add(state: Shared, quota_bytes: u64, root: Cid, recursive: bool, fetched: Arc<std::sync::atomic::AtomicU64>) -> Result<(), String> {
     let store = state.store.clone();
     let local = tokio::task::spawn_blocking(move || -> Result<(), selfcloud_ipfs::Error> {
         // Pin only what is complete: every block of the DAG (or the root, for a direct pin).
@@ -460,15 +516,11 @@ async fn kubo_pin_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<Pin
         store.add_pin("owner", &pin).map_err(|e| selfcloud_ipfs::Error::Store(e.to_string()))
     })
     .await;
-    let pinned = match local {
+    match local {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(selfcloud_ipfs::Error::Missing(_))) if recursive && state.p2p.is_some() => crate::network::fetch_and_pin(&state, ctx.quota_bytes, root).await.map(|_| ()),
+        Ok(Err(selfcloud_ipfs::Error::Missing(_))) if recursive && state.p2p.is_some() => crate::network::fetch_and_pin(&state, quota_bytes, root, fetched).await.map(|_| ()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("internal error".into()),
-    };
-    match pinned {
-        Ok(()) => axum::Json(serde_json::json!({ "Pins": [root.to_string()] })).into_response(),
-        Err(e) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 

@@ -5,6 +5,9 @@
 //! [`crate::publish`] lists. Fetching is the owner's act (the Kubo RPC is owner-only), and what
 //! arrives is hashed into its CID by the Bitswap codec before it is stored.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -126,8 +129,9 @@ async fn kubo_swarm_peers(State(state): State<Shared>, ctx: Ctx) -> Response {
 /// Fetch the DAG under `root` from connected peers into the store and pin it in the owner's
 /// namespace, in one commit with its last blocks (so garbage collection never sees it half
 /// pinned). A fetch cut short keeps what came, unpinned, for a retry (garbage collection takes
-/// it if nobody pins it). Returns the blocks and bytes fetched.
-pub(crate) async fn fetch_and_pin(state: &Shared, quota_bytes: u64, root: Cid) -> Result<(u64, u64), String> {
+/// it if nobody pins it). Returns the blocks and bytes fetched; `fetched` counts the blocks as
+/// they are stored, for progress reports.
+pub(crate) async fn fetch_and_pin(state: &Shared, quota_bytes: u64, root: Cid, fetched: Arc<AtomicU64>) -> Result<(u64, u64), String> {
     let Some(node) = &state.p2p else { return Err(no_p2p().message) };
     let (blocks_tx, mut blocks_rx) = mpsc::channel::<(Cid, Vec<u8>)>(16);
     let (complete_tx, complete_rx) = tokio::sync::oneshot::channel::<bool>();
@@ -141,6 +145,7 @@ pub(crate) async fn fetch_and_pin(state: &Shared, quota_bytes: u64, root: Cid) -
                 size = Some(file_size(&root, &block));
             }
             selfcloud_ipfs::BlockSink::put(&mut writer, &cid, &block).map_err(|e| e.to_string())?;
+            fetched.fetch_add(1, Ordering::Relaxed);
         }
         let pin = match complete_rx.blocking_recv() {
             Ok(true) => {

@@ -126,3 +126,61 @@ async fn helia_fetches_from_an_instance_and_an_instance_fetches_from_helia() {
     drop(helia.stdin.take());
     assert!(helia.wait().unwrap().success());
 }
+
+/// A Helia peer serving `data`, each block read taking `delay_ms` once it serves: (process, cid,
+/// multiaddr). Closing its stdin stops it.
+fn slow_helia(data: &[u8], delay_ms: u64) -> (std::process::Child, tempfile::NamedTempFile, String, String) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), data).unwrap();
+    let mut helia = Command::new("node").arg(helia_script()).arg("serve").arg(file.path()).arg(delay_ms.to_string()).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(helia.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let served = json(line.as_bytes());
+    let (cid, addr) = (served["cid"].as_str().unwrap().to_owned(), served["addrs"][0].as_str().unwrap().to_owned());
+    (helia, file, cid, addr)
+}
+
+/// A pin that fetches from the network takes as long as the DAG needs, not the gateway's request
+/// timeout, and `progress=true` streams Kubo's progress values before the pin.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_network_pin_outlasts_the_request_timeout_and_streams_progress() {
+    const TIMEOUT_SECS: u64 = 2;
+    let sys = TestSystem::start(&[("SELFCLOUD_REQUEST_TIMEOUT_SECS", "2")]);
+    let alice = sys.user("alice").await;
+    // Each block read takes 1.2 s: the root and then its leaves take at least 2.4 s in all.
+    let plain = pattern(2 * 1_048_576 + 3, 0x5151_0001);
+    let streamed = pattern(2 * 1_048_576 + 4, 0x5151_0002);
+    let (mut first, _kept, plain_cid, plain_addr) = slow_helia(&plain, 1200);
+    let (mut second, _kept_too, streamed_cid, streamed_addr) = slow_helia(&streamed, 1200);
+    for addr in [&plain_addr, &streamed_addr] {
+        let (status, body) = send(&sys, Method::POST, &format!("/i/alice/api/v0/swarm/connect?arg={addr}"), &alice, vec![]).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+
+    let started = std::time::Instant::now();
+    let (status, body) = send(&sys, Method::POST, &format!("/i/alice/api/v0/pin/add?arg={plain_cid}"), &alice, vec![]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["Pins"][0], plain_cid.as_str());
+    // Not a speed check: without it this test would not show what it claims.
+    assert!(started.elapsed().as_secs() >= TIMEOUT_SECS, "the fetch must outlast the request timeout");
+
+    let (status, body) = send(&sys, Method::POST, &format!("/i/alice/api/v0/pin/add?arg={streamed_cid}&progress=true"), &alice, vec![]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let values: Vec<Value> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(json).collect();
+    let (last, progress) = values.split_last().expect("a streamed answer");
+    assert_eq!(last["Pins"][0], streamed_cid.as_str(), "{values:?}");
+    assert!(progress.len() >= 2, "progress is reported while the fetch runs: {values:?}");
+    let counts: Vec<u64> = progress.iter().map(|v| v["Progress"].as_u64().expect("a progress value")).collect();
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "progress never goes back: {counts:?}");
+    assert_eq!(counts.last(), Some(&4), "the root and its three leaves were fetched: {counts:?}");
+
+    for (cid, data) in [(&plain_cid, &plain), (&streamed_cid, &streamed)] {
+        let (status, got) = send(&sys, Method::GET, &format!("/i/alice/v1/files/{cid}"), &alice, vec![]).await;
+        assert_eq!(status, 200);
+        assert!(got == *data, "the pinned file differs");
+    }
+    for helia in [&mut first, &mut second] {
+        drop(helia.stdin.take());
+        assert!(helia.wait().unwrap().success());
+    }
+}

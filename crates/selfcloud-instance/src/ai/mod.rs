@@ -10,7 +10,7 @@ mod chat;
 mod ollama;
 mod openai;
 mod shared;
-mod sse;
+pub(crate) mod sse;
 
 use std::path::PathBuf;
 use std::sync::Arc;
