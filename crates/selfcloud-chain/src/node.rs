@@ -19,11 +19,16 @@
 //! state is the parent's), which validators verify at once; finalizing it finalizes the parent.
 //! Blocks travel on their own p2p channel; transactions admitted by one validator are gossiped to
 //! the others in batches.
+//!
+//! "Committed" above means *staged* (see `state`): the actor executes and stages a finalized
+//! block and goes on to the next one at once, while the commit thread writes it to disk. Waiters
+//! for a transaction hear "final" when its block is on disk. At most [`MAX_STAGED`] blocks wait;
+//! past that the actor waits for the disk, as it did for every block before staging existed.
 
 use crate::api::{self, ApiRequest};
 use crate::mempool::Mempool;
 use crate::network::{NetworkFile, ValidatorSecret};
-use crate::state::{ChainStore, Executed, Mode};
+use crate::state::{ChainStore, Executed, Mode, Staged};
 use crate::{verify_signatures, Block, ChainError, Tx, TxHash, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 use commonware_actor::Feedback;
 use commonware_codec::{Encode, ReadExt};
@@ -76,6 +81,8 @@ const MAX_PENDING_DEPTH: usize = 64;
 /// How often admitted transactions are gossiped to the other validators.
 const GOSSIP_EVERY: Duration = Duration::from_millis(5);
 const MEMPOOL_CAPACITY: usize = 200_000;
+/// Most finalized blocks kept in memory waiting for the commit thread.
+const MAX_STAGED: usize = 4;
 
 /// Where a validator keeps its data and how it reaches the network.
 pub struct ValidatorConfig {
@@ -110,6 +117,9 @@ pub fn run_validator<S: std::future::Future<Output = ()>>(config: ValidatorConfi
     let (committed, _) = tokio::sync::broadcast::channel(256);
     let api = api::serve(me.http, store.clone(), api_tx, network.clone(), faucet, api::NodeFeeds { pending: pending.clone(), committed: committed.clone() })?;
 
+    let (wake_tx, wake_rx) = std::sync::mpsc::channel();
+    let (written_tx, written_rx) = mpsc::unbounded_channel();
+    let committer = spawn_committer(store.clone(), wake_rx, written_tx).map_err(|e| ChainError::Storage(format!("starting the commit thread: {e}")))?;
     let runtime = commonware_runtime::tokio::Config::new().with_storage_directory(data.join("consensus"));
     let runner = commonware_runtime::tokio::Runner::new(runtime);
     let genesis_digest = Digest(network.genesis.digest());
@@ -169,18 +179,46 @@ pub fn run_validator<S: std::future::Future<Output = ()>>(config: ValidatorConfi
         let engine = simplex::Engine::new(context.child("engine"), config);
         network.start();
         engine.start(votes, certificates, resolver);
-        let actor = Actor::new(store, MEMPOOL_CAPACITY, pending, committed);
+        let actor = Actor::new(store, MEMPOOL_CAPACITY, pending, committed, wake_tx);
         tokio::select! {
-            () = actor.run(mailbox_rx, api_rx, blocks, gossip, sync) => {}
+            () = actor.run(mailbox_rx, api_rx, written_rx, blocks, gossip, sync) => {}
             () = stop => tracing::info!("validator stopping"),
         }
     });
-    // The runner has dropped the actor and every task; the API is the last other holder.
+    // The runner has dropped the actor and every task, so the commit thread writes what is still
+    // staged and ends; the API is the last other holder.
+    if committer.join().is_err() {
+        tracing::error!("the commit thread panicked");
+    }
     api.stop();
     if Arc::try_unwrap(store).is_err() {
         tracing::warn!("the chain store was still in use at exit; the next start will check all of it");
     }
     Ok(())
+}
+
+/// The commit thread: writes staged blocks to disk, oldest first, and hands each one written back
+/// to the actor. Ends once the actor is gone (its `wake` sender dropped), after writing everything
+/// still staged.
+fn spawn_committer(store: Arc<ChainStore>, wake: std::sync::mpsc::Receiver<()>, written: mpsc::UnboundedSender<Arc<Staged>>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("chain-commit".into()).spawn(move || loop {
+        let actor_alive = wake.recv().is_ok();
+        loop {
+            match store.write_staged() {
+                Ok(Some(block)) => {
+                    let _ = written.send(block);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not write a finalized block; this node stops committing");
+                    return;
+                }
+            }
+        }
+        if !actor_alive {
+            return;
+        }
+    })
 }
 
 enum Message {
@@ -269,10 +307,12 @@ struct Actor {
     pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Committed blocks, for the API's WebSocket subscribers.
     committed: tokio::sync::broadcast::Sender<Arc<Block>>,
+    /// Wakes the commit thread when a block is staged.
+    wake_committer: std::sync::mpsc::Sender<()>,
 }
 
 impl Actor {
-    fn new(store: Arc<ChainStore>, mempool_capacity: usize, pending: Arc<std::sync::atomic::AtomicUsize>, committed: tokio::sync::broadcast::Sender<Arc<Block>>) -> Actor {
+    fn new(store: Arc<ChainStore>, mempool_capacity: usize, pending: Arc<std::sync::atomic::AtomicUsize>, committed: tokio::sync::broadcast::Sender<Arc<Block>>, wake_committer: std::sync::mpsc::Sender<()>) -> Actor {
         Actor {
             store,
             mempool: Mempool::new(crate::CHAIN_ID, mempool_capacity),
@@ -287,10 +327,11 @@ impl Actor {
             wanted: None,
             pending,
             committed,
+            wake_committer,
         }
     }
 
-    async fn run(mut self, mut mailbox: mpsc::UnboundedReceiver<Message>, mut api: mpsc::Receiver<ApiRequest>, mut blocks: Channel, mut gossip: Channel, mut sync: Channel) {
+    async fn run(mut self, mut mailbox: mpsc::UnboundedReceiver<Message>, mut api: mpsc::Receiver<ApiRequest>, mut written: mpsc::UnboundedReceiver<Arc<Staged>>, mut blocks: Channel, mut gossip: Channel, mut sync: Channel) {
         let mut tick = tokio::time::interval(GOSSIP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -303,6 +344,8 @@ impl Actor {
                     let Some(request) = request else { break };
                     self.on_api(request);
                 }
+                // (`None` only if the commit thread died; it said why, and staging stalls.)
+                Some(block) = written.recv() => self.on_written(&block),
                 received = blocks.1.recv() => {
                     let Ok((_, bytes)) = received else { break };
                     if let Ok(block) = Block::decode_bytes(bytes.as_ref()) {
@@ -356,7 +399,7 @@ impl Actor {
 
     /// Builds blocks for proposal requests whose parent is the tip.
     fn try_propose(&mut self) {
-        let tip = self.store.tip();
+        let tip = self.store.head();
         let mut waiting = Vec::new();
         for (context, response, since) in std::mem::take(&mut self.proposals) {
             if response.is_closed() {
@@ -390,9 +433,9 @@ impl Actor {
     }
 
     fn build(&mut self, context: &Context<Digest, ed25519::PublicKey>) -> Result<[u8; 32], ChainError> {
-        let tip = self.store.tip();
+        let tip = self.store.head();
         let store = &self.store;
-        let candidates = self.mempool.select(MAX_BLOCK_TXS, |address| store.account(address).map(|a| a.nonce).unwrap_or(0));
+        let candidates = self.mempool.select(MAX_BLOCK_TXS, |address| store.head_account(address).map(|a| a.nonce).unwrap_or(0));
         let drawn: Vec<TxHash> = candidates.iter().map(Tx::hash).collect();
         let (txs, executed) = tokio::task::block_in_place(|| store.execute(candidates, Mode::Lenient))?;
         if txs.len() < drawn.len() {
@@ -462,7 +505,7 @@ impl Actor {
 
     /// Answers verification requests whose block has arrived and whose parent is the tip.
     fn try_verify(&mut self) {
-        let tip = self.store.tip();
+        let tip = self.store.head();
         let mut waiting = Vec::new();
         for (context, payload, response) in std::mem::take(&mut self.verifies) {
             if response.is_closed() {
@@ -539,7 +582,7 @@ impl Actor {
     }
 
     fn on_block(&mut self, block: Block, sync: &mut Outbound) {
-        let tip = self.store.tip();
+        let tip = self.store.head();
         if block.height <= tip.height || block.height > tip.height + 100_000 {
             return;
         }
@@ -551,7 +594,7 @@ impl Actor {
     /// Commits every finalized block that now links to the tip; asks peers for missing links.
     fn advance(&mut self, sync: &mut Outbound) {
         loop {
-            let tip = self.store.tip();
+            let tip = self.store.head();
             // The lowest finalized-but-uncommitted block: walk each finalized block back to the tip.
             let mut next = None;
             let mut missing = None;
@@ -590,7 +633,7 @@ impl Actor {
                 break;
             }
         }
-        let tip = self.store.tip();
+        let tip = self.store.head();
         self.finalizations.retain(|digest, _| self.store.height_of(digest).ok().flatten().is_none());
         self.blocks.retain(|_, block| block.height > tip.height);
         self.try_verify();
@@ -598,26 +641,39 @@ impl Actor {
     }
 
     fn commit(&mut self, digest: [u8; 32], certificate: &[u8]) -> Result<(), ChainError> {
-        let tip = self.store.tip();
+        let tip = self.store.head();
         if !self.executed.contains_key(&digest) && !self.check(digest, &tip) {
             return Err(ChainError::InvalidArgument("a finalized block does not execute: the validator set is faulty beyond tolerance".into()));
         }
         let block = self.blocks.get(&digest).cloned().ok_or_else(|| ChainError::NotFound("finalized block".into()))?;
         let executed = self.executed.remove(&digest).ok_or_else(|| ChainError::NotFound("execution result".into()))?;
-        let store = self.store.clone();
-        tokio::task::block_in_place(|| store.commit(&block, executed, certificate))?;
+        let staged = self.store.stage(block, executed, certificate.to_vec())?;
+        let _ = self.wake_committer.send(());
         self.executed.clear();
         self.finalizations.remove(&digest);
         let store = &self.store;
-        self.mempool.prune(&block.txs, |address| store.account(address).map(|a| a.nonce).unwrap_or(0));
-        for tx in &block.txs {
+        self.mempool.prune(&staged.block.txs, |address| store.head_account(address).map(|a| a.nonce).unwrap_or(0));
+        tracing::debug!(height = staged.tip.height, txs = staged.block.txs.len(), "staged");
+        if self.store.staged_count() > MAX_STAGED {
+            let store = self.store.clone();
+            tokio::task::block_in_place(|| {
+                while !store.wait_staged_at_most(MAX_STAGED, Duration::from_secs(5)) {
+                    tracing::warn!(staged = store.staged_count(), "finalized blocks are waiting for the disk");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// A staged block is on disk: its transactions are final here.
+    fn on_written(&mut self, staged: &Staged) {
+        for tx in &staged.block.txs {
             for watcher in self.watchers.remove(&tx.hash()).unwrap_or_default() {
-                let _ = watcher.send(block.height);
+                let _ = watcher.send(staged.tip.height);
             }
         }
-        tracing::debug!(height = block.height, txs = block.txs.len(), "committed");
-        let _ = self.committed.send(Arc::new(block));
-        Ok(())
+        tracing::debug!(height = staged.tip.height, txs = staged.block.txs.len(), "committed");
+        let _ = self.committed.send(Arc::new(staged.block.clone()));
     }
 
     fn request(&mut self, digest: [u8; 32], sync: &mut Outbound) {
@@ -679,7 +735,7 @@ impl Actor {
         let verdicts = tokio::task::block_in_place(|| verify_signatures(&txs));
         for (tx, ok) in txs.into_iter().zip(verdicts) {
             if ok {
-                let nonce = self.store.account(&tx.body.sender()).map(|a| a.nonce).unwrap_or(0);
+                let nonce = self.store.head_account(&tx.body.sender()).map(|a| a.nonce).unwrap_or(0);
                 let _ = self.mempool.admit(tx, nonce);
             }
         }
@@ -701,7 +757,7 @@ impl Actor {
             ApiRequest::Submit { txs, reply } => {
                 let mut results = Vec::with_capacity(txs.len());
                 for tx in txs {
-                    let account = match self.store.account(&tx.body.sender()) {
+                    let account = match self.store.head_account(&tx.body.sender()) {
                         Ok(account) => account,
                         Err(e) => {
                             results.push(Err(e));
@@ -785,7 +841,7 @@ mod tests {
     /// A validator's actor on its own store, without consensus or network around it.
     fn actor(dir: &std::path::Path) -> Actor {
         let store = Arc::new(ChainStore::open(&dir.join("chain.redb"), &genesis()).unwrap());
-        Actor::new(store, 1000, Arc::default(), tokio::sync::broadcast::channel(4).0)
+        Actor::new(store, 1000, Arc::default(), tokio::sync::broadcast::channel(4).0, std::sync::mpsc::channel().0)
     }
 
     fn context(view: u64, parent: [u8; 32]) -> Context<Digest, ed25519::PublicKey> {
@@ -853,6 +909,8 @@ mod tests {
         // Finalizing the empty block commits both; the state is the parent's.
         verifier.commit(parent, b"cert").unwrap();
         verifier.commit(child, b"cert").unwrap();
+        assert_eq!(verifier.store.head().digest, child, "both blocks are staged");
+        while verifier.store.write_staged().unwrap().is_some() {} // the commit thread's work
         let tip = verifier.store.tip();
         assert_eq!((tip.height, tip.digest, tip.state_root), (2, child, parent_root));
         assert_eq!(verifier.store.account(&address(2)).unwrap().balance, UNIT);

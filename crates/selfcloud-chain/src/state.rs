@@ -6,9 +6,18 @@
 //! certificates and transaction indexes are written in the same transaction as the state they
 //! produce, so a node that crashes resumes at exactly the last block it committed.
 //!
-//! Execution happens only on top of the committed tip: the node proposes and verifies a block
-//! with transactions once its parent is final (see `node`; an empty block on a parent not yet
-//! final carries its parent's state), so there is never more than one state to execute on.
+//! Execution happens only on top of the *head*: the last finalized block. The node proposes and
+//! verifies a block with transactions once its parent is final (see `node`; an empty block on a
+//! parent not yet final carries its parent's state), so there is never more than one state to
+//! execute on.
+//!
+//! A finalized block is first *staged* (kept in memory, executed, in height order) and written to
+//! disk by the node's commit thread afterwards, so the next block is built and verified while the
+//! last one is still being written: the write (B-tree inserts, page flush, fsync) was the longest
+//! step of a block's cycle. Execution reads through the staged blocks to the disk; everything
+//! the node's API answers (tip, accounts, proofs, transaction lookups) is the durable state only,
+//! and a transaction is reported final once it is on disk here. Staged blocks lost in a crash are
+//! fetched again from the other validators, as by a node that was down.
 
 use crate::{Action, Address, Block, ChainError, Genesis, Tx, TxHash, MIN_FEE};
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
@@ -17,6 +26,7 @@ use redb::{Database, Durability, ReadTransaction, ReadableDatabase, TableDefinit
 use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
 const VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_values");
@@ -95,7 +105,7 @@ impl Tip {
     }
 }
 
-/// The result of executing transactions on the tip: what to write and the root it yields.
+/// The result of executing transactions on the head: what to write and the root it yields.
 pub struct Executed {
     pub height: u64,
     pub state_root: [u8; 32],
@@ -112,14 +122,29 @@ pub enum Mode {
     Lenient,
 }
 
+/// A finalized block waiting for the commit thread, with what executing it produced.
+pub struct Staged {
+    pub block: Block,
+    pub tip: Tip,
+    executed: Executed,
+    finalization: Vec<u8>,
+}
+
 /// One node's chain database.
 ///
-/// Shared by reference between the node's actor (the only writer) and its API (readers): redb
-/// gives readers a consistent snapshot while a block commits.
+/// Shared by reference between the node's actor (the only writer), its commit thread and its API
+/// (readers): redb gives readers a consistent snapshot while a block commits.
 pub struct ChainStore {
     db: Database,
     chain_id: String,
+    /// The last block on disk.
     tip: std::sync::RwLock<Tip>,
+    /// Finalized blocks not yet on disk, oldest first; each extends the one before (the first
+    /// extends `tip`). Popped only after the block is on disk, so a reader that takes this list
+    /// and then opens a read transaction sees every block in one or the other.
+    staged: std::sync::Mutex<std::collections::VecDeque<Arc<Staged>>>,
+    /// Signalled whenever a staged block reaches the disk.
+    written: std::sync::Condvar,
 }
 
 impl ChainStore {
@@ -134,7 +159,13 @@ impl ChainStore {
                 Err(e) => return Err(e.into()),
             }
         };
-        let store = ChainStore { db, chain_id: genesis.chain_id.clone(), tip: std::sync::RwLock::new(Tip { height: 0, digest: genesis.digest(), state_root: [0; 32], timestamp_ms: genesis.timestamp_ms }) };
+        let store = ChainStore {
+            db,
+            chain_id: genesis.chain_id.clone(),
+            tip: std::sync::RwLock::new(Tip { height: 0, digest: genesis.digest(), state_root: [0; 32], timestamp_ms: genesis.timestamp_ms }),
+            staged: Default::default(),
+            written: std::sync::Condvar::new(),
+        };
         match existing {
             Some(tip) => store.set_tip(tip),
             None => store.init_genesis(genesis)?,
@@ -148,7 +179,7 @@ impl ChainStore {
             writes.insert(keys::account(&address), Some(Account { balance, nonce: 0 }.encode()));
         }
         let read = self.db.begin_read()?;
-        let (root, tree) = put_values(&read, &writes, 0)?;
+        let (root, tree) = put_values(&read, &[], &writes, 0)?;
         drop(read);
         let tip = Tip { height: 0, digest: genesis.digest(), state_root: root, timestamp_ms: genesis.timestamp_ms };
         let write = self.db.begin_write()?;
@@ -173,9 +204,42 @@ impl ChainStore {
         &self.chain_id
     }
 
-    /// The last committed block.
+    /// The last block on disk.
     pub fn tip(&self) -> Tip {
         *self.tip.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The last finalized block: the newest staged one, else the tip. Blocks execute on it.
+    pub fn head(&self) -> Tip {
+        let staged = self.staged_blocks();
+        staged.last().map_or_else(|| self.tip(), |last| last.tip)
+    }
+
+    /// The staged blocks, oldest first (a snapshot: take it before opening a read transaction).
+    fn staged_blocks(&self) -> Vec<Arc<Staged>> {
+        self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().cloned().collect()
+    }
+
+    /// How many finalized blocks wait for the commit thread.
+    pub fn staged_count(&self) -> usize {
+        self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+
+    /// Blocks until at most `count` blocks are staged, or `timeout` passes; whether they are.
+    pub fn wait_staged_at_most(&self, count: usize, timeout: std::time::Duration) -> bool {
+        let staged = self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (staged, _) = self.written.wait_timeout_while(staged, timeout, |staged| staged.len() > count).unwrap_or_else(|poisoned| poisoned.into_inner());
+        staged.len() <= count
+    }
+
+    /// An account as of the head (what the next block executes on).
+    pub fn head_account(&self, address: &Address) -> Result<Account, ChainError> {
+        let key = keys::account(address);
+        let staged = self.staged_blocks();
+        if let Some(value) = staged.iter().rev().find_map(|s| s.executed.writes.get(&key)) {
+            return Ok(value.as_deref().map(Account::decode).unwrap_or_default());
+        }
+        Ok(self.latest(&key)?.map(|v| Account::decode(&v)).unwrap_or_default())
     }
 
     /// An account as of the tip.
@@ -197,22 +261,24 @@ impl ChainStore {
             return Err(ChainError::NotFound(format!("height {height} is above the tip {}", tip.height)));
         }
         let read = self.db.begin_read()?;
-        let reader = Reader { read: &read };
+        let reader = Reader { read: &read, staged: &[] };
         let (value, proof) = Sha256Jmt::new(&reader).get_with_proof(KeyHash::with::<Sha256>(key), height).map_err(|e| ChainError::Storage(e.to_string()))?;
         let proof = borsh::to_vec(&proof).map_err(|e| ChainError::Storage(e.to_string()))?;
         Ok((value, proof))
     }
 
-    /// Executes `txs` on the tip as block `tip.height + 1`. In [`Mode::Strict`] any transaction
+    /// Executes `txs` on the head as block `head.height + 1`. In [`Mode::Strict`] any transaction
     /// that cannot apply is an error; in [`Mode::Lenient`] it is left out. Returns the
     /// transactions that applied, in order, and the state they produce.
     ///
     /// Signatures must already be checked ([`crate::verify_signatures`]).
     pub fn execute(&self, txs: Vec<Tx>, mode: Mode) -> Result<(Vec<Tx>, Executed), ChainError> {
-        let height = self.tip().height + 1;
+        // The staged list before the read transaction (see `staged`).
+        let staged = self.staged_blocks();
+        let height = staged.last().map_or_else(|| self.tip(), |last| last.tip).height + 1;
         let read = self.db.begin_read()?;
         let state = read.open_table(STATE)?;
-        let mut overlay = Overlay { state: &state, writes: BTreeMap::new() };
+        let mut overlay = Overlay { state: &state, staged: &staged, writes: BTreeMap::new() };
         let mut applied = Vec::with_capacity(txs.len());
         for tx in txs {
             match overlay.apply(&tx, &self.chain_id, height) {
@@ -223,18 +289,46 @@ impl ChainStore {
         }
         let writes = overlay.writes;
         drop(state);
-        let (state_root, tree) = put_values(&read, &writes, height)?;
+        let (state_root, tree) = put_values(&read, &staged, &writes, height)?;
         Ok((applied, Executed { height, state_root, writes, tree }))
     }
 
-    /// Makes `block` (executed as `executed`) the new tip, with its finalization certificate.
-    pub fn commit(&self, block: &Block, executed: Executed, finalization: &[u8]) -> Result<(), ChainError> {
-        let current = self.tip();
-        if block.height != current.height + 1 || executed.height != block.height || block.parent != current.digest {
-            return Err(ChainError::InvalidArgument(format!("block {} does not extend the tip {}", block.height, current.height)));
+    /// Makes `block` (executed as `executed`) the new head, with its finalization certificate,
+    /// to be written by [`ChainStore::write_staged`].
+    pub fn stage(&self, block: Block, executed: Executed, finalization: Vec<u8>) -> Result<Arc<Staged>, ChainError> {
+        let mut staged = self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let head = staged.back().map_or_else(|| self.tip(), |last| last.tip);
+        if block.height != head.height + 1 || executed.height != block.height || block.parent != head.digest {
+            return Err(ChainError::InvalidArgument(format!("block {} does not extend the head {}", block.height, head.height)));
         }
-        let digest = block.digest();
-        let tip = Tip { height: block.height, digest, state_root: executed.state_root, timestamp_ms: block.timestamp_ms };
+        let tip = Tip { height: block.height, digest: block.digest(), state_root: executed.state_root, timestamp_ms: block.timestamp_ms };
+        let entry = Arc::new(Staged { block, tip, executed, finalization });
+        staged.push_back(entry.clone());
+        Ok(entry)
+    }
+
+    /// Writes the oldest staged block to disk (one durable transaction) and makes it the tip;
+    /// `None` when nothing is staged. Only one thread may call this.
+    pub fn write_staged(&self) -> Result<Option<Arc<Staged>>, ChainError> {
+        let Some(next) = self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).front().cloned() else { return Ok(None) };
+        self.write(&next)?;
+        self.set_tip(next.tip);
+        self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop_front();
+        self.written.notify_all();
+        Ok(Some(next))
+    }
+
+    /// Stages `block` and writes everything staged: the new tip is `block`.
+    pub fn commit(&self, block: &Block, executed: Executed, finalization: &[u8]) -> Result<(), ChainError> {
+        self.stage(block.clone(), executed, finalization.to_vec())?;
+        while self.write_staged()?.is_some() {}
+        Ok(())
+    }
+
+    fn write(&self, staged: &Staged) -> Result<(), ChainError> {
+        let (block, executed, tip) = (&staged.block, &staged.executed, staged.tip);
+        let digest = tip.digest;
+        let finalization = staged.finalization.as_slice();
         let mut write = self.db.begin_write()?;
         write.set_durability(Durability::Immediate).map_err(|e| ChainError::Storage(e.to_string()))?;
         write_state(&write, &executed.writes, &executed.tree, block.height)?;
@@ -263,12 +357,14 @@ impl ChainStore {
             write.open_table(META)?.insert("tip", tip.encode().as_slice())?;
         }
         write.commit()?;
-        self.set_tip(tip);
         Ok(())
     }
 
-    /// The committed block at `height` (0 is genesis and has no block).
+    /// The finalized block at `height` (0 is genesis and has no block), staged or on disk.
     pub fn block(&self, height: u64) -> Result<Option<Block>, ChainError> {
+        if let Some(staged) = self.staged_blocks().into_iter().find(|s| s.tip.height == height) {
+            return Ok(Some(staged.block.clone()));
+        }
         let read = self.db.begin_read()?;
         let table = read.open_table(BLOCKS)?;
         match table.get(height)? {
@@ -277,8 +373,11 @@ impl ChainStore {
         }
     }
 
-    /// The height of the committed block with this digest.
+    /// The height of the finalized block with this digest, staged or on disk.
     pub fn height_of(&self, digest: &[u8; 32]) -> Result<Option<u64>, ChainError> {
+        if let Some(staged) = self.staged_blocks().into_iter().find(|s| s.tip.digest == *digest) {
+            return Ok(Some(staged.tip.height));
+        }
         let read = self.db.begin_read()?;
         let table = read.open_table(DIGESTS)?;
         Ok(table.get(digest.as_slice())?.map(|v| v.value()))
@@ -321,15 +420,20 @@ pub fn verify_proof(root: &[u8; 32], key: &[u8], value: Option<&[u8]>, proof: &[
     proof.verify(jmt::RootHash(*root), KeyHash::with::<Sha256>(key), value).map_err(|e| ChainError::InvalidArgument(format!("state proof does not verify: {e}")))
 }
 
-/// Reads and writes made by executing transactions, over the committed state.
+/// Reads and writes made by executing transactions, over the staged blocks' writes and the
+/// state on disk.
 struct Overlay<'a> {
     state: &'a redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    staged: &'a [Arc<Staged>],
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Overlay<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChainError> {
         if let Some(value) = self.writes.get(key) {
+            return Ok(value.clone());
+        }
+        if let Some(value) = self.staged.iter().rev().find_map(|s| s.executed.writes.get(key)) {
             return Ok(value.clone());
         }
         Ok(self.state.get(key)?.map(|v| v.value().to_vec()))
@@ -412,9 +516,10 @@ impl Overlay<'_> {
     }
 }
 
-/// Computes the tree after `writes` at `version` (reading the tree as of `version - 1`).
-fn put_values(read: &ReadTransaction, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, version: Version) -> Result<([u8; 32], TreeUpdateBatch), ChainError> {
-    let reader = Reader { read };
+/// Computes the tree after `writes` at `version` (reading the tree as of `version - 1`: the
+/// staged blocks' nodes, then the disk's).
+fn put_values(read: &ReadTransaction, staged: &[Arc<Staged>], writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, version: Version) -> Result<([u8; 32], TreeUpdateBatch), ChainError> {
+    let reader = Reader { read, staged };
     let tree = Sha256Jmt::new(&reader);
     let values = writes.iter().map(|(key, value)| (KeyHash::with::<Sha256>(key), value.clone()));
     let (root, batch) = tree.put_value_set(values, version).map_err(|e| ChainError::Storage(format!("state tree: {e}")))?;
@@ -452,13 +557,18 @@ fn value_key(key_hash: &KeyHash, version: Version) -> Vec<u8> {
     [&key_hash.0[..], &version.to_be_bytes()].concat()
 }
 
-/// The tree's view of the database inside one read transaction.
+/// The tree's view of the staged blocks and of the database inside one read transaction.
 struct Reader<'a> {
     read: &'a ReadTransaction,
+    staged: &'a [Arc<Staged>],
 }
 
 impl TreeReader for Reader<'_> {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        // Node keys carry their version, so a key lives in exactly one block's batch.
+        if let Some(node) = self.staged.iter().rev().find_map(|s| s.executed.tree.node_batch.nodes().get(node_key)) {
+            return Ok(Some(node.clone()));
+        }
         let table = match self.read.open_table(NODES) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -472,6 +582,11 @@ impl TreeReader for Reader<'_> {
     }
 
     fn get_value_option(&self, max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+        // Staged versions are newer than any on disk: the newest one at or below `max_version` wins.
+        let staged = self.staged.iter().rev().filter(|s| s.tip.height <= max_version).find_map(|s| s.executed.tree.node_batch.values().get(&(s.tip.height, key_hash)));
+        if let Some(value) = staged {
+            return Ok(value.clone());
+        }
         let table = match self.read.open_table(VALUES) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -556,6 +671,54 @@ mod tests {
         assert!(matches!(store.execute(vec![replay_gap.clone()], Mode::Strict), Err(ChainError::BadNonce { got: 5, want: 0 })));
         let (applied, _) = store.execute(vec![overdraft, good.clone(), good.clone(), replay_gap], Mode::Lenient).unwrap();
         assert_eq!(applied, vec![good], "a replayed nonce in the same block must not apply twice");
+    }
+
+    /// Staging is invisible in the result: blocks executed on staged blocks (not yet written)
+    /// produce the roots and state of blocks executed on written ones, while the durable view
+    /// (what the API reads) stays at the disk until the commit thread writes them.
+    #[test]
+    fn blocks_execute_on_staged_blocks_as_on_written_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = ChainStore::open(&dir.path().join("written.redb"), &genesis()).unwrap();
+        let staging = ChainStore::open(&dir.path().join("staging.redb"), &genesis()).unwrap();
+        // Each block moves funds the next one spends: reads must see the staged writes.
+        let rounds = [
+            vec![transfer(1, 0, address(2), 10 * UNIT), transfer(1, 1, address(3), UNIT)],
+            vec![transfer(2, 0, address(3), 4 * UNIT), transfer(1, 2, address(2), UNIT)],
+            vec![transfer(3, 0, address(4), 5 * UNIT / 2), transfer(2, 1, address(1), UNIT)],
+        ];
+        let genesis_tip = staging.tip();
+        let mut blocks = Vec::new();
+        for txs in rounds {
+            let (_, by_written) = written.execute(txs.clone(), Mode::Strict).unwrap();
+            let (_, by_staging) = staging.execute(txs.clone(), Mode::Strict).unwrap();
+            assert_eq!(by_staging.state_root, by_written.state_root);
+            let block = block_on(&written, txs, by_written.state_root);
+            written.commit(&block, by_written, b"cert").unwrap();
+            staging.stage(block.clone(), by_staging, b"cert".to_vec()).unwrap();
+            blocks.push(block);
+        }
+        assert_eq!(staging.staged_count(), 3);
+        assert_eq!(staging.tip(), genesis_tip, "nothing is on disk yet");
+        assert_eq!(staging.head(), written.tip());
+        assert_eq!(staging.account(&address(4)).unwrap(), Account::default(), "the durable view waits for the disk");
+        assert_eq!(staging.head_account(&address(4)).unwrap(), written.account(&address(4)).unwrap());
+        assert_eq!(staging.height_of(&blocks[1].digest()).unwrap(), Some(2), "staged blocks can be served to peers");
+        assert_eq!(staging.block(3).unwrap().as_ref(), Some(&blocks[2]));
+        let (_, empty) = staging.execute(vec![], Mode::Strict).unwrap();
+        assert_eq!(empty.height, 4, "execution is on the head");
+        assert!(staging.stage(blocks[0].clone(), empty, vec![]).is_err(), "a block must extend the head");
+
+        while staging.write_staged().unwrap().is_some() {}
+        assert_eq!(staging.staged_count(), 0);
+        assert_eq!(staging.tip(), written.tip());
+        for n in 1..=4 {
+            assert_eq!(staging.account(&address(n)).unwrap(), written.account(&address(n)).unwrap());
+        }
+        let key = keys::account(&address(3));
+        let (value, proof) = staging.prove(&key, 3).unwrap();
+        verify_proof(&staging.tip().state_root, &key, value.as_deref(), &proof).unwrap();
+        assert_eq!(staging.tx_location(&blocks[2].txs[1].hash()).unwrap(), Some((3, 1)));
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub enum Which {
         /// Accounts sending transfers (each sends up to 400, in nonce order).
         #[arg(long, default_value_t = 2_000)]
         senders: usize,
+        /// Rate of the steady load, transfers/s (default: half the saturating rate just measured;
+        /// a fixed rate compares finality between builds on the same load).
+        #[arg(long)]
+        steady: Option<usize>,
     },
 }
 
@@ -110,7 +114,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
         Which::Bitswap { mib } => crate::bench_bitswap::run(&dir, mib).await,
         Which::Db { puts, js_puts, entries, js_entries } => crate::bench_db::run(&dir, puts, js_puts, entries, js_entries).await,
         Which::Llm { models, threads, runs, tokens, batch } => crate::bench_llm::run(&dir, &models, &threads, &batch, runs, tokens).await,
-        Which::Chain { validators, seconds, senders } => crate::bench_chain::run(&dir, &validators, seconds, senders).await,
+        Which::Chain { validators, seconds, senders, steady } => crate::bench_chain::run(&dir, &validators, seconds, senders, steady).await,
     };
     let _ = std::fs::remove_dir_all(&dir);
     result

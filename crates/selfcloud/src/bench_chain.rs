@@ -5,7 +5,8 @@
 //! keeps the validators' mempools full (batches of signed transfers, spread over the validators);
 //! meanwhile a probe account sends one transfer at a time and times it from submission to the
 //! answer "final" (the node answers once the block holding it is committed after finalization).
-//! The probe runs again on the idle network, and under a steady load at half the saturating rate:
+//! The probe runs again on the idle network, and under a steady load at half the saturating rate
+//! (or at `--steady` transfers/s):
 //! the latency a user sees on a busy chain that is not overloaded.
 
 use anyhow::Context;
@@ -26,12 +27,12 @@ fn address(key: &ed25519_dalek::SigningKey) -> Address {
     Address::of_key(&key.verifying_key().to_bytes())
 }
 
-pub async fn run(dir: &Path, validators: &[usize], seconds: u64, senders: usize) -> anyhow::Result<()> {
+pub async fn run(dir: &Path, validators: &[usize], seconds: u64, senders: usize, steady: Option<usize>) -> anyhow::Result<()> {
     println!("SELF Chain on this host: {seconds} s of load per network, {senders} sending accounts, release build recommended");
     let micro_dir = dir.join("micro");
     tokio::task::spawn_blocking(move || micro(&micro_dir)).await??;
     for &count in validators {
-        one_network(&dir.join(format!("chain-{count}")), count, seconds, senders).await?;
+        one_network(&dir.join(format!("chain-{count}")), count, seconds, senders, steady).await?;
     }
     println!("anchors: commonware's example ~50 empty blocks/s with 4 validators; CometBFT QA saturates near 400 tx/s; SELF claims 1,000 TPS; target ≥ 20,000 transfers/s, finality p50 ≤ 100 ms (4 validators)");
     Ok(())
@@ -68,7 +69,7 @@ fn micro(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn one_network(dir: &Path, count: usize, seconds: u64, senders: usize) -> anyhow::Result<()> {
+async fn one_network(dir: &Path, count: usize, seconds: u64, senders: usize, steady: Option<usize>) -> anyhow::Result<()> {
     let keys: Vec<ed25519_dalek::SigningKey> = (0..senders as u64 + 1).map(key).collect();
     // The paced phase's own senders, so their nonces start at 0 whatever the load got through.
     let paced_keys: Vec<ed25519_dalek::SigningKey> = (0..senders as u64).map(|i| key(PACED_SEEDS + i)).collect();
@@ -171,8 +172,8 @@ async fn one_network(dir: &Path, count: usize, seconds: u64, senders: usize) -> 
         crate::bench::percentile(&idle, 0.50),
         crate::bench::percentile(&idle, 0.99)
     );
-    let rate = (tps / 2.0) as usize;
-    paced(&nodes, &paced_keys, rate, seconds.min(10), &mut probe).await?;
+    let rate = steady.unwrap_or((tps / 2.0) as usize);
+    paced(&nodes, &paced_keys, rate, steady.is_some(), seconds.min(10), &mut probe).await?;
     drop(net);
     Ok(())
 }
@@ -229,7 +230,7 @@ impl Probe {
 /// Finality under a steady load of `rate` transfers/s: each validator gets its senders' transfers
 /// in batches every [`PACE_TICK`] (a sender always goes to the same validator, in nonce order),
 /// while the probe measures.
-async fn paced(nodes: &[NodeClient], keys: &[ed25519_dalek::SigningKey], rate: usize, seconds: u64, probe: &mut Probe) -> anyhow::Result<()> {
+async fn paced(nodes: &[NodeClient], keys: &[ed25519_dalek::SigningKey], rate: usize, fixed: bool, seconds: u64, probe: &mut Probe) -> anyhow::Result<()> {
     let count = nodes.len();
     anyhow::ensure!(keys.len() >= count, "the paced load needs at least one sender per validator");
     let per_tick = (rate * PACE_TICK.as_millis() as usize / 1000 / count).max(1);
@@ -277,8 +278,9 @@ async fn paced(nodes: &[NodeClient], keys: &[ed25519_dalek::SigningKey], rate: u
     let end_height = nodes[0].height().await?;
     let blocks = Blocks::between(&nodes[0], start_height, end_height).await?;
     println!(
-        "  [{count} validators] finality latency under a steady {} transfers/s (half the saturating rate; {:.0}/s final over {} blocks, {} empty; {refused} refused) ({} probes): p50 {:.1} ms, p99 {:.1} ms",
+        "  [{count} validators] finality latency under a steady {} transfers/s ({}; {:.0}/s final over {} blocks, {} empty; {refused} refused) ({} probes): p50 {:.1} ms, p99 {:.1} ms",
         per_tick * count * 1000 / PACE_TICK.as_millis() as usize,
+        if fixed { "the rate asked for" } else { "half the saturating rate" },
         blocks.transfers as f64 / elapsed.as_secs_f64(),
         blocks.count,
         blocks.empty,
