@@ -2,10 +2,10 @@
 //!
 //! Consensus orders block digests; this module supplies the blocks. One actor task owns the
 //! store and the mempool and answers consensus:
-//! - **propose**: once the parent is the committed tip, draw transactions from the mempool
-//!   (fairness policy), execute them, and hand consensus the new block's digest;
-//! - **verify**: once the block has arrived and its parent is the committed tip, check it
-//!   (height, view, time, every signature) and re-execute it; the state root must match;
+//! - **propose**: once the parent is the head (the last finalized block), draw transactions from
+//!   the mempool (fairness policy), execute them, and hand consensus the new block's digest;
+//! - **verify**: once the block has arrived and its parent is the head, check it (height, view,
+//!   time, every signature) and re-execute it; the state root must match;
 //! - **finalization** (from the reporter): commit the block and any ancestors missing locally,
 //!   fetching blocks by digest from other validators when needed (a restarted node catches up
 //!   this way), with the finalization certificate stored beside them.
@@ -290,7 +290,7 @@ struct Actor {
     mempool: Mempool,
     /// Blocks known but not committed (proposed here, received, or fetched), by digest.
     blocks: HashMap<[u8; 32], Block>,
-    /// Execution results of blocks on the current tip, so a verified block commits without re-running.
+    /// Execution results of blocks on the current head, so a verified block commits without re-running.
     executed: HashMap<[u8; 32], Executed>,
     /// Finalization certificates for blocks not yet committed.
     finalizations: HashMap<[u8; 32], Vec<u8>>,
@@ -397,7 +397,7 @@ impl Actor {
         }
     }
 
-    /// Builds blocks for proposal requests whose parent is the tip.
+    /// Builds blocks for proposal requests whose parent is the head.
     fn try_propose(&mut self) {
         let tip = self.store.head();
         let mut waiting = Vec::new();
@@ -439,8 +439,8 @@ impl Actor {
         let drawn: Vec<TxHash> = candidates.iter().map(Tx::hash).collect();
         let (txs, executed) = tokio::task::block_in_place(|| store.execute(candidates, Mode::Lenient))?;
         if txs.len() < drawn.len() {
-            // Drawn but unable to execute on the tip (funds gone, a nonce gap): they never will,
-            // since the tip only moves on. Drop them, and tell anyone waiting.
+            // Drawn but unable to execute on the head (funds gone, a nonce gap): they never will,
+            // since the head only moves on. Drop them, and tell anyone waiting.
             let applied: std::collections::HashSet<TxHash> = txs.iter().map(Tx::hash).collect();
             for hash in drawn.into_iter().filter(|h| !applied.contains(h)) {
                 self.mempool.remove(&hash);
@@ -467,7 +467,7 @@ impl Actor {
         Some(digest)
     }
 
-    /// The state root after `digest`, a block that is not final: the known blocks from the tip to
+    /// The state root after `digest`, a block that is not final: the known blocks from the head to
     /// it must be valid and all but the first empty (see the module doc), so the state is the
     /// first one's. `None` if that cannot be shown now; a block not here yet is asked for.
     fn pending_state(&mut self, digest: [u8; 32], tip: &crate::Tip) -> Option<[u8; 32]> {
@@ -503,7 +503,7 @@ impl Actor {
         Some(root)
     }
 
-    /// Answers verification requests whose block has arrived and whose parent is the tip.
+    /// Answers verification requests whose block has arrived and whose parent is the head.
     fn try_verify(&mut self) {
         let tip = self.store.head();
         let mut waiting = Vec::new();
@@ -544,7 +544,7 @@ impl Actor {
         self.verifies = waiting;
     }
 
-    /// Re-executes a block on the tip; true if it is valid.
+    /// Re-executes a block on the head; true if it is valid.
     fn check(&mut self, digest: [u8; 32], tip: &crate::Tip) -> bool {
         if self.executed.contains_key(&digest) {
             return true;
@@ -591,11 +591,11 @@ impl Actor {
         self.advance(sync);
     }
 
-    /// Commits every finalized block that now links to the tip; asks peers for missing links.
+    /// Stages every finalized block that now links to the head; asks peers for missing links.
     fn advance(&mut self, sync: &mut Outbound) {
         loop {
             let tip = self.store.head();
-            // The lowest finalized-but-uncommitted block: walk each finalized block back to the tip.
+            // The lowest finalized-but-unstaged block: walk each finalized block back to the head.
             let mut next = None;
             let mut missing = None;
             for digest in self.finalizations.keys() {
