@@ -169,7 +169,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 async fn status(State(api): State<Api>) -> ApiResult {
-    let tip = api.store.tip();
+    let tip = api.store.head();
     Ok(Json(json!({
         "chain_id": api.store.chain_id(),
         "height": tip.height,
@@ -218,7 +218,7 @@ fn block_json(api: &Api, block: &Block) -> Value {
 }
 
 async fn latest_block(State(api): State<Api>) -> ApiResult {
-    let height = api.store.tip().height;
+    let height = api.store.head().height;
     block_response(&api, height)
 }
 
@@ -354,7 +354,7 @@ struct AccountQuery {
 
 async fn account(State(api): State<Api>, Path(address): Path<String>, Query(query): Query<AccountQuery>) -> ApiResult {
     let address: Address = address.parse()?;
-    let tip = api.store.tip();
+    let tip = api.store.head();
     let account = api.store.account(&address)?;
     let mut out = json!({"address": address.to_string(), "balance": account.balance.to_string(), "balance_self": format_self(account.balance), "nonce": account.nonce, "height": tip.height});
     if query.proof {
@@ -407,7 +407,7 @@ async fn account_transactions(State(api): State<Api>, Path(address): Path<String
 async fn directory(State(api): State<Api>, Path(address): Path<String>, Query(query): Query<AccountQuery>) -> ApiResult {
     let address: Address = address.parse()?;
     let key = crate::state::keys::directory(&address);
-    let tip = api.store.tip();
+    let tip = api.store.head();
     let entry = api.store.latest(&key)?.ok_or_else(|| ChainError::NotFound(format!("{address} has no directory entry")))?;
     let (encryption_key, url) = entry.split_at(32.min(entry.len()));
     let mut out = json!({"address": address.to_string(), "url": String::from_utf8_lossy(url), "encryption_key": selfcloud_core::hex(encryption_key)});

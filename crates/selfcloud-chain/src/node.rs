@@ -21,14 +21,14 @@
 //! the others in batches.
 //!
 //! "Committed" above means *staged* (see `state`): the actor executes and stages a finalized
-//! block and goes on to the next one at once, while the commit thread writes it to disk. Waiters
-//! for a transaction hear "final" when its block is on disk. At most [`MAX_STAGED`] blocks wait;
-//! past that the actor waits for the disk, as it did for every block before staging existed.
+//! block, tells waiters its transactions are final, and goes on to the next block at once, while
+//! the commit thread writes it to disk. At most [`MAX_STAGED`] blocks wait; past that the actor
+//! waits for the disk, as it did for every block before staging existed.
 
 use crate::api::{self, ApiRequest};
 use crate::mempool::Mempool;
 use crate::network::{NetworkFile, ValidatorSecret};
-use crate::state::{ChainStore, Executed, Mode, Staged};
+use crate::state::{ChainStore, Executed, Mode};
 use crate::{verify_signatures, Block, ChainError, Tx, TxHash, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 use commonware_actor::Feedback;
 use commonware_codec::{Encode, ReadExt};
@@ -118,8 +118,7 @@ pub fn run_validator<S: std::future::Future<Output = ()>>(config: ValidatorConfi
     let api = api::serve(me.http, store.clone(), api_tx, network.clone(), faucet, api::NodeFeeds { pending: pending.clone(), committed: committed.clone() })?;
 
     let (wake_tx, wake_rx) = std::sync::mpsc::channel();
-    let (written_tx, written_rx) = mpsc::unbounded_channel();
-    let committer = spawn_committer(store.clone(), wake_rx, written_tx).map_err(|e| ChainError::Storage(format!("starting the commit thread: {e}")))?;
+    let committer = spawn_committer(store.clone(), wake_rx).map_err(|e| ChainError::Storage(format!("starting the commit thread: {e}")))?;
     let runtime = commonware_runtime::tokio::Config::new().with_storage_directory(data.join("consensus"));
     let runner = commonware_runtime::tokio::Runner::new(runtime);
     let genesis_digest = Digest(network.genesis.digest());
@@ -181,7 +180,7 @@ pub fn run_validator<S: std::future::Future<Output = ()>>(config: ValidatorConfi
         engine.start(votes, certificates, resolver);
         let actor = Actor::new(store, MEMPOOL_CAPACITY, pending, committed, wake_tx);
         tokio::select! {
-            () = actor.run(mailbox_rx, api_rx, written_rx, blocks, gossip, sync) => {}
+            () = actor.run(mailbox_rx, api_rx, blocks, gossip, sync) => {}
             () = stop => tracing::info!("validator stopping"),
         }
     });
@@ -197,17 +196,14 @@ pub fn run_validator<S: std::future::Future<Output = ()>>(config: ValidatorConfi
     Ok(())
 }
 
-/// The commit thread: writes staged blocks to disk, oldest first, and hands each one written back
-/// to the actor. Ends once the actor is gone (its `wake` sender dropped), after writing everything
-/// still staged.
-fn spawn_committer(store: Arc<ChainStore>, wake: std::sync::mpsc::Receiver<()>, written: mpsc::UnboundedSender<Arc<Staged>>) -> std::io::Result<std::thread::JoinHandle<()>> {
+/// The commit thread: writes staged blocks to disk, oldest first. Ends once the actor is gone (its
+/// `wake` sender dropped), after writing everything still staged.
+fn spawn_committer(store: Arc<ChainStore>, wake: std::sync::mpsc::Receiver<()>) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("chain-commit".into()).spawn(move || loop {
         let actor_alive = wake.recv().is_ok();
         loop {
             match store.write_staged() {
-                Ok(Some(block)) => {
-                    let _ = written.send(block);
-                }
+                Ok(Some(staged)) => tracing::debug!(height = staged.tip.height, txs = staged.block.txs.len(), "written"),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "could not write a finalized block; this node stops committing");
@@ -331,7 +327,7 @@ impl Actor {
         }
     }
 
-    async fn run(mut self, mut mailbox: mpsc::UnboundedReceiver<Message>, mut api: mpsc::Receiver<ApiRequest>, mut written: mpsc::UnboundedReceiver<Arc<Staged>>, mut blocks: Channel, mut gossip: Channel, mut sync: Channel) {
+    async fn run(mut self, mut mailbox: mpsc::UnboundedReceiver<Message>, mut api: mpsc::Receiver<ApiRequest>, mut blocks: Channel, mut gossip: Channel, mut sync: Channel) {
         let mut tick = tokio::time::interval(GOSSIP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -344,8 +340,6 @@ impl Actor {
                     let Some(request) = request else { break };
                     self.on_api(request);
                 }
-                // (`None` only if the commit thread died; it said why, and staging stalls.)
-                Some(block) = written.recv() => self.on_written(&block),
                 received = blocks.1.recv() => {
                     let Ok((_, bytes)) = received else { break };
                     if let Ok(block) = Block::decode_bytes(bytes.as_ref()) {
@@ -435,7 +429,7 @@ impl Actor {
     fn build(&mut self, context: &Context<Digest, ed25519::PublicKey>) -> Result<[u8; 32], ChainError> {
         let tip = self.store.head();
         let store = &self.store;
-        let candidates = self.mempool.select(MAX_BLOCK_TXS, |address| store.head_account(address).map(|a| a.nonce).unwrap_or(0));
+        let candidates = self.mempool.select(MAX_BLOCK_TXS, |address| store.account(address).map(|a| a.nonce).unwrap_or(0));
         let drawn: Vec<TxHash> = candidates.iter().map(Tx::hash).collect();
         let (txs, executed) = tokio::task::block_in_place(|| store.execute(candidates, Mode::Lenient))?;
         if txs.len() < drawn.len() {
@@ -652,8 +646,14 @@ impl Actor {
         self.executed.clear();
         self.finalizations.remove(&digest);
         let store = &self.store;
-        self.mempool.prune(&staged.block.txs, |address| store.head_account(address).map(|a| a.nonce).unwrap_or(0));
-        tracing::debug!(height = staged.tip.height, txs = staged.block.txs.len(), "staged");
+        self.mempool.prune(&staged.block.txs, |address| store.account(address).map(|a| a.nonce).unwrap_or(0));
+        for tx in &staged.block.txs {
+            for watcher in self.watchers.remove(&tx.hash()).unwrap_or_default() {
+                let _ = watcher.send(staged.tip.height);
+            }
+        }
+        tracing::debug!(height = staged.tip.height, txs = staged.block.txs.len(), "committed");
+        let _ = self.committed.send(Arc::new(staged.block.clone()));
         if self.store.staged_count() > MAX_STAGED {
             let store = self.store.clone();
             tokio::task::block_in_place(|| {
@@ -665,16 +665,6 @@ impl Actor {
         Ok(())
     }
 
-    /// A staged block is on disk: its transactions are final here.
-    fn on_written(&mut self, staged: &Staged) {
-        for tx in &staged.block.txs {
-            for watcher in self.watchers.remove(&tx.hash()).unwrap_or_default() {
-                let _ = watcher.send(staged.tip.height);
-            }
-        }
-        tracing::debug!(height = staged.tip.height, txs = staged.block.txs.len(), "committed");
-        let _ = self.committed.send(Arc::new(staged.block.clone()));
-    }
 
     fn request(&mut self, digest: [u8; 32], sync: &mut Outbound) {
         if let Some((pending, since)) = self.syncing {
@@ -735,7 +725,7 @@ impl Actor {
         let verdicts = tokio::task::block_in_place(|| verify_signatures(&txs));
         for (tx, ok) in txs.into_iter().zip(verdicts) {
             if ok {
-                let nonce = self.store.head_account(&tx.body.sender()).map(|a| a.nonce).unwrap_or(0);
+                let nonce = self.store.account(&tx.body.sender()).map(|a| a.nonce).unwrap_or(0);
                 let _ = self.mempool.admit(tx, nonce);
             }
         }
@@ -757,7 +747,7 @@ impl Actor {
             ApiRequest::Submit { txs, reply } => {
                 let mut results = Vec::with_capacity(txs.len());
                 for tx in txs {
-                    let account = match self.store.head_account(&tx.body.sender()) {
+                    let account = match self.store.account(&tx.body.sender()) {
                         Ok(account) => account,
                         Err(e) => {
                             results.push(Err(e));

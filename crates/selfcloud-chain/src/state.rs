@@ -12,12 +12,12 @@
 //! execute on.
 //!
 //! A finalized block is first *staged* (kept in memory, executed, in height order) and written to
-//! disk by the node's commit thread afterwards, so the next block is built and verified while the
-//! last one is still being written: the write (B-tree inserts, page flush, fsync) was the longest
-//! step of a block's cycle. Execution reads through the staged blocks to the disk; everything
-//! the node's API answers (tip, accounts, proofs, transaction lookups) is the durable state only,
-//! and a transaction is reported final once it is on disk here. Staged blocks lost in a crash are
-//! fetched again from the other validators, as by a node that was down.
+//! disk by the node's commit thread afterwards, so neither the next block nor the users waiting
+//! for this one wait for the write (B-tree inserts, page flush, fsync: the longest step of a
+//! block's cycle). Every read goes through the staged blocks to the disk, so the head (the last
+//! finalized block) is what execution and the node's API see alike. Finality is the network's
+//! fact, not this disk's: staged blocks lost in a crash are fetched again from the other
+//! validators, as by a node that was down, and nothing read from them changes.
 
 use crate::{Action, Address, Block, ChainError, Genesis, Tx, TxHash, MIN_FEE};
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
@@ -128,6 +128,8 @@ pub struct Staged {
     pub tip: Tip,
     executed: Executed,
     finalization: Vec<u8>,
+    /// Where each of its transactions is in it.
+    positions: std::collections::HashMap<TxHash, u32>,
 }
 
 /// One node's chain database.
@@ -204,7 +206,7 @@ impl ChainStore {
         &self.chain_id
     }
 
-    /// The last block on disk.
+    /// The last block on disk (what a restart resumes from).
     pub fn tip(&self) -> Tip {
         *self.tip.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -232,23 +234,17 @@ impl ChainStore {
         staged.len() <= count
     }
 
-    /// An account as of the head (what the next block executes on).
-    pub fn head_account(&self, address: &Address) -> Result<Account, ChainError> {
-        let key = keys::account(address);
-        let staged = self.staged_blocks();
-        if let Some(value) = staged.iter().rev().find_map(|s| s.executed.writes.get(&key)) {
-            return Ok(value.as_deref().map(Account::decode).unwrap_or_default());
-        }
-        Ok(self.latest(&key)?.map(|v| Account::decode(&v)).unwrap_or_default())
-    }
-
-    /// An account as of the tip.
+    /// An account as of the head.
     pub fn account(&self, address: &Address) -> Result<Account, ChainError> {
         Ok(self.latest(&keys::account(address))?.map(|v| Account::decode(&v)).unwrap_or_default())
     }
 
-    /// The latest value of a state key.
+    /// The value of a state key as of the head.
     pub fn latest(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChainError> {
+        let staged = self.staged_blocks();
+        if let Some(value) = staged.iter().rev().find_map(|s| s.executed.writes.get(key)) {
+            return Ok(value.clone());
+        }
         let read = self.db.begin_read()?;
         let table = read.open_table(STATE)?;
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
@@ -256,12 +252,13 @@ impl ChainStore {
 
     /// The value of `key` at `height`, with a proof against that height's state root.
     pub fn prove(&self, key: &[u8], height: u64) -> Result<(Option<Vec<u8>>, Vec<u8>), ChainError> {
-        let tip = self.tip();
-        if height > tip.height {
-            return Err(ChainError::NotFound(format!("height {height} is above the tip {}", tip.height)));
+        let staged = self.staged_blocks();
+        let head = staged.last().map_or_else(|| self.tip(), |last| last.tip);
+        if height > head.height {
+            return Err(ChainError::NotFound(format!("height {height} is above the head {}", head.height)));
         }
         let read = self.db.begin_read()?;
-        let reader = Reader { read: &read, staged: &[] };
+        let reader = Reader { read: &read, staged: &staged };
         let (value, proof) = Sha256Jmt::new(&reader).get_with_proof(KeyHash::with::<Sha256>(key), height).map_err(|e| ChainError::Storage(e.to_string()))?;
         let proof = borsh::to_vec(&proof).map_err(|e| ChainError::Storage(e.to_string()))?;
         Ok((value, proof))
@@ -302,7 +299,8 @@ impl ChainStore {
             return Err(ChainError::InvalidArgument(format!("block {} does not extend the head {}", block.height, head.height)));
         }
         let tip = Tip { height: block.height, digest: block.digest(), state_root: executed.state_root, timestamp_ms: block.timestamp_ms };
-        let entry = Arc::new(Staged { block, tip, executed, finalization });
+        let positions = block.txs.iter().zip(0u32..).map(|(tx, index)| (tx.hash(), index)).collect();
+        let entry = Arc::new(Staged { block, tip, executed, finalization, positions });
         staged.push_back(entry.clone());
         Ok(entry)
     }
@@ -383,15 +381,21 @@ impl ChainStore {
         Ok(table.get(digest.as_slice())?.map(|v| v.value()))
     }
 
-    /// The encoded finalization certificate stored with the block at `height`.
+    /// The encoded finalization certificate of the block at `height`.
     pub fn finalization(&self, height: u64) -> Result<Option<Vec<u8>>, ChainError> {
+        if let Some(staged) = self.staged_blocks().into_iter().find(|s| s.tip.height == height) {
+            return Ok(Some(staged.finalization.clone()));
+        }
         let read = self.db.begin_read()?;
         let table = read.open_table(FINALIZATIONS)?;
         Ok(table.get(height)?.map(|v| v.value().to_vec()))
     }
 
-    /// Where a committed transaction is: (height, index in block).
+    /// Where a final transaction is: (height, index in block).
     pub fn tx_location(&self, hash: &TxHash) -> Result<Option<(u64, u32)>, ChainError> {
+        if let Some(found) = self.staged_blocks().iter().find_map(|s| s.positions.get(hash).map(|index| (s.tip.height, *index))) {
+            return Ok(Some(found));
+        }
         let read = self.db.begin_read()?;
         let table = read.open_table(TXS)?;
         Ok(table.get(hash.0.as_slice())?.map(|v| v.value()))
@@ -399,12 +403,17 @@ impl ChainStore {
 
     /// Hashes of the transactions sent or received by `address`, newest first.
     pub fn account_txs(&self, address: &Address, limit: usize, offset: usize) -> Result<Vec<TxHash>, ChainError> {
+        let staged = self.staged_blocks();
+        let mut newest: Vec<TxHash> = staged.iter().rev().flat_map(|s| s.block.txs.iter().rev()).filter(|tx| involves(tx, address)).map(Tx::hash).collect();
+        let from_staged = newest.len();
+        let mut out: Vec<TxHash> = newest.drain(..).skip(offset).take(limit).collect();
+        // On disk: only below the first staged block, which may reach the disk while we read.
+        let below = staged.first().map_or(u64::MAX, |first| first.tip.height);
         let read = self.db.begin_read()?;
         let table = read.open_table(ACCOUNT_TXS)?;
         let start = [&address.0[..], &[0u8; 12]].concat();
-        let end = [&address.0[..], &[0xffu8; 12]].concat();
-        let mut out = Vec::new();
-        for entry in table.range(start.as_slice()..=end.as_slice())?.rev().skip(offset).take(limit) {
+        let end = [&address.0[..], &below.to_be_bytes(), &[0u8; 4]].concat();
+        for entry in table.range(start.as_slice()..end.as_slice())?.rev().skip(offset.saturating_sub(from_staged)).take(limit - out.len()) {
             let (_, hash) = entry?;
             if let Ok(hash) = hash.value().try_into() {
                 out.push(TxHash(hash));
@@ -553,6 +562,11 @@ fn write_state(write: &redb::WriteTransaction, writes: &BTreeMap<Vec<u8>, Option
     Ok(())
 }
 
+/// Whether `address` sent `tx` or receives its transfer (the parties `ACCOUNT_TXS` lists it under).
+fn involves(tx: &Tx, address: &Address) -> bool {
+    tx.body.sender() == *address || matches!(&tx.body.action, Action::Transfer { to, .. } if to == address)
+}
+
 fn value_key(key_hash: &KeyHash, version: Version) -> Vec<u8> {
     [&key_hash.0[..], &version.to_be_bytes()].concat()
 }
@@ -673,15 +687,16 @@ mod tests {
         assert_eq!(applied, vec![good], "a replayed nonce in the same block must not apply twice");
     }
 
-    /// Staging is invisible in the result: blocks executed on staged blocks (not yet written)
-    /// produce the roots and state of blocks executed on written ones, while the durable view
-    /// (what the API reads) stays at the disk until the commit thread writes them.
+    /// Staging is invisible to readers: blocks executed on staged blocks (not yet written)
+    /// produce the roots and state of blocks executed on written ones, and every read (accounts,
+    /// proofs, blocks, transaction lookups, an account's history) answers the same before the
+    /// commit thread writes them as after.
     #[test]
-    fn blocks_execute_on_staged_blocks_as_on_written_ones() {
+    fn staged_blocks_read_and_execute_as_written_ones() {
         let dir = tempfile::tempdir().unwrap();
         let written = ChainStore::open(&dir.path().join("written.redb"), &genesis()).unwrap();
         let staging = ChainStore::open(&dir.path().join("staging.redb"), &genesis()).unwrap();
-        // Each block moves funds the next one spends: reads must see the staged writes.
+        // Each block moves funds the next one spends: execution must read the staged writes.
         let rounds = [
             vec![transfer(1, 0, address(2), 10 * UNIT), transfer(1, 1, address(3), UNIT)],
             vec![transfer(2, 0, address(3), 4 * UNIT), transfer(1, 2, address(2), UNIT)],
@@ -689,36 +704,53 @@ mod tests {
         ];
         let genesis_tip = staging.tip();
         let mut blocks = Vec::new();
-        for txs in rounds {
+        // Block 1 reaches the disk, blocks 2 and 3 stay staged: reads span both.
+        for (round, txs) in rounds.into_iter().enumerate() {
             let (_, by_written) = written.execute(txs.clone(), Mode::Strict).unwrap();
             let (_, by_staging) = staging.execute(txs.clone(), Mode::Strict).unwrap();
             assert_eq!(by_staging.state_root, by_written.state_root);
             let block = block_on(&written, txs, by_written.state_root);
             written.commit(&block, by_written, b"cert").unwrap();
-            staging.stage(block.clone(), by_staging, b"cert".to_vec()).unwrap();
+            staging.stage(block.clone(), by_staging, format!("cert {round}").into_bytes()).unwrap();
+            if round == 0 {
+                assert!(staging.write_staged().unwrap().is_some());
+            }
             blocks.push(block);
         }
-        assert_eq!(staging.staged_count(), 3);
-        assert_eq!(staging.tip(), genesis_tip, "nothing is on disk yet");
+        assert_eq!(staging.staged_count(), 2);
+        assert_ne!(staging.tip(), genesis_tip);
+        assert_eq!(staging.tip().height, 1, "blocks 2 and 3 are not on disk yet");
         assert_eq!(staging.head(), written.tip());
-        assert_eq!(staging.account(&address(4)).unwrap(), Account::default(), "the durable view waits for the disk");
-        assert_eq!(staging.head_account(&address(4)).unwrap(), written.account(&address(4)).unwrap());
-        assert_eq!(staging.height_of(&blocks[1].digest()).unwrap(), Some(2), "staged blocks can be served to peers");
-        assert_eq!(staging.block(3).unwrap().as_ref(), Some(&blocks[2]));
         let (_, empty) = staging.execute(vec![], Mode::Strict).unwrap();
         assert_eq!(empty.height, 4, "execution is on the head");
         assert!(staging.stage(blocks[0].clone(), empty, vec![]).is_err(), "a block must extend the head");
 
+        let same_answers = |when: &str| {
+            for n in 1..=4 {
+                assert_eq!(staging.account(&address(n)).unwrap(), written.account(&address(n)).unwrap(), "{when}: account {n}");
+                assert_eq!(staging.account_txs(&address(n), 10, 0).unwrap(), written.account_txs(&address(n), 10, 0).unwrap(), "{when}: history of {n}");
+                for (limit, offset) in [(1, 1), (2, 1), (10, 2), (10, 3)] {
+                    assert_eq!(staging.account_txs(&address(n), limit, offset).unwrap(), written.account_txs(&address(n), limit, offset).unwrap(), "{when}: page ({limit}, {offset}) of {n}");
+                }
+            }
+            for block in &blocks {
+                assert_eq!(staging.height_of(&block.digest()).unwrap(), Some(block.height), "{when}");
+                assert_eq!(staging.block(block.height).unwrap().as_ref(), Some(block), "{when}");
+                for (index, tx) in block.txs.iter().enumerate() {
+                    assert_eq!(staging.tx_location(&tx.hash()).unwrap(), Some((block.height, index as u32)), "{when}");
+                }
+            }
+            assert_eq!(staging.finalization(3).unwrap().as_deref(), Some(&b"cert 2"[..]), "{when}");
+            let key = keys::account(&address(3));
+            let (value, proof) = staging.prove(&key, 3).unwrap();
+            verify_proof(&blocks[2].state_root, &key, value.as_deref(), &proof).unwrap();
+            let (value, proof) = staging.prove(&key, 2).unwrap();
+            verify_proof(&blocks[1].state_root, &key, value.as_deref(), &proof).unwrap();
+        };
+        same_answers("staged");
         while staging.write_staged().unwrap().is_some() {}
-        assert_eq!(staging.staged_count(), 0);
-        assert_eq!(staging.tip(), written.tip());
-        for n in 1..=4 {
-            assert_eq!(staging.account(&address(n)).unwrap(), written.account(&address(n)).unwrap());
-        }
-        let key = keys::account(&address(3));
-        let (value, proof) = staging.prove(&key, 3).unwrap();
-        verify_proof(&staging.tip().state_root, &key, value.as_deref(), &proof).unwrap();
-        assert_eq!(staging.tx_location(&blocks[2].txs[1].hash()).unwrap(), Some((3, 1)));
+        assert_eq!((staging.staged_count(), staging.tip()), (0, written.tip()));
+        same_answers("written");
     }
 
     #[test]
