@@ -647,8 +647,8 @@ impl Actor {
         self.finalizations.remove(&digest);
         let store = &self.store;
         self.mempool.prune(&staged.block.txs, |address| store.account(address).map(|a| a.nonce).unwrap_or(0));
-        for tx in &staged.block.txs {
-            for watcher in self.watchers.remove(&tx.hash()).unwrap_or_default() {
+        for hash in &staged.hashes {
+            for watcher in self.watchers.remove(hash).unwrap_or_default() {
                 let _ = watcher.send(staged.tip.height);
             }
         }

@@ -128,8 +128,8 @@ pub struct Staged {
     pub tip: Tip,
     executed: Executed,
     finalization: Vec<u8>,
-    /// Where each of its transactions is in it.
-    positions: std::collections::HashMap<TxHash, u32>,
+    /// Its transactions' hashes, in block order (looked up by the API, indexed by the write).
+    pub hashes: Vec<TxHash>,
 }
 
 /// One node's chain database.
@@ -213,7 +213,11 @@ impl ChainStore {
 
     /// The last finalized block: the newest staged one, else the tip. Blocks execute on it.
     pub fn head(&self) -> Tip {
-        let staged = self.staged_blocks();
+        self.head_of(&self.staged_blocks())
+    }
+
+    /// The head, given the staged blocks.
+    fn head_of(&self, staged: &[Arc<Staged>]) -> Tip {
         staged.last().map_or_else(|| self.tip(), |last| last.tip)
     }
 
@@ -253,7 +257,7 @@ impl ChainStore {
     /// The value of `key` at `height`, with a proof against that height's state root.
     pub fn prove(&self, key: &[u8], height: u64) -> Result<(Option<Vec<u8>>, Vec<u8>), ChainError> {
         let staged = self.staged_blocks();
-        let head = staged.last().map_or_else(|| self.tip(), |last| last.tip);
+        let head = self.head_of(&staged);
         if height > head.height {
             return Err(ChainError::NotFound(format!("height {height} is above the head {}", head.height)));
         }
@@ -272,7 +276,7 @@ impl ChainStore {
     pub fn execute(&self, txs: Vec<Tx>, mode: Mode) -> Result<(Vec<Tx>, Executed), ChainError> {
         // The staged list before the read transaction (see `staged`).
         let staged = self.staged_blocks();
-        let height = staged.last().map_or_else(|| self.tip(), |last| last.tip).height + 1;
+        let height = self.head_of(&staged).height + 1;
         let read = self.db.begin_read()?;
         let state = read.open_table(STATE)?;
         let mut overlay = Overlay { state: &state, staged: &staged, writes: BTreeMap::new() };
@@ -294,13 +298,13 @@ impl ChainStore {
     /// to be written by [`ChainStore::write_staged`].
     pub fn stage(&self, block: Block, executed: Executed, finalization: Vec<u8>) -> Result<Arc<Staged>, ChainError> {
         let mut staged = self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let head = staged.back().map_or_else(|| self.tip(), |last| last.tip);
+        let head = self.head_of(staged.make_contiguous());
         if block.height != head.height + 1 || executed.height != block.height || block.parent != head.digest {
             return Err(ChainError::InvalidArgument(format!("block {} does not extend the head {}", block.height, head.height)));
         }
         let tip = Tip { height: block.height, digest: block.digest(), state_root: executed.state_root, timestamp_ms: block.timestamp_ms };
-        let positions = block.txs.iter().zip(0u32..).map(|(tx, index)| (tx.hash(), index)).collect();
-        let entry = Arc::new(Staged { block, tip, executed, finalization, positions });
+        let hashes = block.txs.iter().map(Tx::hash).collect();
+        let entry = Arc::new(Staged { block, tip, executed, finalization, hashes });
         staged.push_back(entry.clone());
         Ok(entry)
     }
@@ -337,17 +341,9 @@ impl ChainStore {
             write.open_table(FINALIZATIONS)?.insert(block.height, finalization)?;
             let mut txs = write.open_table(TXS)?;
             let mut by_account = write.open_table(ACCOUNT_TXS)?;
-            for (index, tx) in block.txs.iter().enumerate() {
-                let hash = tx.hash();
-                let index = index as u32;
+            for ((tx, hash), index) in block.txs.iter().zip(&staged.hashes).zip(0u32..) {
                 txs.insert(hash.0.as_slice(), (block.height, index))?;
-                let mut parties = vec![tx.body.sender()];
-                if let Action::Transfer { to, .. } = &tx.body.action {
-                    if *to != parties[0] {
-                        parties.push(*to);
-                    }
-                }
-                for party in parties {
+                for party in parties(tx) {
                     let key = [&party.0[..], &block.height.to_be_bytes(), &index.to_be_bytes()].concat();
                     by_account.insert(key.as_slice(), hash.0.as_slice())?;
                 }
@@ -393,7 +389,7 @@ impl ChainStore {
 
     /// Where a final transaction is: (height, index in block).
     pub fn tx_location(&self, hash: &TxHash) -> Result<Option<(u64, u32)>, ChainError> {
-        if let Some(found) = self.staged_blocks().iter().find_map(|s| s.positions.get(hash).map(|index| (s.tip.height, *index))) {
+        if let Some(found) = self.staged_blocks().iter().find_map(|s| s.hashes.iter().position(|h| h == hash).map(|index| (s.tip.height, index as u32))) {
             return Ok(Some(found));
         }
         let read = self.db.begin_read()?;
@@ -562,9 +558,18 @@ fn write_state(write: &redb::WriteTransaction, writes: &BTreeMap<Vec<u8>, Option
     Ok(())
 }
 
-/// Whether `address` sent `tx` or receives its transfer (the parties `ACCOUNT_TXS` lists it under).
+/// The accounts `ACCOUNT_TXS` lists `tx` under: its sender, and a transfer's recipient if another.
+fn parties(tx: &Tx) -> impl Iterator<Item = Address> {
+    let sender = tx.body.sender();
+    let recipient = match &tx.body.action {
+        Action::Transfer { to, .. } if *to != sender => Some(*to),
+        _ => None,
+    };
+    std::iter::once(sender).chain(recipient)
+}
+
 fn involves(tx: &Tx, address: &Address) -> bool {
-    tx.body.sender() == *address || matches!(&tx.body.action, Action::Transfer { to, .. } if to == address)
+    parties(tx).any(|party| party == *address)
 }
 
 fn value_key(key_hash: &KeyHash, version: Version) -> Vec<u8> {

@@ -335,8 +335,12 @@ pub(crate) async fn next_kubo_field(multipart: &mut Multipart) -> Result<Option<
 }
 
 pub(crate) fn kubo_error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "Message": message.into(), "Code": 0, "Type": "error" });
-    (status, axum::Json(body)).into_response()
+    (status, axum::Json(kubo_error_value(message))).into_response()
+}
+
+/// Kubo's error object (also a value of its own in a stream that fails after it began).
+fn kubo_error_value(message: impl Into<String>) -> serde_json::Value {
+    serde_json::json!({ "Message": message.into(), "Code": 0, "Type": "error" })
 }
 
 fn kubo_from_api(e: ApiError) -> Response {
@@ -453,9 +457,10 @@ async fn kubo_pin_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<Pin
     let recursive = q.recursive.unwrap_or(true);
     let fetched = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let pinning = pin_add(state, ctx.quota_bytes, root, recursive, fetched.clone());
+    let pinned = serde_json::json!({ "Pins": [root.to_string()] });
     if !q.progress.unwrap_or(false) {
         return match pinning.await {
-            Ok(()) => axum::Json(serde_json::json!({ "Pins": [root.to_string()] })).into_response(),
+            Ok(()) => axum::Json(pinned).into_response(),
             Err(e) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
         };
     }
@@ -484,9 +489,9 @@ async fn kubo_pin_add(State(state): State<Shared>, ctx: Ctx, Query(q): Query<Pin
                 if n > 0 && tx.send(progress(n)).await.is_err() {
                     return;
                 }
-                serde_json::json!({ "Pins": [root.to_string()] })
+                pinned
             }
-            Err(e) => serde_json::json!({ "Message": e, "Code": 0, "Type": "error" }),
+            Err(e) => kubo_error_value(e),
         };
         let _ = tx.send(crate::ai::sse::line(&last)).await;
     });
