@@ -653,7 +653,7 @@ impl Actor {
             }
         }
         tracing::debug!(height = staged.tip.height, txs = staged.block.txs.len(), "committed");
-        let _ = self.committed.send(Arc::new(staged.block.clone()));
+        let _ = self.committed.send(staged.block.clone());
         if self.store.staged_count() > MAX_STAGED {
             let store = self.store.clone();
             tokio::task::block_in_place(|| {

@@ -124,7 +124,8 @@ pub enum Mode {
 
 /// A finalized block waiting for the commit thread, with what executing it produced.
 pub struct Staged {
-    pub block: Block,
+    /// Shared with the node's block subscribers, so a block is not copied to reach them.
+    pub block: Arc<Block>,
     pub tip: Tip,
     executed: Executed,
     finalization: Vec<u8>,
@@ -226,6 +227,11 @@ impl ChainStore {
         self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().cloned().collect()
     }
 
+    /// The staged block at `height`, if that one is staged.
+    fn staged_at(&self, height: u64) -> Option<Arc<Staged>> {
+        self.staged_blocks().into_iter().find(|s| s.tip.height == height)
+    }
+
     /// How many finalized blocks wait for the commit thread.
     pub fn staged_count(&self) -> usize {
         self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
@@ -245,8 +251,7 @@ impl ChainStore {
 
     /// The value of a state key as of the head.
     pub fn latest(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChainError> {
-        let staged = self.staged_blocks();
-        if let Some(value) = staged.iter().rev().find_map(|s| s.executed.writes.get(key)) {
+        if let Some(value) = staged_value(&self.staged_blocks(), key) {
             return Ok(value.clone());
         }
         let read = self.db.begin_read()?;
@@ -304,7 +309,7 @@ impl ChainStore {
         }
         let tip = Tip { height: block.height, digest: block.digest(), state_root: executed.state_root, timestamp_ms: block.timestamp_ms };
         let hashes = block.txs.iter().map(Tx::hash).collect();
-        let entry = Arc::new(Staged { block, tip, executed, finalization, hashes });
+        let entry = Arc::new(Staged { block: Arc::new(block), tip, executed, finalization, hashes });
         staged.push_back(entry.clone());
         Ok(entry)
     }
@@ -321,8 +326,8 @@ impl ChainStore {
     }
 
     /// Stages `block` and writes everything staged: the new tip is `block`.
-    pub fn commit(&self, block: &Block, executed: Executed, finalization: &[u8]) -> Result<(), ChainError> {
-        self.stage(block.clone(), executed, finalization.to_vec())?;
+    pub fn commit(&self, block: Block, executed: Executed, finalization: &[u8]) -> Result<(), ChainError> {
+        self.stage(block, executed, finalization.to_vec())?;
         while self.write_staged()?.is_some() {}
         Ok(())
     }
@@ -356,8 +361,8 @@ impl ChainStore {
 
     /// The finalized block at `height` (0 is genesis and has no block), staged or on disk.
     pub fn block(&self, height: u64) -> Result<Option<Block>, ChainError> {
-        if let Some(staged) = self.staged_blocks().into_iter().find(|s| s.tip.height == height) {
-            return Ok(Some(staged.block.clone()));
+        if let Some(staged) = self.staged_at(height) {
+            return Ok(Some(Block::clone(&staged.block)));
         }
         let read = self.db.begin_read()?;
         let table = read.open_table(BLOCKS)?;
@@ -379,7 +384,7 @@ impl ChainStore {
 
     /// The encoded finalization certificate of the block at `height`.
     pub fn finalization(&self, height: u64) -> Result<Option<Vec<u8>>, ChainError> {
-        if let Some(staged) = self.staged_blocks().into_iter().find(|s| s.tip.height == height) {
+        if let Some(staged) = self.staged_at(height) {
             return Ok(Some(staged.finalization.clone()));
         }
         let read = self.db.begin_read()?;
@@ -438,7 +443,7 @@ impl Overlay<'_> {
         if let Some(value) = self.writes.get(key) {
             return Ok(value.clone());
         }
-        if let Some(value) = self.staged.iter().rev().find_map(|s| s.executed.writes.get(key)) {
+        if let Some(value) = staged_value(self.staged, key) {
             return Ok(value.clone());
         }
         Ok(self.state.get(key)?.map(|v| v.value().to_vec()))
@@ -568,6 +573,11 @@ fn parties(tx: &Tx) -> impl Iterator<Item = Address> {
     std::iter::once(sender).chain(recipient)
 }
 
+/// The newest staged write of `key`, if a staged block wrote it (`Some(None)`: deleted).
+fn staged_value<'a>(staged: &'a [Arc<Staged>], key: &[u8]) -> Option<&'a Option<Vec<u8>>> {
+    staged.iter().rev().find_map(|s| s.executed.writes.get(key))
+}
+
 fn involves(tx: &Tx, address: &Address) -> bool {
     parties(tx).any(|party| party == *address)
 }
@@ -649,7 +659,7 @@ mod tests {
         let (applied, executed) = store.execute(txs.clone(), Mode::Strict).unwrap();
         assert_eq!(applied, txs);
         let block = block_on(&store, applied, executed.state_root);
-        store.commit(&block, executed, b"cert").unwrap();
+        store.commit(block.clone(), executed, b"cert").unwrap();
         assert_eq!(store.account(&address(2)).unwrap(), Account { balance: 5 * UNIT, nonce: 0 });
         assert_eq!(store.account(&address(1)).unwrap(), Account { balance: 994 * UNIT - 2 * MIN_FEE, nonce: 2 });
         let tip = store.tip();
@@ -715,7 +725,7 @@ mod tests {
             let (_, by_staging) = staging.execute(txs.clone(), Mode::Strict).unwrap();
             assert_eq!(by_staging.state_root, by_written.state_root);
             let block = block_on(&written, txs, by_written.state_root);
-            written.commit(&block, by_written, b"cert").unwrap();
+            written.commit(block.clone(), by_written, b"cert").unwrap();
             staging.stage(block.clone(), by_staging, format!("cert {round}").into_bytes()).unwrap();
             if round == 0 {
                 assert!(staging.write_staged().unwrap().is_some());

@@ -62,7 +62,7 @@ fn micro(dir: &Path) -> anyhow::Result<()> {
         let tip = store.tip();
         let (applied, executed) = store.execute(block.to_vec(), selfcloud_chain::Mode::Strict).map_err(|e| anyhow::anyhow!("{e}"))?;
         let block = selfcloud_chain::Block { parent: tip.digest, height: tip.height + 1, view: tip.height + 1, timestamp_ms: 1, state_root: executed.state_root, txs: applied };
-        store.commit(&block, executed, b"").map_err(|e| anyhow::anyhow!("{e}"))?;
+        store.commit(block, executed, b"").map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let execute = N as f64 / started.elapsed().as_secs_f64();
     println!("  one node's parts: signature checks {verify:.0}/s as batches on all cores ({single:.0}/s one by one, one core); execute + commit {execute:.0} transfers/s (blocks of 2,000, 2,000 accounts)");
