@@ -187,7 +187,7 @@ async fn one_network(dir: &Path, count: usize, seconds: u64, senders: usize, ste
         crate::bench::percentile(&idle, 0.99)
     );
     let rate = steady.unwrap_or((tps / 2.0) as usize);
-    paced(&nodes, &paced_keys, rate, steady.is_some(), seconds.min(10), &mut probe).await?;
+    paced(dir, &nodes, &paced_keys, rate, steady.is_some(), seconds.min(10), &mut probe).await?;
     drop(net);
     Ok(())
 }
@@ -258,7 +258,7 @@ impl Probe {
 /// Finality under a steady load of `rate` transfers/s: each validator gets its senders' transfers
 /// in batches every [`PACE_TICK`] (a sender always goes to the same validator, in nonce order),
 /// while the probe measures.
-async fn paced(nodes: &[NodeClient], keys: &[ed25519_dalek::SigningKey], rate: usize, fixed: bool, seconds: u64, probe: &mut Probe) -> anyhow::Result<()> {
+async fn paced(dir: &Path, nodes: &[NodeClient], keys: &[ed25519_dalek::SigningKey], rate: usize, fixed: bool, seconds: u64, probe: &mut Probe) -> anyhow::Result<()> {
     let count = nodes.len();
     anyhow::ensure!(keys.len() >= count, "the paced load needs at least one sender per validator");
     let per_tick = (rate * PACE_TICK.as_millis() as usize / 1000 / count).max(1);
@@ -278,6 +278,7 @@ async fn paced(nodes: &[NodeClient], keys: &[ed25519_dalek::SigningKey], rate: u
     .await?;
     let start_height = nodes[0].height().await?;
     let started = Instant::now();
+    let host_before = crate::host_load::Sample::take(dir);
     let submitters: Vec<_> = by_validator
         .into_iter()
         .zip(nodes.iter().cloned())
@@ -298,6 +299,7 @@ async fn paced(nodes: &[NodeClient], keys: &[ed25519_dalek::SigningKey], rate: u
         })
         .collect();
     let latencies = probe.run(nodes, started + Duration::from_secs(seconds)).await;
+    let host = crate::host_load::Sample::take(dir).since(&host_before);
     let mut refused = 0;
     for submitter in submitters {
         refused += submitter.await.unwrap_or(0);
@@ -316,5 +318,7 @@ async fn paced(nodes: &[NodeClient], keys: &[ed25519_dalek::SigningKey], rate: u
         crate::bench::percentile(&latencies, 0.50),
         crate::bench::percentile(&latencies, 0.99)
     );
+    // Whether that latency is CPU, the disk, or neither (round trips and waits).
+    println!("  [{count} validators] the host during that load: {host}");
     Ok(())
 }

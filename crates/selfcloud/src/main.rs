@@ -13,6 +13,7 @@ mod bench_ipfs;
 mod bench_llm;
 
 mod demo;
+mod host_load;
 mod probe;
 
 use std::net::SocketAddr;
