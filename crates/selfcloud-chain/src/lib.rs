@@ -24,7 +24,7 @@ pub use address::Address;
 pub use block::{Block, Genesis, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 pub use error::ChainError;
 pub use mempool::Mempool;
-pub use state::{Account, ChainStore, Mode, Tip};
+pub use state::{block_file, Account, ChainStore, Mode, Tip};
 pub use tx::{parse_hash, transfer, Action, Tx, TxBody, TxHash, MAX_TX_BYTES};
 
 /// The local network's chain id.

@@ -1,10 +1,17 @@
-//! The chain's state and history on disk: one redb file per node.
+//! The chain's state and history on disk: two redb files per node.
 //!
 //! State is a map from namespaced keys to values, authenticated by a Jellyfish Merkle tree whose
 //! root every block commits to (tree version = block height). The latest value of each key is also
-//! kept in a plain table so execution never walks the tree to read. Blocks, their finalization
-//! certificates and transaction indexes are written in the same transaction as the state they
-//! produce, so a node that crashes resumes at exactly the last block it committed.
+//! kept in a plain table so execution never walks the tree to read.
+//!
+//! The *block file* holds what the network agreed on: blocks, their finalization certificates
+//! and the tip. It is appended to once per block, durably, in height order (a few pages).
+//! The *state file* holds what follows from the blocks: the state, its tree and the transaction
+//! indexes. Each block's rows land in random places there (keys are hashes), so making every
+//! block's state durable rewrote megabytes of pages per block and held the disk that consensus's
+//! votes wait on. The state file is made durable only at checkpoints (every [`CHECKPOINT`] and at
+//! close); a node that crashes in between re-executes the blocks above its last checkpoint when
+//! it opens, checking each state root, and so resumes at exactly the last block it wrote.
 //!
 //! Execution happens only on top of the *head*: the last finalized block. The node proposes and
 //! verifies a block with transactions once its parent is final (see `node`; an empty block on a
@@ -13,29 +20,35 @@
 //!
 //! A finalized block is first *staged* (kept in memory, executed, in height order) and written to
 //! disk by the node's commit thread afterwards, so neither the next block nor the users waiting
-//! for this one wait for the write (B-tree inserts, page flush, fsync: the longest step of a
-//! block's cycle). Every read goes through the staged blocks to the disk, so the head (the last
-//! finalized block) is what execution and the node's API see alike. Finality is the network's
-//! fact, not this disk's: staged blocks lost in a crash are fetched again from the other
-//! validators, as by a node that was down, and nothing read from them changes.
+//! for this one wait for the write. Every read goes through the staged blocks to the disk, so the
+//! head (the last finalized block) is what execution and the node's API see alike. Finality is
+//! the network's fact, not this disk's: staged blocks lost in a crash are fetched again from the
+//! other validators, as by a node that was down, and nothing read from them changes.
 
 use crate::{Action, Address, Block, ChainError, Genesis, Tx, TxHash, MIN_FEE};
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+/// How often the state file is made durable. A crash costs re-executing at most this much of the
+/// chain at the next open; a longer spell lets more of a hot page's rewrites meet in one write.
+pub const CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(5);
+
+// The state file.
 const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
 const VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_values");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+const TXS: TableDefinition<&[u8], (u64, u32)> = TableDefinition::new("txs");
+const ACCOUNT_TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("account_txs");
+// The block file.
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const DIGESTS: TableDefinition<&[u8], u64> = TableDefinition::new("block_digests");
 const FINALIZATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("finalizations");
-const TXS: TableDefinition<&[u8], (u64, u32)> = TableDefinition::new("txs");
-const ACCOUNT_TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("account_txs");
+// Both: "tip", the last block each file holds.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// An account's spendable balance (base units) and next nonce.
@@ -133,12 +146,13 @@ pub struct Staged {
     pub hashes: Vec<TxHash>,
 }
 
-/// One node's chain database.
+/// One node's chain database: its block file and its state file (see the module doc).
 ///
 /// Shared by reference between the node's actor (the only writer), its commit thread and its API
 /// (readers): redb gives readers a consistent snapshot while a block commits.
 pub struct ChainStore {
-    db: Database,
+    blocks: Database,
+    state: Database,
     chain_id: String,
     /// The last block on disk.
     tip: std::sync::RwLock<Tip>,
@@ -148,32 +162,103 @@ pub struct ChainStore {
     staged: std::sync::Mutex<std::collections::VecDeque<Arc<Staged>>>,
     /// Signalled whenever a staged block reaches the disk.
     written: std::sync::Condvar,
+    /// When the state file was last made durable.
+    checkpointed: std::sync::Mutex<std::time::Instant>,
+}
+
+/// The block file that goes with the state file at `state`: `chain.redb` → `chain.blocks.redb`.
+pub fn block_file(state: &Path) -> std::path::PathBuf {
+    state.with_extension("blocks.redb")
 }
 
 impl ChainStore {
-    /// Opens (or creates from `genesis`) the store at `path`.
+    /// Opens (or creates from `genesis`) the store whose state file is `path` (its block file
+    /// beside it, see [`block_file`]), re-executing the blocks whose state a crash lost.
     pub fn open(path: &Path, genesis: &Genesis) -> Result<ChainStore, ChainError> {
-        let db = Database::create(path)?;
-        let existing = {
-            let read = db.begin_read()?;
-            match read.open_table(META) {
-                Ok(table) => table.get("tip")?.and_then(|v| Tip::decode(v.value())),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(e.into()),
-            }
-        };
         let store = ChainStore {
-            db,
+            blocks: Database::create(block_file(path))?,
+            state: Database::create(path)?,
             chain_id: genesis.chain_id.clone(),
             tip: std::sync::RwLock::new(Tip { height: 0, digest: genesis.digest(), state_root: [0; 32], timestamp_ms: genesis.timestamp_ms }),
             staged: Default::default(),
             written: std::sync::Condvar::new(),
+            checkpointed: std::sync::Mutex::new(std::time::Instant::now()),
         };
-        match existing {
+        store.move_blocks_out_of_state()?;
+        let block_tip = read_tip(&store.blocks)?;
+        if block_tip.is_none() {
+            store.create_block_tables()?;
+        }
+        match read_tip(&store.state)? {
             Some(tip) => store.set_tip(tip),
             None => store.init_genesis(genesis)?,
         }
+        let state_tip = store.tip();
+        match block_tip {
+            Some(block_tip) if block_tip.height > state_tip.height => store.replay(block_tip)?,
+            Some(block_tip) if block_tip != state_tip => {
+                return Err(ChainError::Storage(format!("the state file is at block {} but the block file ends at block {}", state_tip.height, block_tip.height)));
+            }
+            None if state_tip.height > 0 => {
+                return Err(ChainError::Storage(format!("the block file {} is missing blocks 1 to {}", block_file(path).display(), state_tip.height)));
+            }
+            _ => {}
+        }
         Ok(store)
+    }
+
+    /// A store written before the block file existed keeps its blocks in the state file: they
+    /// move to the block file (durably) before they leave the state file, so a crash between
+    /// the two only repeats the move.
+    fn move_blocks_out_of_state(&self) -> Result<(), ChainError> {
+        let read = self.state.begin_read()?;
+        let old_blocks = match read.open_table(BLOCKS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(blocks = old_blocks.len()?, "moving the chain's blocks to their own file");
+        let write = self.blocks.begin_write()?;
+        {
+            let mut blocks = write.open_table(BLOCKS)?;
+            for entry in old_blocks.iter()? {
+                let (height, block) = entry?;
+                blocks.insert(height.value(), block.value())?;
+            }
+            let mut digests = write.open_table(DIGESTS)?;
+            for entry in read.open_table(DIGESTS)?.iter()? {
+                let (digest, height) = entry?;
+                digests.insert(digest.value(), height.value())?;
+            }
+            let mut finalizations = write.open_table(FINALIZATIONS)?;
+            for entry in read.open_table(FINALIZATIONS)?.iter()? {
+                let (height, certificate) = entry?;
+                finalizations.insert(height.value(), certificate.value())?;
+            }
+            if let Some(tip) = read.open_table(META)?.get("tip")? {
+                write.open_table(META)?.insert("tip", tip.value())?;
+            }
+        }
+        write.commit()?;
+        drop(old_blocks);
+        drop(read);
+        let write = self.state.begin_write()?;
+        write.delete_table(BLOCKS)?;
+        write.delete_table(DIGESTS)?;
+        write.delete_table(FINALIZATIONS)?;
+        write.commit()?;
+        Ok(())
+    }
+
+    /// Creates the block file's tables, so readers never meet a missing one.
+    fn create_block_tables(&self) -> Result<(), ChainError> {
+        let write = self.blocks.begin_write()?;
+        write.open_table(BLOCKS)?;
+        write.open_table(DIGESTS)?;
+        write.open_table(FINALIZATIONS)?;
+        write.open_table(META)?;
+        write.commit()?;
+        Ok(())
     }
 
     fn init_genesis(&self, genesis: &Genesis) -> Result<(), ChainError> {
@@ -181,22 +266,38 @@ impl ChainStore {
         for (address, balance) in genesis.balances()? {
             writes.insert(keys::account(&address), Some(Account { balance, nonce: 0 }.encode()));
         }
-        let read = self.db.begin_read()?;
+        let read = self.state.begin_read()?;
         let (root, tree) = put_values(&read, &[], &writes, 0)?;
         drop(read);
         let tip = Tip { height: 0, digest: genesis.digest(), state_root: root, timestamp_ms: genesis.timestamp_ms };
-        let write = self.db.begin_write()?;
-        write_state(&write, &writes, &tree, 0)?;
+        let write = self.state.begin_write()?;
+        write_tree(&write, &writes, &tree, 0)?;
         write.open_table(META)?.insert("tip", tip.encode().as_slice())?;
         // Create every table so readers never meet a missing one.
-        write.open_table(BLOCKS)?;
-        write.open_table(DIGESTS)?;
-        write.open_table(FINALIZATIONS)?;
         write.open_table(TXS)?;
         write.open_table(ACCOUNT_TXS)?;
         write.commit()?;
         self.set_tip(tip);
         Ok(())
+    }
+
+    /// Re-executes the blocks above the state file's tip up to `to` (the block file's tip),
+    /// checking each against the state root its block names, then checkpoints.
+    fn replay(&self, to: Tip) -> Result<(), ChainError> {
+        let from = self.tip().height + 1;
+        tracing::info!(from, to = to.height, "re-executing the blocks whose state was not checkpointed before the node stopped");
+        for height in from..=to.height {
+            let block = self.block(height)?.ok_or_else(|| ChainError::Storage(format!("block {height} is missing from the block file")))?;
+            let (_, executed) = self.execute(block.txs.clone(), Mode::Strict)?;
+            if executed.state_root != block.state_root {
+                return Err(ChainError::Storage(format!("re-executing block {height} gives a state root other than the block's")));
+            }
+            let tip = Tip { height, digest: block.digest(), state_root: executed.state_root, timestamp_ms: block.timestamp_ms };
+            let hashes: Vec<TxHash> = block.txs.iter().map(Tx::hash).collect();
+            self.write_state(&block, &executed, &hashes, tip)?;
+            self.set_tip(tip);
+        }
+        self.checkpoint()
     }
 
     fn set_tip(&self, tip: Tip) {
@@ -254,7 +355,7 @@ impl ChainStore {
         if let Some(value) = staged_value(&self.staged_blocks(), key) {
             return Ok(value.clone());
         }
-        let read = self.db.begin_read()?;
+        let read = self.state.begin_read()?;
         let table = read.open_table(STATE)?;
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
     }
@@ -266,7 +367,7 @@ impl ChainStore {
         if height > head.height {
             return Err(ChainError::NotFound(format!("height {height} is above the head {}", head.height)));
         }
-        let read = self.db.begin_read()?;
+        let read = self.state.begin_read()?;
         let reader = Reader { read: &read, staged: &staged };
         let (value, proof) = Sha256Jmt::new(&reader).get_with_proof(KeyHash::with::<Sha256>(key), height).map_err(|e| ChainError::Storage(e.to_string()))?;
         let proof = borsh::to_vec(&proof).map_err(|e| ChainError::Storage(e.to_string()))?;
@@ -282,7 +383,7 @@ impl ChainStore {
         // The staged list before the read transaction (see `staged`).
         let staged = self.staged_blocks();
         let height = self.head_of(&staged).height + 1;
-        let read = self.db.begin_read()?;
+        let read = self.state.begin_read()?;
         let state = read.open_table(STATE)?;
         let mut overlay = Overlay { state: &state, staged: &staged, writes: BTreeMap::new() };
         let mut applied = Vec::with_capacity(txs.len());
@@ -314,7 +415,7 @@ impl ChainStore {
         Ok(entry)
     }
 
-    /// Writes the oldest staged block to disk (one durable transaction) and makes it the tip;
+    /// Writes the oldest staged block to disk (durably to the block file) and makes it the tip;
     /// `None` when nothing is staged. Only one thread may call this.
     pub fn write_staged(&self) -> Result<Option<Arc<Staged>>, ChainError> {
         let Some(next) = self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).front().cloned() else { return Ok(None) };
@@ -333,20 +434,33 @@ impl ChainStore {
     }
 
     fn write(&self, staged: &Staged) -> Result<(), ChainError> {
-        let (block, executed, tip) = (&staged.block, &staged.executed, staged.tip);
-        let digest = tip.digest;
-        let finalization = staged.finalization.as_slice();
-        let mut write = self.db.begin_write()?;
+        let (block, tip) = (&staged.block, staged.tip);
+        // The block first, durably: the state written next can always be rebuilt from it.
+        let mut write = self.blocks.begin_write()?;
         write.set_durability(Durability::Immediate).map_err(|e| ChainError::Storage(e.to_string()))?;
-        write_state(&write, &executed.writes, &executed.tree, block.height)?;
         {
-            let encoded = commonware_codec::Encode::encode(block);
+            let encoded = commonware_codec::Encode::encode(block.as_ref());
             write.open_table(BLOCKS)?.insert(block.height, encoded.as_ref())?;
-            write.open_table(DIGESTS)?.insert(digest.as_slice(), block.height)?;
-            write.open_table(FINALIZATIONS)?.insert(block.height, finalization)?;
+            write.open_table(DIGESTS)?.insert(tip.digest.as_slice(), block.height)?;
+            write.open_table(FINALIZATIONS)?.insert(block.height, staged.finalization.as_slice())?;
+            write.open_table(META)?.insert("tip", tip.encode().as_slice())?;
+        }
+        write.commit()?;
+        self.write_state(block, &staged.executed, &staged.hashes, tip)
+    }
+
+    /// Writes what `block` did to the state and the transaction indexes; durably only when a
+    /// checkpoint is due (see the module doc).
+    fn write_state(&self, block: &Block, executed: &Executed, hashes: &[TxHash], tip: Tip) -> Result<(), ChainError> {
+        let mut checkpointed = self.checkpointed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let due = checkpointed.elapsed() >= CHECKPOINT;
+        let mut write = self.state.begin_write()?;
+        write.set_durability(if due { Durability::Immediate } else { Durability::None }).map_err(|e| ChainError::Storage(e.to_string()))?;
+        write_tree(&write, &executed.writes, &executed.tree, block.height)?;
+        {
             let mut txs = write.open_table(TXS)?;
             let mut by_account = write.open_table(ACCOUNT_TXS)?;
-            for ((tx, hash), index) in block.txs.iter().zip(&staged.hashes).zip(0u32..) {
+            for ((tx, hash), index) in block.txs.iter().zip(hashes).zip(0u32..) {
                 txs.insert(hash.0.as_slice(), (block.height, index))?;
                 for party in parties(tx) {
                     let key = [&party.0[..], &block.height.to_be_bytes(), &index.to_be_bytes()].concat();
@@ -356,6 +470,19 @@ impl ChainStore {
             write.open_table(META)?.insert("tip", tip.encode().as_slice())?;
         }
         write.commit()?;
+        if due {
+            *checkpointed = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Makes everything written to the state file durable.
+    fn checkpoint(&self) -> Result<(), ChainError> {
+        let mut checkpointed = self.checkpointed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut write = self.state.begin_write()?;
+        write.set_durability(Durability::Immediate).map_err(|e| ChainError::Storage(e.to_string()))?;
+        write.commit()?;
+        *checkpointed = std::time::Instant::now();
         Ok(())
     }
 
@@ -364,7 +491,7 @@ impl ChainStore {
         if let Some(staged) = self.staged_at(height) {
             return Ok(Some(Block::clone(&staged.block)));
         }
-        let read = self.db.begin_read()?;
+        let read = self.blocks.begin_read()?;
         let table = read.open_table(BLOCKS)?;
         match table.get(height)? {
             Some(bytes) => Ok(Some(Block::decode_bytes(bytes.value())?)),
@@ -377,7 +504,7 @@ impl ChainStore {
         if let Some(staged) = self.staged_blocks().into_iter().find(|s| s.tip.digest == *digest) {
             return Ok(Some(staged.tip.height));
         }
-        let read = self.db.begin_read()?;
+        let read = self.blocks.begin_read()?;
         let table = read.open_table(DIGESTS)?;
         Ok(table.get(digest.as_slice())?.map(|v| v.value()))
     }
@@ -387,7 +514,7 @@ impl ChainStore {
         if let Some(staged) = self.staged_at(height) {
             return Ok(Some(staged.finalization.clone()));
         }
-        let read = self.db.begin_read()?;
+        let read = self.blocks.begin_read()?;
         let table = read.open_table(FINALIZATIONS)?;
         Ok(table.get(height)?.map(|v| v.value().to_vec()))
     }
@@ -397,7 +524,7 @@ impl ChainStore {
         if let Some(found) = self.staged_blocks().iter().find_map(|s| s.hashes.iter().position(|h| h == hash).map(|index| (s.tip.height, index as u32))) {
             return Ok(Some(found));
         }
-        let read = self.db.begin_read()?;
+        let read = self.state.begin_read()?;
         let table = read.open_table(TXS)?;
         Ok(table.get(hash.0.as_slice())?.map(|v| v.value()))
     }
@@ -410,7 +537,7 @@ impl ChainStore {
         let mut out: Vec<TxHash> = newest.drain(..).skip(offset).take(limit).collect();
         // On disk: only below the first staged block, which may reach the disk while we read.
         let below = staged.first().map_or(u64::MAX, |first| first.tip.height);
-        let read = self.db.begin_read()?;
+        let read = self.state.begin_read()?;
         let table = read.open_table(ACCOUNT_TXS)?;
         let start = [&address.0[..], &[0u8; 12]].concat();
         let end = [&address.0[..], &below.to_be_bytes(), &[0u8; 4]].concat();
@@ -421,6 +548,25 @@ impl ChainStore {
             }
         }
         Ok(out)
+    }
+}
+
+impl Drop for ChainStore {
+    /// A clean close leaves nothing to re-execute.
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "could not checkpoint the chain state at close; the next open re-executes the blocks since the last checkpoint");
+        }
+    }
+}
+
+/// The "tip" a file records: the last block it holds.
+fn read_tip(db: &Database) -> Result<Option<Tip>, ChainError> {
+    let read = db.begin_read()?;
+    match read.open_table(META) {
+        Ok(table) => Ok(table.get("tip")?.and_then(|v| Tip::decode(v.value()))),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -536,7 +682,7 @@ fn put_values(read: &ReadTransaction, staged: &[Arc<Staged>], writes: &BTreeMap<
     Ok((root.0, batch))
 }
 
-fn write_state(write: &redb::WriteTransaction, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, tree: &TreeUpdateBatch, version: Version) -> Result<(), ChainError> {
+fn write_tree(write: &redb::WriteTransaction, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, tree: &TreeUpdateBatch, version: Version) -> Result<(), ChainError> {
     let mut state = write.open_table(STATE)?;
     for (key, value) in writes {
         match value {
@@ -766,6 +912,112 @@ mod tests {
         while staging.write_staged().unwrap().is_some() {}
         assert_eq!((staging.staged_count(), staging.tip()), (0, written.tip()));
         same_answers("written");
+    }
+
+    /// Commits `rounds` of transfers from address 1, one block each.
+    fn commit_rounds(store: &ChainStore, rounds: std::ops::Range<u64>) {
+        for round in rounds {
+            let txs = vec![transfer(1, 2 * round, address(2), UNIT), transfer(1, 2 * round + 1, address(3 + round as u8), UNIT)];
+            let (applied, executed) = store.execute(txs, Mode::Strict).unwrap();
+            let block = block_on(store, applied, executed.state_root);
+            store.commit(block, executed, format!("cert {round}").as_bytes()).unwrap();
+        }
+    }
+
+    /// Everything a reader can ask of a store that has committed `rounds` blocks.
+    fn answers(store: &ChainStore, blocks: u64) -> Vec<String> {
+        let mut out = vec![format!("{:?}", store.tip())];
+        for n in 1..=(3 + blocks as u8) {
+            out.push(format!("{:?} {:?}", store.account(&address(n)).unwrap(), store.account_txs(&address(n), 100, 0).unwrap()));
+        }
+        for height in 1..=blocks {
+            let block = store.block(height).unwrap().unwrap();
+            out.push(format!("{:?} {:?}", store.height_of(&block.digest()).unwrap(), store.finalization(height).unwrap()));
+            out.extend(block.txs.iter().map(|tx| format!("{:?}", store.tx_location(&tx.hash()).unwrap())));
+            let (value, proof) = store.prove(&keys::account(&address(2)), height).unwrap();
+            verify_proof(&block.state_root, &keys::account(&address(2)), value.as_deref(), &proof).unwrap();
+        }
+        out
+    }
+
+    /// The state file is made durable only at checkpoints: a crash loses what was written to it
+    /// since, and the next open re-executes those blocks from the block file. Shown here by
+    /// putting back a copy of the state file taken after block 2 under a store at block 5.
+    #[test]
+    fn state_lost_since_a_checkpoint_is_rebuilt_from_the_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        let store = ChainStore::open(&path, &genesis()).unwrap();
+        commit_rounds(&store, 0..2);
+        drop(store); // checkpoints
+        let at_block_2 = dir.path().join("state-at-2.redb");
+        std::fs::copy(&path, &at_block_2).unwrap();
+
+        let store = ChainStore::open(&path, &genesis()).unwrap();
+        commit_rounds(&store, 2..5);
+        let expected = answers(&store, 5);
+        drop(store);
+        std::fs::copy(&at_block_2, &path).unwrap();
+        let store = ChainStore::open(&path, &genesis()).unwrap();
+        assert_eq!(answers(&store, 5), expected, "blocks 3 to 5 re-executed");
+        commit_rounds(&store, 5..6);
+        let expected = answers(&store, 6);
+        drop(store);
+
+        // Even a lost state file only costs re-executing the chain.
+        std::fs::remove_file(&path).unwrap();
+        let store = ChainStore::open(&path, &genesis()).unwrap();
+        assert_eq!(answers(&store, 6), expected, "all six blocks re-executed");
+        drop(store);
+
+        // A lost block file cannot be rebuilt: the store says so rather than forgetting the chain.
+        std::fs::remove_file(block_file(&path)).unwrap();
+        let error = ChainStore::open(&path, &genesis()).err().expect("a state file without its blocks must not open");
+        assert!(error.to_string().contains("missing blocks 1 to 6"), "{error}");
+    }
+
+    /// A store from before the block file existed keeps blocks in its state file; opening it
+    /// moves them out, and every answer stays the same.
+    #[test]
+    fn a_store_with_blocks_in_its_state_file_moves_them_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        let store = ChainStore::open(&path, &genesis()).unwrap();
+        commit_rounds(&store, 0..3);
+        let expected = answers(&store, 3);
+        drop(store);
+        // Put the block file's tables back into the state file, as the old layout had them.
+        {
+            let blocks = Database::open(block_file(&path)).unwrap();
+            let state = Database::open(&path).unwrap();
+            let (read, write) = (blocks.begin_read().unwrap(), state.begin_write().unwrap());
+            {
+                let mut table = write.open_table(BLOCKS).unwrap();
+                for entry in read.open_table(BLOCKS).unwrap().iter().unwrap() {
+                    let (k, v) = entry.unwrap();
+                    table.insert(k.value(), v.value()).unwrap();
+                }
+                let mut table = write.open_table(DIGESTS).unwrap();
+                for entry in read.open_table(DIGESTS).unwrap().iter().unwrap() {
+                    let (k, v) = entry.unwrap();
+                    table.insert(k.value(), v.value()).unwrap();
+                }
+                let mut table = write.open_table(FINALIZATIONS).unwrap();
+                for entry in read.open_table(FINALIZATIONS).unwrap().iter().unwrap() {
+                    let (k, v) = entry.unwrap();
+                    table.insert(k.value(), v.value()).unwrap();
+                }
+            }
+            write.commit().unwrap();
+        }
+        std::fs::remove_file(block_file(&path)).unwrap();
+
+        let store = ChainStore::open(&path, &genesis()).unwrap();
+        assert_eq!(answers(&store, 3), expected);
+        drop(store);
+        let state = Database::open(&path).unwrap();
+        let read = state.begin_read().unwrap();
+        assert!(matches!(read.open_table(BLOCKS), Err(redb::TableError::TableDoesNotExist(_))), "the blocks left the state file");
     }
 
     #[test]

@@ -138,9 +138,11 @@ async fn transfers_are_final_everywhere_and_survive_a_crashed_validator() {
     // the whole chain). A read-only open refuses a file that needs repair.
     net.stop();
     for index in 0..4 {
-        let store = dir.path().join(format!("validator-{index}/chain.redb"));
-        if let Err(e) = redb::ReadOnlyDatabase::open(&store) {
-            panic!("validator {index} left its store needing repair: {e}");
+        let state = dir.path().join(format!("validator-{index}/chain.redb"));
+        for file in [selfcloud_chain::block_file(&state), state] {
+            if let Err(e) = redb::ReadOnlyDatabase::open(&file) {
+                panic!("validator {index} left {} needing repair: {e}", file.display());
+            }
         }
     }
 }
