@@ -296,7 +296,11 @@ impl ChainStore {
             let hashes: Vec<TxHash> = block.txs.iter().map(Tx::hash).collect();
             self.write_state(&block, &executed, &hashes, tip)?;
             self.set_tip(tip);
+            if height % 1_000 == 0 {
+                tracing::info!(height, to = to.height, "re-executing");
+            }
         }
+        tracing::info!(height = to.height, "re-executed up to the block file's tip");
         self.checkpoint()
     }
 
