@@ -20,8 +20,8 @@ pub enum Which {
         /// Instances awake while memory is measured.
         #[arg(long, default_value_t = 200)]
         instances: usize,
-        /// Wakes to time.
-        #[arg(long, default_value_t = 50)]
+        /// Wakes to time (a p99 needs at least 100).
+        #[arg(long, default_value_t = 200)]
         wakes: usize,
     },
     /// Authorized storage GET throughput and p99: through the gateway, straight to the instance
@@ -157,15 +157,31 @@ async fn provision(dir: &std::path::Path, signups: usize, instances: usize, wake
     // Hibernate everyone by restarting with a 1 s idle timeout, then time first requests.
     let (data, listen) = system.stop()?;
     let system = OwnSystem::restart(&std::env::current_exe()?, &data, &listen, &[("SELFCLOUD_IDLE_TIMEOUT_SECS", "1"), ("SELFCLOUD_LOG", "warn")])?;
-    let mut wake = Vec::new();
+    // Wake each once, let them all hibernate, then time each one's next first request, one at a time.
+    let mut signed_in = Vec::new();
     for i in 0..wakes.min(total) {
         let name = format!("bench-{i:05}");
         let token = client.sign_in(&name, "bench-password").await?;
-        // Wake once, let it hibernate, then time the wake.
         let _ = client.call(Method::GET, &format!("/i/{name}/v1/info"), Some(&token), None).await?;
-        tokio::time::sleep(Duration::from_millis(2300)).await;
+        signed_in.push((name, token));
+    }
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    // Only a hibernated instance's first request is a wake: wait until none is left running.
+    let asleep_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, running) = instance_memory(dir)?;
+        if running == 0 {
+            break;
+        }
+        if Instant::now() > asleep_by {
+            bail!("{running} instance processes still run 10 s after their last request; hibernation is not working");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut wake = Vec::new();
+    for (name, token) in &signed_in {
         let t = Instant::now();
-        let r = client.call(Method::GET, &format!("/i/{name}/v1/info"), Some(&token), None).await?;
+        let r = client.call(Method::GET, &format!("/i/{name}/v1/info"), Some(token), None).await?;
         wake.push(t.elapsed());
         if r.status != StatusCode::OK {
             bail!("wake of {name} failed: {} {}", r.status, r.text);
