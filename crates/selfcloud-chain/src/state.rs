@@ -218,29 +218,15 @@ impl ChainStore {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(blocks = old_blocks.len()?, "moving the chain's blocks to their own file");
+        drop(old_blocks);
         let write = self.blocks.begin_write()?;
-        {
-            let mut blocks = write.open_table(BLOCKS)?;
-            for entry in old_blocks.iter()? {
-                let (height, block) = entry?;
-                blocks.insert(height.value(), block.value())?;
-            }
-            let mut digests = write.open_table(DIGESTS)?;
-            for entry in read.open_table(DIGESTS)?.iter()? {
-                let (digest, height) = entry?;
-                digests.insert(digest.value(), height.value())?;
-            }
-            let mut finalizations = write.open_table(FINALIZATIONS)?;
-            for entry in read.open_table(FINALIZATIONS)?.iter()? {
-                let (height, certificate) = entry?;
-                finalizations.insert(height.value(), certificate.value())?;
-            }
-            if let Some(tip) = read.open_table(META)?.get("tip")? {
-                write.open_table(META)?.insert("tip", tip.value())?;
-            }
+        copy_table(&read, &write, BLOCKS)?;
+        copy_table(&read, &write, DIGESTS)?;
+        copy_table(&read, &write, FINALIZATIONS)?;
+        if let Some(tip) = read.open_table(META)?.get("tip")? {
+            write.open_table(META)?.insert("tip", tip.value())?;
         }
         write.commit()?;
-        drop(old_blocks);
         drop(read);
         let write = self.state.begin_write()?;
         write.delete_table(BLOCKS)?;
@@ -441,7 +427,7 @@ impl ChainStore {
         let (block, tip) = (&staged.block, staged.tip);
         // The block first, durably: the state written next can always be rebuilt from it.
         let mut write = self.blocks.begin_write()?;
-        write.set_durability(Durability::Immediate).map_err(|e| ChainError::Storage(e.to_string()))?;
+        write.set_durability(Durability::Immediate)?;
         {
             let encoded = commonware_codec::Encode::encode(block.as_ref());
             write.open_table(BLOCKS)?.insert(block.height, encoded.as_ref())?;
@@ -459,7 +445,7 @@ impl ChainStore {
         let mut checkpointed = self.checkpointed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let due = checkpointed.elapsed() >= CHECKPOINT;
         let mut write = self.state.begin_write()?;
-        write.set_durability(if due { Durability::Immediate } else { Durability::None }).map_err(|e| ChainError::Storage(e.to_string()))?;
+        write.set_durability(if due { Durability::Immediate } else { Durability::None })?;
         write_tree(&write, &executed.writes, &executed.tree, block.height)?;
         {
             let mut txs = write.open_table(TXS)?;
@@ -484,7 +470,7 @@ impl ChainStore {
     fn checkpoint(&self) -> Result<(), ChainError> {
         let mut checkpointed = self.checkpointed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut write = self.state.begin_write()?;
-        write.set_durability(Durability::Immediate).map_err(|e| ChainError::Storage(e.to_string()))?;
+        write.set_durability(Durability::Immediate)?;
         write.commit()?;
         *checkpointed = std::time::Instant::now();
         Ok(())
@@ -562,6 +548,16 @@ impl Drop for ChainStore {
             tracing::error!(error = %e, "could not checkpoint the chain state at close; the next open re-executes the blocks since the last checkpoint");
         }
     }
+}
+
+/// Copies every row of `table` as `read` sees it into the same table in `write`.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(read: &ReadTransaction, write: &redb::WriteTransaction, table: TableDefinition<K, V>) -> Result<(), ChainError> {
+    let mut to = write.open_table(table)?;
+    for entry in read.open_table(table)?.iter()? {
+        let (key, value) = entry?;
+        to.insert(key.value(), value.value())?;
+    }
+    Ok(())
 }
 
 /// The "tip" a file records: the last block it holds.
@@ -995,23 +991,9 @@ mod tests {
             let blocks = Database::open(block_file(&path)).unwrap();
             let state = Database::open(&path).unwrap();
             let (read, write) = (blocks.begin_read().unwrap(), state.begin_write().unwrap());
-            {
-                let mut table = write.open_table(BLOCKS).unwrap();
-                for entry in read.open_table(BLOCKS).unwrap().iter().unwrap() {
-                    let (k, v) = entry.unwrap();
-                    table.insert(k.value(), v.value()).unwrap();
-                }
-                let mut table = write.open_table(DIGESTS).unwrap();
-                for entry in read.open_table(DIGESTS).unwrap().iter().unwrap() {
-                    let (k, v) = entry.unwrap();
-                    table.insert(k.value(), v.value()).unwrap();
-                }
-                let mut table = write.open_table(FINALIZATIONS).unwrap();
-                for entry in read.open_table(FINALIZATIONS).unwrap().iter().unwrap() {
-                    let (k, v) = entry.unwrap();
-                    table.insert(k.value(), v.value()).unwrap();
-                }
-            }
+            copy_table(&read, &write, BLOCKS).unwrap();
+            copy_table(&read, &write, DIGESTS).unwrap();
+            copy_table(&read, &write, FINALIZATIONS).unwrap();
             write.commit().unwrap();
         }
         std::fs::remove_file(block_file(&path)).unwrap();
