@@ -22,13 +22,14 @@
 //!
 //! "Committed" above means *staged* (see `state`): the actor executes and stages a finalized
 //! block, tells waiters its transactions are final, and goes on to the next block at once, while
-//! the commit thread writes it to disk. At most [`MAX_STAGED`] blocks wait; past that the actor
-//! waits for the disk, as it did for every block before staging existed.
+//! the commit thread writes it to disk (its state in batches of blocks, see `state`). At most
+//! [`MAX_STAGED`] blocks wait; past that the actor waits for the disk, as it did for every block
+//! before staging existed.
 
 use crate::api::{self, ApiRequest};
 use crate::mempool::Mempool;
 use crate::network::{NetworkFile, ValidatorSecret};
-use crate::state::{ChainStore, Executed, Mode};
+use crate::state::{ChainStore, Executed, Mode, STATE_BATCH_BLOCKS, STATE_BATCH_WAIT};
 use crate::{verify_signatures, Block, ChainError, Tx, TxHash, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 use commonware_actor::Feedback;
 use commonware_codec::{Encode, ReadExt};
@@ -81,8 +82,8 @@ const MAX_PENDING_DEPTH: usize = 64;
 /// How often admitted transactions are gossiped to the other validators.
 const GOSSIP_EVERY: Duration = Duration::from_millis(5);
 const MEMPOOL_CAPACITY: usize = 200_000;
-/// Most finalized blocks kept in memory waiting for the commit thread.
-const MAX_STAGED: usize = 4;
+/// Most finalized blocks kept in memory waiting for the commit thread (twice the state batch).
+const MAX_STAGED: usize = 2 * STATE_BATCH_BLOCKS;
 
 /// Where a validator keeps its data and how it reaches the network.
 pub struct ValidatorConfig {
@@ -196,19 +197,33 @@ pub fn run_validator<S: std::future::Future<Output = ()>>(config: ValidatorConfi
     Ok(())
 }
 
-/// The commit thread: writes staged blocks to disk, oldest first. Ends once the actor is gone (its
-/// `wake` sender dropped), after writing everything still staged.
+/// The commit thread: writes each staged block to the block file as soon as it is staged, and
+/// their state in batches: once [`STATE_BATCH_BLOCKS`] wait, or the oldest has waited
+/// [`STATE_BATCH_WAIT`]. Ends once the actor is gone (its `wake` sender dropped), after writing
+/// everything still staged.
 fn spawn_committer(store: Arc<ChainStore>, wake: std::sync::mpsc::Receiver<()>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use std::sync::mpsc::RecvTimeoutError;
     std::thread::Builder::new().name("chain-commit".into()).spawn(move || loop {
-        let actor_alive = wake.recv().is_ok();
-        loop {
-            match store.write_staged() {
-                Ok(Some(staged)) => tracing::debug!(height = staged.tip.height, txs = staged.block.txs.len(), "written"),
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not write a finalized block; this node stops committing");
-                    return;
-                }
+        let (waiting, oldest) = store.state_backlog();
+        let actor_alive = if waiting == 0 {
+            wake.recv().is_ok()
+        } else {
+            !matches!(wake.recv_timeout(STATE_BATCH_WAIT.saturating_sub(oldest)), Err(RecvTimeoutError::Disconnected))
+        };
+        let written = store.write_staged_blocks().and_then(|_| {
+            let (waiting, oldest) = store.state_backlog();
+            if !actor_alive || waiting >= STATE_BATCH_BLOCKS || oldest >= STATE_BATCH_WAIT {
+                store.write_staged_state(usize::MAX)
+            } else {
+                Ok(0)
+            }
+        });
+        match written {
+            Ok(0) => {}
+            Ok(blocks) => tracing::debug!(blocks, height = store.tip().height, "state written"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not write finalized blocks; this node stops committing");
+                return;
             }
         }
         if !actor_alive {
@@ -900,7 +915,7 @@ mod tests {
         verifier.commit(parent, b"cert").unwrap();
         verifier.commit(child, b"cert").unwrap();
         assert_eq!(verifier.store.head().digest, child, "both blocks are staged");
-        while verifier.store.write_staged().unwrap().is_some() {} // the commit thread's work
+        verifier.store.write_staged().unwrap(); // the commit thread's work
         let tip = verifier.store.tip();
         assert_eq!((tip.height, tip.digest, tip.state_root), (2, child, parent_root));
         assert_eq!(verifier.store.account(&address(2)).unwrap().balance, UNIT);

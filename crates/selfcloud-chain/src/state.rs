@@ -20,7 +20,9 @@
 //!
 //! A finalized block is first *staged* (kept in memory, executed, in height order) and written to
 //! disk by the node's commit thread afterwards, so neither the next block nor the users waiting
-//! for this one wait for the write. Every read goes through the staged blocks to the disk, so the
+//! for this one wait for the write. The thread appends the block to the block file at once; its
+//! state waits for up to [`STATE_BATCH_BLOCKS`] blocks or [`STATE_BATCH_WAIT`], and the batch is
+//! written in one transaction, so the pages a batch's blocks all touch are copied once. Every read goes through the staged blocks to the disk, so the
 //! head (the last finalized block) is what execution and the node's API see alike. Finality is
 //! the network's fact, not this disk's: staged blocks lost in a crash are fetched again from the
 //! other validators, as by a node that was down, and nothing read from them changes.
@@ -37,6 +39,13 @@ use std::sync::Arc;
 /// How often the state file is made durable. A crash costs re-executing at most this much of the
 /// chain at the next open; a longer spell lets more of a hot page's rewrites meet in one write.
 pub const CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most finalized blocks whose state the commit thread writes in one transaction of the state
+/// file. A row's page is copied once per transaction however many of the batch's rows land on it,
+/// and most blocks touch the same accounts and the same leaves of the hash-keyed indexes.
+pub const STATE_BATCH_BLOCKS: usize = 4;
+/// Longest a finalized block's state waits in memory for others to share its write. Readers see
+/// it meanwhile (it is staged); its block is in the block file already.
+pub const STATE_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 // The state file.
 const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
@@ -144,6 +153,8 @@ pub struct Staged {
     finalization: Vec<u8>,
     /// Its transactions' hashes, in block order (looked up by the API, indexed by the write).
     pub hashes: Vec<TxHash>,
+    /// When it was staged (its state is written at most [`STATE_BATCH_WAIT`] later).
+    staged_at: std::time::Instant,
 }
 
 /// One node's chain database: its block file and its state file (see the module doc).
@@ -154,13 +165,15 @@ pub struct ChainStore {
     blocks: Database,
     state: Database,
     chain_id: String,
-    /// The last block on disk.
+    /// The last block whose state is on disk.
     tip: std::sync::RwLock<Tip>,
-    /// Finalized blocks not yet on disk, oldest first; each extends the one before (the first
-    /// extends `tip`). Popped only after the block is on disk, so a reader that takes this list
-    /// and then opens a read transaction sees every block in one or the other.
+    /// The height of the last block in the block file (at or above `tip`'s).
+    blocks_height: std::sync::atomic::AtomicU64,
+    /// Finalized blocks whose state is not yet on disk, oldest first; each extends the one before
+    /// (the first extends `tip`). Popped only after the state is on disk, so a reader that takes
+    /// this list and then opens a read transaction sees every block in one or the other.
     staged: std::sync::Mutex<std::collections::VecDeque<Arc<Staged>>>,
-    /// Signalled whenever a staged block reaches the disk.
+    /// Signalled whenever staged blocks' state reaches the disk.
     written: std::sync::Condvar,
     /// When the state file was last made durable.
     checkpointed: std::sync::Mutex<std::time::Instant>,
@@ -180,6 +193,7 @@ impl ChainStore {
             state: Database::create(path)?,
             chain_id: genesis.chain_id.clone(),
             tip: std::sync::RwLock::new(Tip { height: 0, digest: genesis.digest(), state_root: [0; 32], timestamp_ms: genesis.timestamp_ms }),
+            blocks_height: Default::default(),
             staged: Default::default(),
             written: std::sync::Condvar::new(),
             checkpointed: std::sync::Mutex::new(std::time::Instant::now()),
@@ -204,6 +218,7 @@ impl ChainStore {
             }
             _ => {}
         }
+        store.blocks_height.store(store.tip().height, std::sync::atomic::Ordering::Release);
         Ok(store)
     }
 
@@ -280,7 +295,7 @@ impl ChainStore {
             }
             let tip = Tip { height, digest: block.digest(), state_root: executed.state_root, timestamp_ms: block.timestamp_ms };
             let hashes: Vec<TxHash> = block.txs.iter().map(Tx::hash).collect();
-            self.write_state(&block, &executed, &hashes, tip)?;
+            self.write_state(&[(&block, &executed, &hashes)], tip)?;
             self.set_tip(tip);
             if height % 1_000 == 0 {
                 tracing::info!(height, to = to.height, "re-executing");
@@ -400,62 +415,105 @@ impl ChainStore {
         }
         let tip = Tip { height: block.height, digest: block.digest(), state_root: executed.state_root, timestamp_ms: block.timestamp_ms };
         let hashes = block.txs.iter().map(Tx::hash).collect();
-        let entry = Arc::new(Staged { block: Arc::new(block), tip, executed, finalization, hashes });
+        let entry = Arc::new(Staged { block: Arc::new(block), tip, executed, finalization, hashes, staged_at: std::time::Instant::now() });
         staged.push_back(entry.clone());
         Ok(entry)
     }
 
-    /// Writes the oldest staged block to disk (durably to the block file) and makes it the tip;
-    /// `None` when nothing is staged. Only one thread may call this.
-    pub fn write_staged(&self) -> Result<Option<Arc<Staged>>, ChainError> {
-        let Some(next) = self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).front().cloned() else { return Ok(None) };
-        self.write(&next)?;
-        self.set_tip(next.tip);
-        self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop_front();
+    /// Writes every staged block the block file lacks, with its certificate, in one durable
+    /// transaction; how many. Only one thread may call this (the commit thread, or `commit`).
+    pub fn write_staged_blocks(&self) -> Result<usize, ChainError> {
+        use std::sync::atomic::Ordering;
+        let on_disk = self.blocks_height.load(Ordering::Acquire);
+        let pending: Vec<Arc<Staged>> = self.staged_blocks().into_iter().filter(|s| s.tip.height > on_disk).collect();
+        let Some(last) = pending.last() else { return Ok(0) };
+        let mut write = self.blocks.begin_write()?;
+        write.set_durability(Durability::Immediate)?;
+        {
+            let (mut blocks, mut digests, mut finalizations) = (write.open_table(BLOCKS)?, write.open_table(DIGESTS)?, write.open_table(FINALIZATIONS)?);
+            for staged in &pending {
+                let encoded = commonware_codec::Encode::encode(staged.block.as_ref());
+                blocks.insert(staged.tip.height, encoded.as_ref())?;
+                digests.insert(staged.tip.digest.as_slice(), staged.tip.height)?;
+                finalizations.insert(staged.tip.height, staged.finalization.as_slice())?;
+            }
+            write.open_table(META)?.insert("tip", last.tip.encode().as_slice())?;
+        }
+        write.commit()?;
+        self.blocks_height.store(last.tip.height, Ordering::Release);
+        Ok(pending.len())
+    }
+
+    /// Writes the state of the oldest staged blocks that are in the block file (at most `max`)
+    /// in one transaction of the state file, makes the newest of them the tip and unstages them;
+    /// how many.
+    pub fn write_staged_state(&self, max: usize) -> Result<usize, ChainError> {
+        let on_disk = self.blocks_height.load(std::sync::atomic::Ordering::Acquire);
+        let batch: Vec<Arc<Staged>> = self.staged_blocks().into_iter().take_while(|s| s.tip.height <= on_disk).take(max).collect();
+        let Some(last) = batch.last() else { return Ok(0) };
+        let rows: Vec<(&Block, &Executed, &[TxHash])> = batch.iter().map(|s| (s.block.as_ref(), &s.executed, s.hashes.as_slice())).collect();
+        self.write_state(&rows, last.tip)?;
+        self.set_tip(last.tip);
+        self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).drain(..batch.len());
         self.written.notify_all();
-        Ok(Some(next))
+        Ok(batch.len())
+    }
+
+    /// How many staged blocks' state waits for the disk, and how long the oldest has waited.
+    pub fn state_backlog(&self) -> (usize, std::time::Duration) {
+        let staged = self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (staged.len(), staged.front().map(|s| s.staged_at.elapsed()).unwrap_or_default())
+    }
+
+    /// Writes everything staged: the blocks, then their state; how many blocks.
+    pub fn write_staged(&self) -> Result<usize, ChainError> {
+        self.write_staged_blocks()?;
+        self.write_staged_state(usize::MAX)
     }
 
     /// Stages `block` and writes everything staged: the new tip is `block`.
     pub fn commit(&self, block: Block, executed: Executed, finalization: &[u8]) -> Result<(), ChainError> {
         self.stage(block, executed, finalization.to_vec())?;
-        while self.write_staged()?.is_some() {}
+        self.write_staged()?;
         Ok(())
     }
 
-    fn write(&self, staged: &Staged) -> Result<(), ChainError> {
-        let (block, tip) = (&staged.block, staged.tip);
-        // The block first, durably: the state written next can always be rebuilt from it.
-        let mut write = self.blocks.begin_write()?;
-        write.set_durability(Durability::Immediate)?;
-        {
-            let encoded = commonware_codec::Encode::encode(block.as_ref());
-            write.open_table(BLOCKS)?.insert(block.height, encoded.as_ref())?;
-            write.open_table(DIGESTS)?.insert(tip.digest.as_slice(), block.height)?;
-            write.open_table(FINALIZATIONS)?.insert(block.height, staged.finalization.as_slice())?;
-            write.open_table(META)?.insert("tip", tip.encode().as_slice())?;
-        }
-        write.commit()?;
-        self.write_state(block, &staged.executed, &staged.hashes, tip)
-    }
-
-    /// Writes what `block` did to the state and the transaction indexes; durably only when a
-    /// checkpoint is due (see the module doc).
-    fn write_state(&self, block: &Block, executed: &Executed, hashes: &[TxHash], tip: Tip) -> Result<(), ChainError> {
+    /// Writes what `blocks` did (in order) to the state and the transaction indexes, with `tip`
+    /// (the last of them) as the state file's tip; durably only when a checkpoint is due (see
+    /// the module doc).
+    fn write_state(&self, blocks: &[(&Block, &Executed, &[TxHash])], tip: Tip) -> Result<(), ChainError> {
         let mut checkpointed = self.checkpointed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let due = checkpointed.elapsed() >= CHECKPOINT;
         let mut write = self.state.begin_write()?;
         write.set_durability(if due { Durability::Immediate } else { Durability::None })?;
-        write_tree(&write, &executed.writes, &executed.tree, block.height)?;
+        for (block, executed, _) in blocks {
+            write_tree(&write, &executed.writes, &executed.tree, block.height)?;
+        }
         {
-            let mut txs = write.open_table(TXS)?;
-            let mut by_account = write.open_table(ACCOUNT_TXS)?;
-            for ((tx, hash), index) in block.txs.iter().zip(hashes).zip(0u32..) {
-                txs.insert(hash.0.as_slice(), (block.height, index))?;
-                for party in parties(tx) {
-                    let key = [&party.0[..], &block.height.to_be_bytes(), &index.to_be_bytes()].concat();
-                    by_account.insert(key.as_slice(), hash.0.as_slice())?;
+            // Both indexes are keyed by hash or address, so a block's rows fall all over them.
+            // Inserted in key order, consecutive rows land on the same leaf, which is then still
+            // in cache and already copied for this transaction.
+            let mut locations = Vec::new();
+            let mut histories = Vec::new();
+            for (block, _, hashes) in blocks {
+                for ((tx, hash), index) in block.txs.iter().zip(hashes.iter()).zip(0u32..) {
+                    locations.push((hash.0, (block.height, index)));
+                    for party in parties(tx) {
+                        histories.push((history_key(&party, block.height), index, hash.0));
+                    }
                 }
+            }
+            locations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            histories.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            let mut txs = write.open_table(TXS)?;
+            for (hash, location) in &locations {
+                txs.insert(hash.as_slice(), *location)?;
+            }
+            // One row per account and block: what the account sent and received in it.
+            let mut by_account = write.open_table(ACCOUNT_TXS)?;
+            for group in histories.chunk_by(|a, b| a.0 == b.0) {
+                let hashes: Vec<u8> = group.iter().flat_map(|(_, _, hash)| *hash).collect();
+                by_account.insert(group[0].0.as_slice(), hashes.as_slice())?;
             }
             write.open_table(META)?.insert("tip", tip.encode().as_slice())?;
         }
@@ -529,12 +587,22 @@ impl ChainStore {
         let below = staged.first().map_or(u64::MAX, |first| first.tip.height);
         let read = self.state.begin_read()?;
         let table = read.open_table(ACCOUNT_TXS)?;
-        let start = [&address.0[..], &[0u8; 12]].concat();
-        let end = [&address.0[..], &below.to_be_bytes(), &[0u8; 4]].concat();
-        for entry in table.range(start.as_slice()..end.as_slice())?.rev().skip(offset.saturating_sub(from_staged)).take(limit - out.len()) {
-            let (_, hash) = entry?;
-            if let Ok(hash) = hash.value().try_into() {
-                out.push(TxHash(hash));
+        // Both row layouts (see `history_key`) sort by account, then height; a block's own
+        // height ends the range exclusively in either.
+        let start = history_key(address, 0);
+        let end = history_key(address, below);
+        let mut skip = offset.saturating_sub(from_staged);
+        for entry in table.range(start.as_slice()..end.as_slice())?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, hashes) = entry?;
+            for hash in hashes.value().chunks_exact(32).rev() {
+                if skip > 0 {
+                    skip -= 1;
+                } else if out.len() < limit {
+                    out.push(TxHash(hash.try_into().map_err(|_| ChainError::Storage("a history row is not whole hashes".into()))?));
+                }
             }
         }
         Ok(out)
@@ -709,6 +777,16 @@ fn write_tree(write: &redb::WriteTransaction, writes: &BTreeMap<Vec<u8>, Option<
     Ok(())
 }
 
+/// An `ACCOUNT_TXS` key: the account, then the block. Its value is the hashes of the block's
+/// transactions that involve the account, in block order. (Stores written before this layout
+/// hold one row per transaction: the key also has the transaction's index, the value one hash.)
+fn history_key(account: &Address, height: u64) -> [u8; 28] {
+    let mut key = [0u8; 28];
+    key[..20].copy_from_slice(&account.0);
+    key[20..].copy_from_slice(&height.to_be_bytes());
+    key
+}
+
 /// The accounts `ACCOUNT_TXS` lists `tx` under: its sender, and a transfer's recipient if another.
 fn parties(tx: &Tx) -> impl Iterator<Item = Address> {
     let sender = tx.body.sender();
@@ -874,7 +952,7 @@ mod tests {
             written.commit(block.clone(), by_written, b"cert").unwrap();
             staging.stage(block.clone(), by_staging, format!("cert {round}").into_bytes()).unwrap();
             if round == 0 {
-                assert!(staging.write_staged().unwrap().is_some());
+                assert_eq!(staging.write_staged().unwrap(), 1);
             }
             blocks.push(block);
         }
@@ -909,7 +987,12 @@ mod tests {
             verify_proof(&blocks[1].state_root, &key, value.as_deref(), &proof).unwrap();
         };
         same_answers("staged");
-        while staging.write_staged().unwrap().is_some() {}
+        assert_eq!(staging.write_staged_blocks().unwrap(), 2);
+        same_answers("in the block file only");
+        assert_eq!(staging.write_staged_state(1).unwrap(), 1);
+        assert_eq!((staging.staged_count(), staging.tip().height), (1, 2));
+        same_answers("one block's state written");
+        assert_eq!(staging.write_staged().unwrap(), 1);
         assert_eq!((staging.staged_count(), staging.tip()), (0, written.tip()));
         same_answers("written");
     }
@@ -1004,6 +1087,41 @@ mod tests {
         let state = Database::open(&path).unwrap();
         let read = state.begin_read().unwrap();
         assert!(matches!(read.open_table(BLOCKS), Err(redb::TableError::TableDoesNotExist(_))), "the blocks left the state file");
+    }
+
+    /// Account histories are one row per account and block; stores written when they were one
+    /// row per transaction read the same, also with both layouts in one store and across pages.
+    #[test]
+    fn account_history_reads_rows_of_either_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChainStore::open(&dir.path().join("chain.redb"), &genesis()).unwrap();
+        commit_rounds(&store, 0..4);
+        let pages = |store: &ChainStore| -> Vec<Vec<TxHash>> {
+            let mut out = vec![store.account_txs(&address(1), 100, 0).unwrap()];
+            for (limit, offset) in [(1, 0), (1, 1), (3, 1), (2, 5), (10, 7), (10, 8)] {
+                out.push(store.account_txs(&address(1), limit, offset).unwrap());
+            }
+            out
+        };
+        let expected = pages(&store);
+        assert_eq!(expected[0].len(), 8, "address 1 sent two transfers in each of 4 blocks");
+        assert_eq!(expected[0][0], store.block(4).unwrap().unwrap().txs[1].hash(), "newest first");
+        // Rewrite blocks 1 and 2 of address 1's history in the old layout.
+        {
+            let write = store.state.begin_write().unwrap();
+            {
+                let mut table = write.open_table(ACCOUNT_TXS).unwrap();
+                for height in 1..=2u64 {
+                    table.remove(history_key(&address(1), height).as_slice()).unwrap().expect("a row per block");
+                    for (index, tx) in store.block(height).unwrap().unwrap().txs.iter().enumerate() {
+                        let key = [&address(1).0[..], &height.to_be_bytes(), &(index as u32).to_be_bytes()].concat();
+                        table.insert(key.as_slice(), tx.hash().0.as_slice()).unwrap();
+                    }
+                }
+            }
+            write.commit().unwrap();
+        }
+        assert_eq!(pages(&store), expected);
     }
 
     #[test]

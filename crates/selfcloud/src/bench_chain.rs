@@ -80,7 +80,6 @@ fn micro(dir: &Path) -> anyhow::Result<()> {
     let deep: Vec<Tx> = (0..N / 2_000).flat_map(|i| more(nonce + i as u64)).collect();
     let written_before = written_bytes();
     let execute_deep = execute_all(&deep)?;
-    drop(execute_all);
     drop(store); // checkpoints: the pages those blocks dirtied reach the disk
     let written = written_bytes().zip(written_before).map(|(after, before)| format!(", {:.1} MB written to disk for them", after.saturating_sub(before) as f64 / 1e6)).unwrap_or_default();
     println!("  one node's parts: signature checks {verify:.0}/s as batches on all cores ({single:.0}/s one by one, one core); execute + commit {execute:.0} transfers/s on a new store, {execute_deep:.0}/s past block {}{written} (blocks of 2,000, 2,000 accounts)", DEEP_BLOCKS - N / 2_000);
