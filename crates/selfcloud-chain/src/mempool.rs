@@ -181,11 +181,12 @@ impl Mempool {
         true
     }
 
-    /// Drops what a committed block included and whatever its senders can no longer use.
-    pub fn prune(&mut self, committed: &[Tx], committed_nonce: impl Fn(&Address) -> u64) {
+    /// Drops what a committed block included (its transactions and their hashes, in the same
+    /// order) and whatever its senders can no longer use.
+    pub fn prune(&mut self, committed: &[Tx], hashes: &[TxHash], committed_nonce: impl Fn(&Address) -> u64) {
         let mut senders = HashSet::new();
-        for tx in committed {
-            self.by_hash.remove(&tx.hash());
+        for (tx, hash) in committed.iter().zip(hashes) {
+            self.by_hash.remove(hash);
             senders.insert(tx.body.sender());
         }
         for sender in senders {

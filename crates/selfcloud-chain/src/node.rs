@@ -30,7 +30,7 @@ use crate::api::{self, ApiRequest};
 use crate::mempool::Mempool;
 use crate::network::{NetworkFile, ValidatorSecret};
 use crate::state::{ChainStore, Executed, Mode, STATE_BATCH_BLOCKS, STATE_BATCH_WAIT};
-use crate::{verify_signatures, Block, ChainError, Tx, TxHash, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
+use crate::{verify_signatures, Address, Block, ChainError, Tx, TxHash, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 use commonware_actor::Feedback;
 use commonware_codec::{Encode, ReadExt};
 use commonware_consensus::simplex::elector::RoundRobin;
@@ -661,7 +661,7 @@ impl Actor {
         self.executed.clear();
         self.finalizations.remove(&digest);
         let store = &self.store;
-        self.mempool.prune(&staged.block.txs, |address| store.account(address).map(|a| a.nonce).unwrap_or(0));
+        self.mempool.prune(&staged.block.txs, &staged.hashes, |address| store.account(address).map(|a| a.nonce).unwrap_or(0));
         for hash in &staged.hashes {
             for watcher in self.watchers.remove(hash).unwrap_or_default() {
                 let _ = watcher.send(staged.tip.height);
@@ -738,9 +738,11 @@ impl Actor {
     fn on_gossip(&mut self, bytes: &[u8]) {
         let txs = decode_batch(bytes);
         let verdicts = tokio::task::block_in_place(|| verify_signatures(&txs));
-        for (tx, ok) in txs.into_iter().zip(verdicts) {
+        let senders: Vec<Address> = txs.iter().map(|tx| tx.body.sender()).collect();
+        let accounts = self.store.accounts(&senders).unwrap_or_default();
+        for (index, (tx, ok)) in txs.into_iter().zip(verdicts).enumerate() {
             if ok {
-                let nonce = self.store.account(&tx.body.sender()).map(|a| a.nonce).unwrap_or(0);
+                let nonce = accounts.get(index).map_or(0, |a| a.nonce);
                 let _ = self.mempool.admit(tx, nonce);
             }
         }

@@ -355,6 +355,24 @@ impl ChainStore {
         Ok(self.latest(&keys::account(address))?.map(|v| Account::decode(&v)).unwrap_or_default())
     }
 
+    /// Several accounts as of the head, in order, read in one transaction.
+    pub fn accounts(&self, addresses: &[Address]) -> Result<Vec<Account>, ChainError> {
+        let staged = self.staged_blocks();
+        let read = self.state.begin_read()?;
+        let table = read.open_table(STATE)?;
+        addresses
+            .iter()
+            .map(|address| {
+                let key = keys::account(address);
+                let value = match staged_value(&staged, &key) {
+                    Some(value) => value.clone(),
+                    None => table.get(key.as_slice())?.map(|v| v.value().to_vec()),
+                };
+                Ok(value.map(|v| Account::decode(&v)).unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// The value of a state key as of the head.
     pub fn latest(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChainError> {
         if let Some(value) = staged_value(&self.staged_blocks(), key) {

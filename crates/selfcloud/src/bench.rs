@@ -116,7 +116,11 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
         Which::Llm { models, threads, runs, tokens, batch } => crate::bench_llm::run(&dir, &models, &threads, &batch, runs, tokens).await,
         Which::Chain { validators, seconds, senders, steady } => crate::bench_chain::run(&dir, &validators, seconds, senders, steady).await,
     };
-    let _ = std::fs::remove_dir_all(&dir);
+    match &result {
+        Ok(()) => drop(std::fs::remove_dir_all(&dir)),
+        // Its processes' logs (validators, instances, the gateway) say why.
+        Err(_) => eprintln!("bench failed: kept {} with its processes' logs", dir.display()),
+    }
     result
 }
 
