@@ -362,14 +362,7 @@ impl ChainStore {
         let table = read.open_table(STATE)?;
         addresses
             .iter()
-            .map(|address| {
-                let key = keys::account(address);
-                let value = match staged_value(&staged, &key) {
-                    Some(value) => value.clone(),
-                    None => table.get(key.as_slice())?.map(|v| v.value().to_vec()),
-                };
-                Ok(value.map(|v| Account::decode(&v)).unwrap_or_default())
-            })
+            .map(|address| Ok(head_value(&staged, &table, &keys::account(address))?.map(|v| Account::decode(&v)).unwrap_or_default()))
             .collect()
     }
 
@@ -522,7 +515,7 @@ impl ChainStore {
                 }
             }
             locations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            histories.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            histories.sort_unstable_by_key(|&(key, index, _)| (key, index));
             let mut txs = write.open_table(TXS)?;
             for (hash, location) in &locations {
                 txs.insert(hash.as_slice(), *location)?;
@@ -675,10 +668,7 @@ impl Overlay<'_> {
         if let Some(value) = self.writes.get(key) {
             return Ok(value.clone());
         }
-        if let Some(value) = staged_value(self.staged, key) {
-            return Ok(value.clone());
-        }
-        Ok(self.state.get(key)?.map(|v| v.value().to_vec()))
+        head_value(self.staged, self.state, key)
     }
 
     fn account(&self, address: &Address) -> Result<Account, ChainError> {
@@ -818,6 +808,15 @@ fn parties(tx: &Tx) -> impl Iterator<Item = Address> {
 /// The newest staged write of `key`, if a staged block wrote it (`Some(None)`: deleted).
 fn staged_value<'a>(staged: &'a [Arc<Staged>], key: &[u8]) -> Option<&'a Option<Vec<u8>>> {
     staged.iter().rev().find_map(|s| s.executed.writes.get(key))
+}
+
+/// The value of `key` as of the head: the newest staged write, else the state table (which must
+/// be read after `staged` was taken, see `ChainStore::staged`).
+fn head_value(staged: &[Arc<Staged>], state: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>, key: &[u8]) -> Result<Option<Vec<u8>>, ChainError> {
+    if let Some(value) = staged_value(staged, key) {
+        return Ok(value.clone());
+    }
+    Ok(state.get(key)?.map(|v| v.value().to_vec()))
 }
 
 fn involves(tx: &Tx, address: &Address) -> bool {
