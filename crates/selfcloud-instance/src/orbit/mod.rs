@@ -220,20 +220,6 @@ impl Orbit {
         Ok(out)
     }
 
-    /// Which of `hashes` a database's log holds (one read transaction for all of them).
-    fn holding<'h>(&self, namespace: &str, cid: &str, hashes: impl IntoIterator<Item = &'h str>) -> Result<std::collections::HashSet<&'h str>, DbError> {
-        let db = db_key(namespace, cid);
-        let txn = self.store.db.begin_read()?;
-        let members = txn.open_table(MEMBERS)?;
-        let mut held = std::collections::HashSet::new();
-        for hash in hashes {
-            if members.get(under(&db, hash).as_str())?.is_some() {
-                held.insert(hash);
-            }
-        }
-        Ok(held)
-    }
-
     /// A database block held here, by its `zdpu…` name.
     fn block_named(&self, hash: &str) -> Result<Option<Vec<u8>>, DbError> {
         Ok(named_block(&self.store, hash)?)
@@ -391,7 +377,12 @@ pub(crate) fn block(store: &Store, cid: &selfcloud_ipfs::Cid) -> Result<Option<V
 fn named_block(store: &Store, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
     let txn = store.db.begin_read()?;
     let Some(sealed) = txn.open_table(BLOCKS)?.get(hash)? else { return Ok(None) };
-    store.key.open(&aad("orbit_blocks", hash), sealed.value()).map(Some).map_err(|_| StoreError::Corrupt("a database block does not open under this data key"))
+    open_block(store, hash, sealed.value()).map(Some)
+}
+
+/// The block `hash` from its sealed row.
+fn open_block(store: &Store, hash: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+    store.key.open(&aad("orbit_blocks", hash), sealed).map_err(|_| StoreError::Corrupt("a database block does not open under this data key"))
 }
 
 fn bound_ref(bound: &std::ops::Bound<Vec<u8>>) -> std::ops::Bound<&[u8]> {

@@ -15,10 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use selfcloud_orbitdb::{AccessController, Entry, Identity, Manifest};
+use redb::ReadableDatabase;
+use selfcloud_orbitdb::{AccessController, Entry, Identity, Kind, Manifest};
 use selfcloud_p2p::{Event, Node, PeerId};
 
+use super::tables::{under, BLOCKS, MEMBERS};
+use super::writer::Arrival;
 use super::{DbError, DbInfo, Orbit};
+use crate::store::Store;
 
 /// Protocol of the heads exchange for a database address.
 fn heads_protocol(address: &str) -> String {
@@ -33,6 +37,10 @@ const HEADS_MAX: usize = 1024;
 const HEADS_BYTES_MAX: usize = 16 << 20;
 /// Entries fetched at once while following a log.
 const FETCH_WINDOW: usize = 512;
+/// Levels of a walk this small are expanded on the reactor: decoding them and the reads that
+/// name the next level take about as long as the hop to the blocking pool and back, which every
+/// one of a JS log's ~600 levels would wait on.
+const EXPAND_INLINE_MAX: usize = 32;
 /// Levels of a log walk fetched past the oldest level whose signatures are still being checked.
 const LEVELS_AHEAD: usize = 4;
 /// Walks of a log from the same heads before giving up on them (until the next heads arrive).
@@ -119,20 +127,23 @@ impl Sync {
         found.into_iter().next().map(|(_, block)| block).ok_or_else(|| DbError::NotFound(format!("{hash}: not found")))
     }
 
-    /// Blocks by `zdpu…` name, as [`Sync::fetch`]: those not held here are wanted from peers
-    /// [`FETCH_WINDOW`] at a time, each window as one wantlist.
+    /// Blocks by `zdpu…` name, as [`Sync::fetch`].
     async fn fetch_all(&self, hashes: Vec<String>) -> Result<Vec<(String, Vec<u8>)>, DbError> {
         let mut found = Vec::with_capacity(hashes.len());
         let mut missing = Vec::new();
         for hash in hashes {
             match self.inner.orbit.block_named(&hash)? {
                 Some(block) => found.push((hash, block)),
-                None => {
-                    let cid: selfcloud_ipfs::Cid = hash.parse().map_err(|_| DbError::Invalid(format!("{hash} is not a CID")))?;
-                    missing.push((hash, cid));
-                }
+                None => missing.push(named_cid(hash)?),
             }
         }
+        found.extend(self.want_from_peers(missing).await?);
+        Ok(found)
+    }
+
+    /// Blocks from connected peers, [`FETCH_WINDOW`] at a time, each window as one wantlist.
+    async fn want_from_peers(&self, missing: Vec<(String, selfcloud_ipfs::Cid)>) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+        let mut found = Vec::with_capacity(missing.len());
         for window in missing.chunks(FETCH_WINDOW) {
             let answers = self.inner.node.want_all(window.iter().map(|(_, cid)| *cid).collect()).await;
             for ((hash, _), answer) in window.iter().zip(answers) {
@@ -252,51 +263,56 @@ impl Sync {
     }
 
     /// Walk the log back from `heads` to what `namespace` holds, checking every entry, then join
-    /// the new entries in one write. A level's signatures are checked in the background while the
-    /// next level is fetched: the walk is a chain of round trips (JS OrbitDB's `refs` reach back
-    /// about 16 entries, so 10,000 entries take some 600 levels), and checking in series added
-    /// each level's verification to every trip. Nothing is kept unless every level verifies, and
-    /// at most [`LEVELS_AHEAD`] levels are fetched past one not yet verified, so a forged entry
-    /// stops the walk within a few levels.
+    /// the new entries in one write. The walk is a chain of round trips (JS OrbitDB's `refs` reach
+    /// back about 16 entries, so 10,000 entries take some 600 levels, each waiting on the peer),
+    /// so a level does only what names the next one before asking for it: [`expand`] decodes it
+    /// and looks up, in one read transaction, what it points to. Its log ids, writers and
+    /// signatures are checked (and its blocks sealed for the join) in the background meanwhile.
+    /// Nothing is kept unless every level checks, and at most [`LEVELS_AHEAD`] levels are fetched
+    /// past one not yet checked, so a forged entry stops the walk within a few levels.
     async fn join_into(&self, namespace: &str, address: &str, heads: Vec<Vec<u8>>) -> Result<usize, DbError> {
         let orbit = &self.inner.orbit;
         let cid = address.trim_start_matches("/orbitdb/").to_owned();
         let info = orbit.info(namespace, &cid)?;
+        let kind = Kind::parse(&info.kind).ok_or_else(|| DbError::Invalid(format!("database type {:?} is not supported", info.kind)))?;
+        let db: Arc<str> = super::tables::db_key(namespace, &cid).into();
         let access = Arc::new(AccessController::ipfs(info.write.clone()));
         let mut seen = HashSet::new();
         let mut accepted = Vec::new();
-        let mut verifying: VecDeque<tokio::task::JoinHandle<Result<Vec<Checked>, DbError>>> = VecDeque::new();
+        let mut checking: VecDeque<tokio::task::JoinHandle<Result<Vec<Arrival>, DbError>>> = VecDeque::new();
         let mut identity_blocks = Vec::new();
         let mut frontier: Vec<(String, Vec<u8>)> = heads.into_iter().map(|b| (selfcloud_orbitdb::hash_of(&b), b)).collect();
         let mut walk = Walk::default();
         while !frontier.is_empty() {
             walk.levels += 1;
             let level_start = std::time::Instant::now();
-            frontier.retain(|(hash, _)| seen.insert(hash.clone()));
-            let mut level = Vec::with_capacity(frontier.len());
-            for (hash, bytes) in frontier.drain(..) {
-                let entry = Entry::decode(&bytes)?;
+            let level = if frontier.len() <= EXPAND_INLINE_MAX {
+                expand(orbit, &db, frontier, seen)?
+            } else {
+                let (orbit2, db2) = (orbit.clone(), db.clone());
+                checked(tokio::task::spawn_blocking(move || expand(&orbit2, &db2, frontier, seen)).await)?
+            };
+            seen = level.seen;
+            let mut arrived = Vec::with_capacity(level.fresh.len());
+            for (hash, bytes, entry) in level.fresh {
                 let identity = self.identity(&entry.identity, &mut identity_blocks).await?;
-                level.push((hash, bytes, entry, identity));
+                arrived.push((hash, bytes, entry, identity));
             }
-            // Membership, log ids, write access and what to fetch next, off the reactor.
-            let (orbit2, ns, cid2, address2, access2) = (orbit.clone(), namespace.to_owned(), cid.clone(), address.to_owned(), access.clone());
-            let (fresh, wanted) = checked(tokio::task::spawn_blocking(move || select_level(&orbit2, &ns, &cid2, &address2, &access2, level)).await)?;
-            // Signatures, on every core, while the next level is on its way.
-            verifying.push_back(tokio::task::spawn_blocking(move || verify_level(fresh)));
-            while verifying.len() > LEVELS_AHEAD || verifying.front().is_some_and(|v| v.is_finished()) {
-                if let Some(done) = verifying.pop_front() {
+            let (store, db2, address2, access2) = (orbit.store.clone(), db.clone(), address.to_owned(), access.clone());
+            checking.push_back(tokio::task::spawn_blocking(move || check_level(&store, &db2, kind, &address2, &access2, arrived)));
+            while checking.len() > LEVELS_AHEAD || checking.front().is_some_and(|c| c.is_finished()) {
+                if let Some(done) = checking.pop_front() {
                     accepted.append(&mut checked(done.await)?);
                 }
             }
-            let wanted: Vec<String> = wanted.into_iter().filter(|h| !seen.contains(h)).collect();
             let fetch_start = std::time::Instant::now();
             walk.checking += fetch_start - level_start;
-            frontier = self.fetch_all(wanted).await?;
+            frontier = level.local;
+            frontier.extend(self.want_from_peers(level.remote).await?);
             walk.fetching += fetch_start.elapsed();
         }
         let tail_start = std::time::Instant::now();
-        for done in verifying {
+        for done in checking {
             accepted.append(&mut checked(done.await)?);
         }
         walk.verify_tail = tail_start.elapsed();
@@ -304,8 +320,6 @@ impl Sync {
         if accepted.is_empty() {
             return Ok(0);
         }
-        accepted.sort_by_key(|(_, _, e)| e.clock.time);
-        let db = super::tables::db_key(namespace, &cid);
         let quota = orbit.quota_bytes;
         let write_start = std::time::Instant::now();
         let joined = orbit.writer.call(move |batch| batch.join(&db, accepted, identity_blocks, quota)).await;
@@ -329,15 +343,13 @@ impl Sync {
     }
 }
 
-type Checked = (String, Vec<u8>, Entry);
-
 /// Where a log walk's time went, for the debug log (`SELFCLOUD_LOG=selfcloud_instance=debug`).
 #[derive(Default)]
 struct Walk {
     levels: usize,
     /// Waiting for the next level's blocks.
     fetching: Duration,
-    /// Decoding, identities, membership and waiting for verifications [`LEVELS_AHEAD`] behind.
+    /// Expanding levels, their identities, and waiting for checks [`LEVELS_AHEAD`] behind.
     checking: Duration,
     /// Waiting for the last levels' signatures after the walk.
     verify_tail: Duration,
@@ -350,14 +362,57 @@ fn checked<T>(joined: Result<Result<T, DbError>, tokio::task::JoinError>) -> Res
 
 type Arrived = (String, Vec<u8>, Entry, Identity);
 
-/// One frontier of arrived entries: drop those the log holds, check the rest's log id and write
-/// access, and name the entries they point to that the log does not hold yet. Signatures are
-/// left to [`verify_level`]. The identities come from [`Sync::identity`], which verified each
-/// before handing it out.
-fn select_level(orbit: &Orbit, namespace: &str, cid: &str, address: &str, access: &AccessController, level: Vec<Arrived>) -> Result<(Vec<Arrived>, Vec<String>), DbError> {
-    let held: HashSet<String> = orbit.holding(namespace, cid, level.iter().map(|(hash, ..)| hash.as_str()))?.into_iter().map(str::to_owned).collect();
-    let fresh: Vec<_> = level.into_iter().filter(|(hash, ..)| !held.contains(hash)).collect();
-    for (hash, _, entry, identity) in &fresh {
+/// A level of a walk as [`expand`] found it.
+struct Level {
+    /// The arrived entries the log does not hold yet, decoded.
+    fresh: Vec<(String, Vec<u8>, Entry)>,
+    /// The blocks they point to that the log does not hold but the store does (shared by
+    /// content: another app's replica of the same database has them) …
+    local: Vec<(String, Vec<u8>)>,
+    /// … and those to fetch from peers.
+    remote: Vec<(String, selfcloud_ipfs::Cid)>,
+    /// Every hash the walk has met, handed back.
+    seen: HashSet<String>,
+}
+
+/// Decode a level of a walk and name the next one, in one read transaction: drop the arrived
+/// entries met before or held by the log `db`, and sort what the rest point to (`next` and
+/// `refs`) into held (where the walk ends), stored here, and wanted from peers. Only the shape of
+/// an entry is checked here; [`check_level`] checks the rest.
+fn expand(orbit: &Orbit, db: &str, arrived: Vec<(String, Vec<u8>)>, mut seen: HashSet<String>) -> Result<Level, DbError> {
+    let txn = orbit.store.db.begin_read()?;
+    let members = txn.open_table(MEMBERS)?;
+    let blocks = txn.open_table(BLOCKS)?;
+    let held = |hash: &str| -> Result<bool, DbError> { Ok(members.get(under(db, hash).as_str())?.is_some()) };
+    let mut fresh = Vec::with_capacity(arrived.len());
+    for (hash, bytes) in arrived {
+        if !seen.insert(hash.clone()) || held(&hash)? {
+            continue;
+        }
+        let entry = Entry::decode(&bytes)?;
+        fresh.push((hash, bytes, entry));
+    }
+    let mut pointed: Vec<&str> = fresh.iter().flat_map(|(_, _, entry)| entry.next.iter().chain(&entry.refs).map(String::as_str)).filter(|hash| !seen.contains(*hash)).collect();
+    pointed.sort_unstable();
+    pointed.dedup();
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    for hash in pointed {
+        if held(hash)? {
+            continue;
+        }
+        match blocks.get(hash)? {
+            Some(sealed) => local.push((hash.to_owned(), super::open_block(&orbit.store, hash, sealed.value())?)),
+            None => remote.push(named_cid(hash.to_owned())?),
+        }
+    }
+    Ok(Level { fresh, local, remote, seen })
+}
+
+/// The background half of a level: every entry's log id, writer and signature (its identity's
+/// own signatures were checked by [`Sync::identity`]), then its block sealed for the join, on
+/// every core. Any entry failing refuses the whole arrival.
+fn check_level(store: &Store, db: &str, kind: Kind, address: &str, access: &AccessController, level: Vec<Arrived>) -> Result<Vec<Arrival>, DbError> {
+    for (hash, _, entry, identity) in &level {
         if entry.id != address {
             return Err(DbError::Denied(format!("entry {hash} belongs to log {:?}, not {address}", entry.id)));
         }
@@ -365,34 +420,46 @@ fn select_level(orbit: &Orbit, namespace: &str, cid: &str, address: &str, access
             return Err(DbError::Denied(format!("entry {hash} is by {}, who may not write to {address}", identity.id)));
         }
     }
-    let mut pointed: Vec<&str> = fresh.iter().flat_map(|(_, _, entry, _)| entry.next.iter().chain(&entry.refs).map(String::as_str)).collect();
-    pointed.sort_unstable();
-    pointed.dedup();
-    let held = orbit.holding(namespace, cid, pointed.iter().copied())?;
-    let wanted: Vec<String> = pointed.into_iter().filter(|h| !held.contains(h)).map(str::to_owned).collect();
-    Ok((fresh, wanted))
-}
-
-/// Every entry's signature by its identity, in parallel across cores; any entry failing
-/// refuses the whole arrival.
-fn verify_level(fresh: Vec<Arrived>) -> Result<Vec<Checked>, DbError> {
     let threads = selfcloud_core::cores().min(8);
     // Below this a thread costs more to start than the signatures it would check.
     const PER_THREAD_MIN: usize = 8;
-    let chunk = fresh.len().div_ceil(threads).max(PER_THREAD_MIN);
-    let first_forged = |part: &[Arrived]| part.iter().find(|(_, _, entry, identity)| !entry.signed_by(identity)).map(|(hash, ..)| hash.clone());
-    let forged = if fresh.len() <= chunk {
-        first_forged(&fresh)
-    } else {
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = fresh.chunks(chunk).map(|part| scope.spawn(move || first_forged(part))).collect();
-            workers.into_iter().find_map(|w| w.join().ok().flatten())
-        })
+    let chunk = level.len().div_ceil(threads).max(PER_THREAD_MIN);
+    let check = |part: Vec<Arrived>| -> Result<Vec<Arrival>, DbError> {
+        let mut ready = Vec::with_capacity(part.len());
+        for (hash, bytes, entry, identity) in part {
+            if !entry.signed_by(&identity) {
+                return Err(DbError::Denied(format!("entry {hash} does not verify")));
+            }
+            ready.push(Arrival::prepare(store, db, kind, hash, &bytes, entry));
+        }
+        Ok(ready)
     };
-    if let Some(hash) = forged {
-        return Err(DbError::Denied(format!("entry {hash} does not verify")));
+    if level.len() <= chunk {
+        return check(level);
     }
-    Ok(fresh.into_iter().map(|(hash, bytes, entry, _)| (hash, bytes, entry)).collect())
+    let mut parts = Vec::new();
+    let mut rest = level.into_iter();
+    loop {
+        let part: Vec<Arrived> = rest.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        parts.push(part);
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = parts.into_iter().map(|part| scope.spawn(move || check(part))).collect();
+        let mut ready = Vec::new();
+        for worker in workers {
+            ready.append(&mut worker.join().map_err(|_| DbError::Invalid("checking entries: a thread panicked".into()))??);
+        }
+        Ok(ready)
+    })
+}
+
+/// A `zdpu…` name and the CID it spells.
+fn named_cid(hash: String) -> Result<(String, selfcloud_ipfs::Cid), DbError> {
+    let cid = hash.parse().map_err(|_| DbError::Invalid(format!("{hash} is not a CID")))?;
+    Ok((hash, cid))
 }
 
 /// Read raw CBOR items until the peer closes its side.

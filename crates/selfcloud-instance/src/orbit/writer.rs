@@ -471,7 +471,7 @@ impl<'t> Batch<'t> {
         }
         let (hash, bytes, entry) = state.sign(&me, &op)?;
         self.check_quota(&bytes, quota_bytes)?;
-        self.apply(db, &hash, &bytes, &entry, Some(&op), Fresh::Yes)?;
+        self.apply(db, &hash, &bytes, &entry, &op)?;
         let state = self.state(db)?;
         state.heads = vec![(hash.clone(), entry.clock.time)];
         state.remember(&hash);
@@ -493,7 +493,7 @@ impl<'t> Batch<'t> {
             }
             return Err(refused);
         }
-        self.apply(db, &signed.hash, &signed.bytes, &signed.entry, Some(op), Fresh::Yes)?;
+        self.apply(db, &signed.hash, &signed.bytes, &signed.entry, op)?;
         self.heads_changed(db);
         Ok((signed.hash, signed.bytes))
     }
@@ -527,41 +527,51 @@ impl<'t> Batch<'t> {
     }
 
     /// Join entries that arrived from peers, already verified (signature, identity, write
-    /// access) by the caller; `blocks` are identity blocks to keep. Returns how many were new.
-    /// Heads become the old heads no new entry follows, plus the new entries no new entry
-    /// follows.
-    pub(super) fn join(&mut self, db: &str, entries: Vec<(String, Vec<u8>, Entry)>, blocks: Vec<(String, Vec<u8>)>, quota_bytes: u64) -> Result<usize, DbError> {
+    /// access) and prepared by the caller; `blocks` are identity blocks to keep. Returns how many
+    /// were new. Heads become the old heads no new entry follows, plus the new entries no new
+    /// entry follows.
+    pub(super) fn join(&mut self, db: &str, mut arrivals: Vec<Arrival>, blocks: Vec<(String, Vec<u8>)>, quota_bytes: u64) -> Result<usize, DbError> {
         // Refused whole before anything is written: a peer must not fill the user's store.
-        let estimate: u64 = entries.iter().map(|(_, b, _)| 2 * b.len() as u64 + 256).chain(blocks.iter().map(|(_, b)| b.len() as u64 + 64)).sum();
+        let estimate: u64 = arrivals.iter().map(|a| 2 * a.sealed.len() as u64 + 256).chain(blocks.iter().map(|(_, b)| b.len() as u64 + 64)).sum();
         if self.usage.saturating_add(estimate) > quota_bytes {
             return Err(DbError::Store(StoreError::QuotaExceeded { quota_bytes }));
         }
         for (hash, bytes) in &blocks {
             self.usage += self.put_block(hash, bytes)?;
         }
-        let kind = self.state(db)?.kind;
-        let mut added = Vec::new();
-        // A set beside the list: a walk brings thousands of entries, and a scan of the list for
-        // each was quadratic (half the time of joining 10,000).
-        let mut added_hashes = std::collections::HashSet::with_capacity(entries.len());
-        for (hash, bytes, entry) in &entries {
-            if added_hashes.contains(hash.as_str()) || self.members.get(under(db, hash).as_str())?.is_some() {
+        // Members and blocks are both keyed by hash: in hash order each insert lands beside the
+        // one before it, instead of copying a random page of a large table every time.
+        arrivals.sort_unstable_by(|a, b| a.hash.cmp(&b.hash));
+        arrivals.dedup_by(|a, b| a.hash == b.hash);
+        let mut added = Vec::with_capacity(arrivals.len());
+        for arrival in arrivals {
+            // Held already (joined by another walk meanwhile): the row rewritten is the same.
+            if self.members.insert(under(db, &arrival.hash).as_str(), arrival.place.as_slice())?.is_some() {
                 continue;
             }
-            added_hashes.insert(hash.as_str());
-            let op = Op::from_payload(&entry.payload).filter(|op| kind.accepts(op));
-            self.apply(db, hash, bytes, entry, op.as_ref(), Fresh::No)?;
-            added.push((hash.clone(), entry));
+            if self.blocks.insert(arrival.hash.as_str(), arrival.sealed.as_slice())?.is_none() {
+                self.usage += arrival.sealed.len() as u64;
+            }
+            added.push(arrival);
         }
         if added.is_empty() {
             return Ok(0);
         }
-        let followed: std::collections::HashSet<&str> = added.iter().flat_map(|(_, e)| e.next.iter().map(String::as_str)).collect();
+        // The order and the index in the log's order, so a key set twice ends at its later value.
+        added.sort_unstable_by(|a, b| a.place.cmp(&b.place));
+        for arrival in &added {
+            self.order.insert(arrival.place.as_slice(), arrival.hash.as_str())?;
+            self.usage += (arrival.place.len() * 2 + arrival.hash.len()) as u64;
+            if let Some((key, value)) = &arrival.keyed {
+                self.index(db, key, arrival.time, &arrival.clock_id, &arrival.hash, value.clone(), Fresh::No)?;
+            }
+        }
+        let followed: HashSet<&str> = added.iter().flat_map(|a| a.next.iter().map(String::as_str)).collect();
         let state = self.state(db)?;
         let mut heads: Vec<(String, u64)> = state.heads.iter().filter(|(h, _)| !followed.contains(h.as_str())).cloned().collect();
-        for (hash, entry) in &added {
-            if !followed.contains(hash.as_str()) && !heads.iter().any(|(h, _)| h == hash) {
-                heads.push((hash.clone(), entry.clock.time));
+        for arrival in &added {
+            if !followed.contains(arrival.hash.as_str()) && !heads.iter().any(|(h, _)| *h == arrival.hash) {
+                heads.push((arrival.hash.clone(), arrival.time));
             }
         }
         state.heads = heads;
@@ -587,34 +597,37 @@ impl<'t> Batch<'t> {
         Ok(recent)
     }
 
-    /// Record a verified entry in a log: its block, its place in the order, and what it changes.
-    fn apply(&mut self, db: &str, hash: &str, bytes: &[u8], entry: &Entry, op: Option<&Op>, fresh: Fresh) -> Result<(), DbError> {
-        if fresh == Fresh::Yes {
-            let sealed = self.seal_into("orbit_blocks", hash, bytes);
-            self.blocks.insert(hash, sealed.as_slice())?;
-            self.usage += sealed.len() as u64;
-        } else {
-            self.usage += self.put_block(hash, bytes)?;
-        }
+    /// Record an entry just made here in its log: its block, its place in the order, and what it
+    /// changes. (Entries from peers come prepared, through [`Batch::join`].)
+    fn apply(&mut self, db: &str, hash: &str, bytes: &[u8], entry: &Entry, op: &Op) -> Result<(), DbError> {
+        let sealed = self.seal_into("orbit_blocks", hash, bytes);
+        self.blocks.insert(hash, sealed.as_slice())?;
+        self.usage += sealed.len() as u64;
         let place = tables::order_key(db, entry.clock.time, &entry.clock.id, hash);
         self.members.insert(under(db, hash).as_str(), place.as_slice())?;
         self.order.insert(place.as_slice(), hash)?;
         self.usage += (place.len() * 2 + hash.len()) as u64;
-        let (key, value) = match op {
-            Some(Op::Put { key, value }) => (key, Some(value::to_json(value))),
-            Some(Op::Del { key }) => (key, None),
-            Some(Op::Add { .. }) | None => return Ok(()),
-        };
+        match op {
+            Op::Put { key, value } => self.index(db, key, entry.clock.time, &entry.clock.id, hash, Some(value::to_json(value)), Fresh::Yes),
+            Op::Del { key } => self.index(db, key, entry.clock.time, &entry.clock.id, hash, None, Fresh::Yes),
+            Op::Add { .. } => Ok(()),
+        }
+    }
+
+    /// Set `key`'s indexed state to `value` (`None`: deleted) as the entry `hash` decides it,
+    /// unless the entry deciding it now comes later in OrbitDB's order.
+    #[allow(clippy::too_many_arguments)]
+    fn index(&mut self, db: &str, key: &str, time: u64, clock_id: &str, hash: &str, value: Option<serde_json::Value>, fresh: Fresh) -> Result<(), DbError> {
         let row = under(db, key);
         let current = if fresh == Fresh::Yes { None } else { self.index.get(row.as_str())?.map(|v| v.value().to_vec()) };
         if let Some(sealed) = current {
             let plain = self.store.key.open(&aad("orbit_index", &row), &sealed).map_err(|_| StoreError::Corrupt("an index row does not open"))?;
             let current: Indexed = serde_json::from_slice(&plain).map_err(|_| StoreError::Corrupt("an index row is not JSON"))?;
-            if !current.loses_to(entry.clock.time, &entry.clock.id, hash) {
+            if !current.loses_to(time, clock_id, hash) {
                 return Ok(());
             }
         }
-        let state = Indexed { t: entry.clock.time, c: entry.clock.id.clone(), h: hash.to_owned(), v: value };
+        let state = Indexed { t: time, c: clock_id.to_owned(), h: hash.to_owned(), v: value };
         let sealed = self.seal_into("orbit_index", &row, &serde_json::to_vec(&state).unwrap_or_default());
         self.usage += sealed.len() as u64;
         self.index.insert(row.as_str(), sealed.as_slice())?;
@@ -622,8 +635,36 @@ impl<'t> Batch<'t> {
     }
 }
 
-/// Whether an entry was just made here. Its block cannot be stored yet, and since its clock is
-/// past every head's it decides every key it touches: the two reads that check are skipped.
+/// An entry from a peer, verified, and made ready to store before it reaches the writer: its
+/// block sealed and its order key spelled on the walk's threads, so the join — one transaction
+/// that every other write of the instance waits behind — is inserts only.
+pub(super) struct Arrival {
+    hash: String,
+    sealed: Vec<u8>,
+    place: Vec<u8>,
+    time: u64,
+    clock_id: String,
+    next: Vec<String>,
+    /// The key it sets and the value (`None`: deleted), for keyvalue and documents.
+    keyed: Option<(String, Option<serde_json::Value>)>,
+}
+
+impl Arrival {
+    /// `entry` (block `bytes`, named `hash`) of the log `db`, a database of `kind`.
+    pub(super) fn prepare(store: &Store, db: &str, kind: Kind, hash: String, bytes: &[u8], entry: Entry) -> Arrival {
+        let sealed = store.key.seal(&aad("orbit_blocks", &hash), bytes);
+        let place = tables::order_key(db, entry.clock.time, &entry.clock.id, &hash);
+        let keyed = match Op::from_payload(&entry.payload).filter(|op| kind.accepts(op)) {
+            Some(Op::Put { key, value }) => Some((key, Some(value::to_json(&value)))),
+            Some(Op::Del { key }) => Some((key, None)),
+            Some(Op::Add { .. }) | None => None,
+        };
+        Arrival { hash, sealed, place, time: entry.clock.time, clock_id: entry.clock.id, next: entry.next, keyed }
+    }
+}
+
+/// Whether an entry was just made here: its clock is past every head's, so it decides every key
+/// it touches and the read that checks is skipped.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fresh {
     Yes,
@@ -638,6 +679,7 @@ fn time_of(db: &str, place: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::super::{Orbit, DbError};
+    use super::Arrival;
     use crate::store::{Store, StoreError};
     use selfcloud_orbitdb::{Clock, Entry, Keys, Kind, Op};
     use std::sync::Arc;
@@ -741,16 +783,18 @@ mod tests {
     async fn replicated_entries_over_the_quota_are_refused_and_none_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("s.redb"), selfcloud_core::seal::Key::generate()).unwrap());
-        let orbit = Orbit::start(store, None, u64::MAX).await.unwrap();
+        let orbit = Orbit::start(store.clone(), None, u64::MAX).await.unwrap();
         let (info, _) = orbit.create("owner", "shared", Kind::KeyValue, Some(vec!["*".into()])).await.unwrap();
         let db = super::db_key("owner", info.cid());
         let (entries, identity) = foreign_chain(&info.address, 50, 10_000);
-        let (db2, entries2, identity2) = (db.clone(), entries.clone(), identity.clone());
+        let prepare = |entries: Vec<(String, Vec<u8>, Entry)>| -> Vec<Arrival> { entries.into_iter().map(|(hash, bytes, entry)| Arrival::prepare(&store, &db, Kind::KeyValue, hash, &bytes, entry)).collect() };
+        let (db2, entries2, identity2) = (db.clone(), prepare(entries.clone()), identity.clone());
         let refused = orbit.writer.call(move |batch| batch.join(&db2, entries2, vec![identity2], 100_000)).await;
         assert!(matches!(refused, Err(DbError::Store(StoreError::QuotaExceeded { .. }))), "{refused:?}");
         assert!(orbit.get("owner", info.cid(), "k0").unwrap().is_none(), "nothing of a refused arrival is kept");
         // The store still takes writes, and the same entries within a larger quota.
         orbit.append("owner", info.cid(), Op::Put { key: "own".into(), value: selfcloud_orbitdb::Ipld::Integer(1) }, u64::MAX).await.unwrap();
+        let entries = prepare(entries);
         let joined = orbit.writer.call(move |batch| batch.join(&db, entries, vec![identity], u64::MAX)).await.unwrap();
         assert_eq!(joined, 50);
         assert_eq!(orbit.get("owner", info.cid(), "k49").unwrap().unwrap().v, Some(serde_json::json!("v".repeat(10_000))));
