@@ -514,7 +514,7 @@ impl ChainStore {
                     }
                 }
             }
-            locations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            locations.sort_unstable_by_key(|&(hash, _)| hash);
             histories.sort_unstable_by_key(|&(key, index, _)| (key, index));
             let mut txs = write.open_table(TXS)?;
             for (hash, location) in &locations {
