@@ -559,11 +559,11 @@ impl<'t> Batch<'t> {
         }
         // The order and the index in the log's order, so a key set twice ends at its later value.
         added.sort_unstable_by(|a, b| a.place.cmp(&b.place));
-        for arrival in &added {
+        for arrival in &mut added {
             self.order.insert(arrival.place.as_slice(), arrival.hash.as_str())?;
             self.usage += (arrival.place.len() * 2 + arrival.hash.len()) as u64;
-            if let Some((key, value)) = &arrival.keyed {
-                self.index(db, key, arrival.time, &arrival.clock_id, &arrival.hash, value.clone(), Fresh::No)?;
+            if let Some((key, value)) = arrival.keyed.take() {
+                self.index(db, &key, arrival.time, &arrival.clock_id, &arrival.hash, value, Fresh::No)?;
             }
         }
         let followed: HashSet<&str> = added.iter().flat_map(|a| a.next.iter().map(String::as_str)).collect();
@@ -607,10 +607,9 @@ impl<'t> Batch<'t> {
         self.members.insert(under(db, hash).as_str(), place.as_slice())?;
         self.order.insert(place.as_slice(), hash)?;
         self.usage += (place.len() * 2 + hash.len()) as u64;
-        match op {
-            Op::Put { key, value } => self.index(db, key, entry.clock.time, &entry.clock.id, hash, Some(value::to_json(value)), Fresh::Yes),
-            Op::Del { key } => self.index(db, key, entry.clock.time, &entry.clock.id, hash, None, Fresh::Yes),
-            Op::Add { .. } => Ok(()),
+        match keyed(op) {
+            Some((key, value)) => self.index(db, key, entry.clock.time, &entry.clock.id, hash, value, Fresh::Yes),
+            None => Ok(()),
         }
     }
 
@@ -654,12 +653,18 @@ impl Arrival {
     pub(super) fn prepare(store: &Store, db: &str, kind: Kind, hash: String, bytes: &[u8], entry: Entry) -> Arrival {
         let sealed = store.key.seal(&aad("orbit_blocks", &hash), bytes);
         let place = tables::order_key(db, entry.clock.time, &entry.clock.id, &hash);
-        let keyed = match Op::from_payload(&entry.payload).filter(|op| kind.accepts(op)) {
-            Some(Op::Put { key, value }) => Some((key, Some(value::to_json(&value)))),
-            Some(Op::Del { key }) => Some((key, None)),
-            Some(Op::Add { .. }) | None => None,
-        };
+        let op = Op::from_payload(&entry.payload).filter(|op| kind.accepts(op));
+        let keyed = op.as_ref().and_then(keyed).map(|(key, value)| (key.to_owned(), value));
         Arrival { hash, sealed, place, time: entry.clock.time, clock_id: entry.clock.id, next: entry.next, keyed }
+    }
+}
+
+/// The key an operation sets and its new value (`None`: deleted); `None` for an event.
+fn keyed(op: &Op) -> Option<(&str, Option<serde_json::Value>)> {
+    match op {
+        Op::Put { key, value } => Some((key, Some(value::to_json(value)))),
+        Op::Del { key } => Some((key, None)),
+        Op::Add { .. } => None,
     }
 }
 
