@@ -43,6 +43,8 @@ const FETCH_WINDOW: usize = 512;
 const EXPAND_INLINE_MAX: usize = 32;
 /// Levels of a log walk fetched past the oldest level whose signatures are still being checked.
 const LEVELS_AHEAD: usize = 4;
+/// Checked entries whose blocks are stored together ahead of their walk's join.
+const STAGE_ENTRIES: usize = 1024;
 /// Walks of a log from the same heads before giving up on them (until the next heads arrive).
 const JOIN_ATTEMPTS: u32 = 3;
 
@@ -267,9 +269,10 @@ impl Sync {
     /// back about 16 entries, so 10,000 entries take some 600 levels, each waiting on the peer),
     /// so a level does only what names the next one before asking for it: [`expand`] decodes it
     /// and looks up, in one read transaction, what it points to. Its log ids, writers and
-    /// signatures are checked (and its blocks sealed for the join) in the background meanwhile.
-    /// Nothing is kept unless every level checks, and at most [`LEVELS_AHEAD`] levels are fetched
-    /// past one not yet checked, so a forged entry stops the walk within a few levels.
+    /// signatures are checked (and its blocks sealed for the join) in the background meanwhile,
+    /// and checked blocks are [staged](Self::stage) in the store as they pile up. No entry joins
+    /// the log unless every level checks, and at most [`LEVELS_AHEAD`] levels are fetched past
+    /// one not yet checked, so a forged entry stops the walk within a few levels.
     async fn join_into(&self, namespace: &str, address: &str, heads: Vec<Vec<u8>>) -> Result<usize, DbError> {
         let orbit = &self.inner.orbit;
         let cid = address.trim_start_matches("/orbitdb/").to_owned();
@@ -283,6 +286,9 @@ impl Sync {
         let mut identity_blocks = Vec::new();
         let mut frontier: Vec<(String, Vec<u8>)> = heads.into_iter().map(|b| (selfcloud_orbitdb::hash_of(&b), b)).collect();
         let mut walk = Walk::default();
+        // Blocks of checked levels go to the store while the walk goes on (see `stage`).
+        let mut staging = Vec::new();
+        let mut unstaged_from = 0;
         while !frontier.is_empty() {
             walk.levels += 1;
             let level_start = std::time::Instant::now();
@@ -300,10 +306,15 @@ impl Sync {
             }
             let (store, db2, address2, access2) = (orbit.store.clone(), db.clone(), address.to_owned(), access.clone());
             checking.push_back(tokio::task::spawn_blocking(move || check_level(&store, &db2, kind, &address2, &access2, arrived)));
+            walk.expanding += level_start.elapsed();
             while checking.len() > LEVELS_AHEAD || checking.front().is_some_and(|c| c.is_finished()) {
                 if let Some(done) = checking.pop_front() {
                     accepted.append(&mut checked(done.await)?);
                 }
+            }
+            if accepted.len() - unstaged_from >= STAGE_ENTRIES {
+                staging.push(self.stage(&mut accepted[unstaged_from..]));
+                unstaged_from = accepted.len();
             }
             let fetch_start = std::time::Instant::now();
             walk.checking += fetch_start - level_start;
@@ -316,7 +327,11 @@ impl Sync {
             accepted.append(&mut checked(done.await)?);
         }
         walk.verify_tail = tail_start.elapsed();
-        tracing::debug!(%address, entries = accepted.len(), levels = walk.levels, fetching_ms = walk.fetching.as_millis() as u64, checking_ms = walk.checking.as_millis() as u64, verify_tail_ms = walk.verify_tail.as_millis() as u64, "walked a log");
+        // Every staged block must be stored before the entries naming them join the log.
+        for staged in staging {
+            checked(staged.await)?;
+        }
+        tracing::debug!(%address, entries = accepted.len(), levels = walk.levels, expanding_ms = walk.expanding.as_millis() as u64, fetching_ms = walk.fetching.as_millis() as u64, checking_ms = walk.checking.as_millis() as u64, verify_tail_ms = walk.verify_tail.as_millis() as u64, "walked a log");
         if accepted.is_empty() {
             return Ok(0);
         }
@@ -325,6 +340,15 @@ impl Sync {
         let joined = orbit.writer.call(move |batch| batch.join(&db, accepted, identity_blocks, quota)).await;
         tracing::debug!(%address, write_ms = write_start.elapsed().as_millis() as u64, "wrote a walk's entries");
         joined
+    }
+
+    /// Store the sealed blocks of `checked` arrivals now, in their own write, leaving the join
+    /// at the walk's end only their places in the log to write: the blocks are most of the
+    /// join's bytes, and the writer has nothing else to do while the walk waits on peers.
+    fn stage(&self, checked: &mut [Arrival]) -> tokio::task::JoinHandle<Result<(), DbError>> {
+        let blocks: Vec<(String, Vec<u8>)> = checked.iter_mut().filter_map(Arrival::take_block).collect();
+        let (writer, quota) = (self.inner.orbit.writer.clone(), self.inner.orbit.quota_bytes);
+        tokio::spawn(async move { writer.call(move |batch| batch.stage(blocks, quota)).await })
     }
 
     /// An identity whose binding signatures hold; its block joins `blocks` when fetched.
@@ -351,6 +375,8 @@ struct Walk {
     fetching: Duration,
     /// Expanding levels, their identities, and waiting for checks [`LEVELS_AHEAD`] behind.
     checking: Duration,
+    /// Of `checking`, expanding levels and finding their identities.
+    expanding: Duration,
     /// Waiting for the last levels' signatures after the walk.
     verify_tail: Duration,
 }
@@ -421,8 +447,11 @@ fn check_level(store: &Store, db: &str, kind: Kind, address: &str, access: &Acce
         }
     }
     let threads = selfcloud_core::cores().min(8);
-    // Below this a thread costs more to start than the signatures it would check.
-    const PER_THREAD_MIN: usize = 8;
+    // A level this small is checked on one thread: it keeps up with a walk that waits on its
+    // peer for every level (a JS peer's ~17 entries take about a millisecond), while starting
+    // more threads for it costs more than it saves and takes a core from the reactor (and from
+    // the peer, on the same host) just when the next level arrives.
+    const PER_THREAD_MIN: usize = 32;
     let chunk = level.len().div_ceil(threads).max(PER_THREAD_MIN);
     let check = |part: Vec<Arrived>| -> Result<Vec<Arrival>, DbError> {
         let mut ready = Vec::with_capacity(part.len());

@@ -526,13 +526,32 @@ impl<'t> Batch<'t> {
         Ok(info)
     }
 
+    /// Store the sealed blocks of verified arrivals ahead of their join, while their walk goes
+    /// on: blocks are content-addressed and shared, so one that is stored but not (yet) in any
+    /// log is harmless, and counts against the quota like any other. If the walk fails later,
+    /// the next walk from the same heads finds them here instead of fetching them again.
+    pub(super) fn stage(&mut self, mut blocks: Vec<(String, Vec<u8>)>, quota_bytes: u64) -> Result<(), DbError> {
+        let estimate: u64 = blocks.iter().map(|(_, sealed)| sealed.len() as u64 + 64).sum();
+        if self.usage.saturating_add(estimate) > quota_bytes {
+            return Err(DbError::Store(StoreError::QuotaExceeded { quota_bytes }));
+        }
+        // In hash order each insert lands beside the one before it (see `join`).
+        blocks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (hash, sealed) in blocks {
+            if self.blocks.insert(hash.as_str(), sealed.as_slice())?.is_none() {
+                self.usage += sealed.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
     /// Join entries that arrived from peers, already verified (signature, identity, write
     /// access) and prepared by the caller; `blocks` are identity blocks to keep. Returns how many
     /// were new. Heads become the old heads no new entry follows, plus the new entries no new
     /// entry follows.
     pub(super) fn join(&mut self, db: &str, mut arrivals: Vec<Arrival>, blocks: Vec<(String, Vec<u8>)>, quota_bytes: u64) -> Result<usize, DbError> {
         // Refused whole before anything is written: a peer must not fill the user's store.
-        let estimate: u64 = arrivals.iter().map(|a| 2 * a.sealed.len() as u64 + 256).chain(blocks.iter().map(|(_, b)| b.len() as u64 + 64)).sum();
+        let estimate: u64 = arrivals.iter().map(|a| 2 * a.sealed.as_ref().map_or(0, Vec::len) as u64 + 256).chain(blocks.iter().map(|(_, b)| b.len() as u64 + 64)).sum();
         if self.usage.saturating_add(estimate) > quota_bytes {
             return Err(DbError::Store(StoreError::QuotaExceeded { quota_bytes }));
         }
@@ -549,8 +568,11 @@ impl<'t> Batch<'t> {
             if self.members.insert(under(db, &arrival.hash).as_str(), arrival.place.as_slice())?.is_some() {
                 continue;
             }
-            if self.blocks.insert(arrival.hash.as_str(), arrival.sealed.as_slice())?.is_none() {
-                self.usage += arrival.sealed.len() as u64;
+            // A staged block is stored already (see [`Batch::stage`]).
+            if let Some(sealed) = &arrival.sealed {
+                if self.blocks.insert(arrival.hash.as_str(), sealed.as_slice())?.is_none() {
+                    self.usage += sealed.len() as u64;
+                }
             }
             added.push(arrival);
         }
@@ -639,7 +661,8 @@ impl<'t> Batch<'t> {
 /// that every other write of the instance waits behind — is inserts only.
 pub(super) struct Arrival {
     hash: String,
-    sealed: Vec<u8>,
+    /// The sealed block, until [`Arrival::take_block`] hands it to [`Batch::stage`].
+    sealed: Option<Vec<u8>>,
     place: Vec<u8>,
     time: u64,
     clock_id: String,
@@ -655,7 +678,12 @@ impl Arrival {
         let place = tables::order_key(db, entry.clock.time, &entry.clock.id, &hash);
         let op = Op::from_payload(&entry.payload).filter(|op| kind.accepts(op));
         let keyed = op.as_ref().and_then(keyed).map(|(key, value)| (key.to_owned(), value));
-        Arrival { hash, sealed, place, time: entry.clock.time, clock_id: entry.clock.id, next: entry.next, keyed }
+        Arrival { hash, sealed: Some(sealed), place, time: entry.clock.time, clock_id: entry.clock.id, next: entry.next, keyed }
+    }
+
+    /// Its sealed block and name, to be staged; the join then stores only its place in the log.
+    pub(super) fn take_block(&mut self) -> Option<(String, Vec<u8>)> {
+        self.sealed.take().map(|sealed| (self.hash.clone(), sealed))
     }
 }
 
@@ -782,6 +810,42 @@ mod tests {
         // The log takes writes again once there is room.
         orbit.append("owner", info.cid(), Op::Put { key: "after".into(), value: selfcloud_orbitdb::Ipld::Integer(2) }, u64::MAX).await.unwrap();
         assert_eq!(walk(&orbit, info.cid()), (1, landed + 2));
+    }
+
+    /// Blocks staged while a walk goes on, then the join: the same log, and the same bytes
+    /// counted, as joining them all at once; a stage over the quota stores nothing.
+    #[tokio::test]
+    async fn staged_blocks_then_the_join_make_the_same_log_counted_once() {
+        let mut chain = None;
+        let mut usages = Vec::new();
+        for staged in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Store::open(&dir.path().join("s.redb"), selfcloud_core::seal::Key::generate()).unwrap());
+            let orbit = Orbit::start(store.clone(), None, u64::MAX).await.unwrap();
+            // The same name and access controller make the same address in both stores.
+            let (info, _) = orbit.create("owner", "shared", Kind::KeyValue, Some(vec!["*".into()])).await.unwrap();
+            let (entries, identity) = chain.get_or_insert_with(|| foreign_chain(&info.address, 40, 500)).clone();
+            let db = super::db_key("owner", info.cid());
+            let before = store.usage_bytes().unwrap();
+            let mut arrivals: Vec<Arrival> = entries.into_iter().map(|(hash, bytes, entry)| Arrival::prepare(&store, &db, Kind::KeyValue, hash, &bytes, entry)).collect();
+            if staged {
+                let blocks: Vec<_> = arrivals[..25].iter_mut().filter_map(Arrival::take_block).collect();
+                let first = blocks[0].0.clone();
+                let tight = blocks.clone();
+                let refused = orbit.writer.call(move |batch| batch.stage(tight, before + 1_000)).await;
+                assert!(matches!(refused, Err(DbError::Store(StoreError::QuotaExceeded { .. }))), "{refused:?}");
+                assert_eq!(store.usage_bytes().unwrap(), before, "a refused stage stores nothing");
+                orbit.writer.call(move |batch| batch.stage(blocks, u64::MAX)).await.unwrap();
+                assert!(orbit.block_named(&first).unwrap().is_some(), "a staged block is stored before its join");
+                assert_eq!(orbit.len("owner", info.cid()).unwrap(), 0, "… and its entry is not in the log yet");
+            }
+            let joined = orbit.writer.call(move |batch| batch.join(&db, arrivals, vec![identity], u64::MAX)).await.unwrap();
+            assert_eq!(joined, 40);
+            assert_eq!(walk(&orbit, info.cid()), (1, 40));
+            assert_eq!(orbit.get("owner", info.cid(), "k39").unwrap().unwrap().v, Some(serde_json::json!("v".repeat(500))));
+            usages.push(store.usage_bytes().unwrap() - before);
+        }
+        assert_eq!(usages[0], usages[1], "staged blocks are counted once");
     }
 
     #[tokio::test]
