@@ -538,9 +538,15 @@ impl<'t> Batch<'t> {
         // In hash order each insert lands beside the one before it (see `join`).
         blocks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (hash, sealed) in blocks {
-            if self.blocks.insert(hash.as_str(), sealed.as_slice())?.is_none() {
-                self.usage += sealed.len() as u64;
-            }
+            self.store_sealed_block(&hash, &sealed)?;
+        }
+        Ok(())
+    }
+
+    /// Insert a block already sealed, counting its bytes only if it is new here.
+    fn store_sealed_block(&mut self, hash: &str, sealed: &[u8]) -> Result<(), StoreError> {
+        if self.blocks.insert(hash, sealed)?.is_none() {
+            self.usage += sealed.len() as u64;
         }
         Ok(())
     }
@@ -570,9 +576,7 @@ impl<'t> Batch<'t> {
             }
             // A staged block is stored already (see [`Batch::stage`]).
             if let Some(sealed) = &arrival.sealed {
-                if self.blocks.insert(arrival.hash.as_str(), sealed.as_slice())?.is_none() {
-                    self.usage += sealed.len() as u64;
-                }
+                self.store_sealed_block(&arrival.hash, sealed)?;
             }
             added.push(arrival);
         }
