@@ -320,6 +320,27 @@ struct Actor {
     committed: tokio::sync::broadcast::Sender<Arc<Block>>,
     /// Wakes the commit thread when a block is staged.
     wake_committer: std::sync::mpsc::Sender<()>,
+    /// When this node last saw progress, so that a stall shows in its log.
+    progress: Progress,
+}
+
+/// How long without progress before a validator says so in its log.
+const STALL_WARNING: Duration = Duration::from_secs(5);
+
+/// When a validator last saw a finalization and last committed a block. A node that falls
+/// behind says which of the two stopped (consensus, or the blocks it needs), every
+/// [`STALL_WARNING`], which is what its log is read for when a test waits on it in vain.
+struct Progress {
+    finalized_at: Instant,
+    committed_at: Instant,
+    warned_at: Instant,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let now = Instant::now();
+        Progress { finalized_at: now, committed_at: now, warned_at: now }
+    }
 }
 
 impl Actor {
@@ -339,6 +360,7 @@ impl Actor {
             pending,
             committed,
             wake_committer,
+            progress: Progress::new(),
         }
     }
 
@@ -398,6 +420,7 @@ impl Actor {
                 }
             }
             Message::Finalized { digest, certificate } => {
+                self.progress.finalized_at = Instant::now();
                 if self.store.height_of(&digest.0).ok().flatten().is_none() {
                     self.finalizations.insert(digest.0, certificate);
                     self.advance(sync);
@@ -658,6 +681,7 @@ impl Actor {
         let executed = self.executed.remove(&digest).ok_or_else(|| ChainError::NotFound("execution result".into()))?;
         let staged = self.store.stage(block, executed, certificate.to_vec())?;
         let _ = self.wake_committer.send(());
+        self.progress.committed_at = Instant::now();
         self.executed.clear();
         self.finalizations.remove(&digest);
         let store = &self.store;
@@ -707,6 +731,27 @@ impl Actor {
         if !self.proposals.is_empty() {
             self.try_propose();
         }
+        self.warn_if_stalled();
+    }
+
+    /// Says in the log why this node is not moving, if it is not. An idle network still finalizes
+    /// an empty block every [`IDLE_BLOCK_WAIT`] or so, so silence for [`STALL_WARNING`] is a stall.
+    fn warn_if_stalled(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.progress.warned_at) < STALL_WARNING {
+            return;
+        }
+        let tip = self.store.head();
+        let quiet = now.duration_since(self.progress.finalized_at);
+        if quiet >= STALL_WARNING {
+            tracing::warn!(height = tip.height, quiet_ms = quiet.as_millis() as u64, proposals = self.proposals.len(), verifies = self.verifies.len(), "consensus has finalized nothing here for a while");
+        } else if !self.finalizations.is_empty() && now.duration_since(self.progress.committed_at) >= STALL_WARNING {
+            let missing = self.syncing.map(|(digest, _)| selfcloud_core::hex(&digest[..8]));
+            tracing::warn!(height = tip.height, finalized_waiting = self.finalizations.len(), blocks_held = self.blocks.len(), ?missing, "finalized blocks wait on a block this node does not have");
+        } else {
+            return;
+        }
+        self.progress.warned_at = now;
     }
 
     fn on_sync(&mut self, peer: ed25519::PublicKey, bytes: &[u8], sync: &mut Outbound) {

@@ -146,8 +146,22 @@ impl LocalNetwork {
 impl Drop for LocalNetwork {
     fn drop(&mut self) {
         self.stop();
+        // A test that failed on this network (a node that never caught up, say) shows what each
+        // validator logged before its data directory is deleted.
+        if std::thread::panicking() {
+            for index in 0..self.len() {
+                let path = self.dir.join(format!("validator-{index}.log"));
+                let log = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LOG_TAIL_ON_FAILURE)..];
+                eprintln!("--- last {} lines of validator {index}'s log ({}) ---\n{}", tail.len(), self.api(index), tail.join("\n"));
+            }
+        }
     }
 }
+
+/// How many lines of each validator's log a failed test prints.
+const LOG_TAIL_ON_FAILURE: usize = 40;
 
 /// A small client for one validator's node API.
 #[derive(Clone)]
