@@ -114,7 +114,8 @@ impl ValidatorSecret {
 /// Creates a chain directory for `count` validators on loopback (ports picked free now and kept),
 /// with `allocations` at genesis. Refuses to overwrite an existing network.
 pub fn init(dir: &Path, count: usize, allocations: Vec<(Address, u128)>) -> Result<NetworkFile, ChainError> {
-    let addresses = (0..count).map(|_| Ok((free_port()?, free_port()?))).collect::<Result<Vec<_>, ChainError>>()?;
+    let mut ports = free_ports(2 * count)?.into_iter();
+    let addresses = std::iter::from_fn(|| Some((ports.next()?, ports.next()?))).collect();
     init_at(dir, addresses, allocations)
 }
 
@@ -175,9 +176,13 @@ pub fn load_faucet_key(dir: &Path) -> Result<ed25519_dalek::SigningKey, ChainErr
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
-fn free_port() -> Result<SocketAddr, ChainError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ChainError::Storage(e.to_string()))?;
-    listener.local_addr().map_err(|e| ChainError::Storage(e.to_string()))
+/// `count` distinct free loopback addresses. Every probe socket stays open until all are
+/// picked: closed one by one, the kernel may hand the same port out twice, and it did (two
+/// validators got one p2p port; the second to start died binding it).
+fn free_ports(count: usize) -> Result<Vec<SocketAddr>, ChainError> {
+    let io = |e: std::io::Error| ChainError::Storage(format!("picking a free port: {e}"));
+    let probes = (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>().map_err(io)?;
+    probes.iter().map(|probe| probe.local_addr().map_err(io)).collect()
 }
 
 /// Writes a secret file readable only by its owner.
@@ -191,4 +196,16 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ChainError> {
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_are_distinct() {
+        // Picked and closed one by one, 512 ports out of the kernel's ephemeral range repeat one
+        // almost surely (the birthday bound); held until all are picked, they cannot.
+        let ports = super::free_ports(512).unwrap();
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len());
+    }
 }
