@@ -223,10 +223,14 @@ impl NodeClient {
     pub async fn wait_height(&self, height: u64, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.height().await.unwrap_or(0) >= height {
-                return Ok(());
-            }
-            anyhow::ensure!(Instant::now() < deadline, "{} did not reach height {height}", self.base);
+            // The last answer is named on timeout: a node that is behind and one that is gone
+            // (its process died) fail this wait for different reasons.
+            let last = match self.height().await {
+                Ok(reached) if reached >= height => return Ok(()),
+                Ok(reached) => format!("it is at height {reached}"),
+                Err(e) => format!("it does not answer: {e:#}"),
+            };
+            anyhow::ensure!(Instant::now() < deadline, "{} did not reach height {height}: {last}", self.base);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
