@@ -5,10 +5,10 @@
 //! load; only a cold start takes the per-instance lock (so concurrent first requests start the
 //! process once).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use selfcloud_core::seal::Key;
@@ -136,12 +136,13 @@ impl Drop for Activity {
 pub struct Supervisor {
     config: SupervisorConfig,
     slots: RwLock<HashMap<String, Arc<Slot>>>,
+    p2p_ports: PortClaims,
 }
 
 impl Supervisor {
     /// A supervisor with no instance running.
     pub fn new(config: SupervisorConfig) -> Arc<Supervisor> {
-        Arc::new(Supervisor { config, slots: RwLock::new(HashMap::new()) })
+        Arc::new(Supervisor { config, slots: RwLock::new(HashMap::new()), p2p_ports: PortClaims::default() })
     }
 
     /// An instance's data directory.
@@ -230,8 +231,11 @@ impl Supervisor {
         cmd.arg("--llm-model").arg(&self.config.llm_model).arg("--embed-model").arg(&self.config.embed_model);
         cmd.arg("--llm-context").arg(spec.llm_context.to_string()).arg("--llm-max-tokens").arg(spec.llm_max_tokens.to_string());
         cmd.arg("--llm-threads").arg(self.config.llm_threads.to_string()).arg("--llm-prompt-threads").arg(self.config.llm_prompt_threads.to_string());
+        let mut port_claim = None;
         if let Some(host) = self.config.p2p_host {
-            let port = p2p_port(&dir, host).map_err(|e| fail(format!("choosing its p2p port: {e}")))?;
+            let claim = p2p_port(&dir, host, &self.p2p_ports).map_err(|e| fail(format!("choosing its p2p port: {e}")))?;
+            let port = claim.port;
+            port_claim = Some(claim);
             cmd.arg("--p2p-host").arg(host.to_string()).arg("--p2p-port").arg(port.to_string());
             // The chain is reached over TCP too, which only a networked instance may open.
             if let Some(chain) = &self.config.chain {
@@ -286,6 +290,7 @@ impl Supervisor {
         let user = spec.username.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
+            drop(port_claim);
             slot.awake.store(false, Ordering::Release);
             let _ = exited_tx.send(true);
             tracing::info!(user = %user, ?status, "instance stopped");
@@ -437,18 +442,71 @@ fn chown_tree(dir: &Path, uid: u32) -> Result<(), Error> {
     Ok(())
 }
 
+/// p2p ports handed to instances that are starting or running. A port is found free by binding
+/// it and closing the probe, so two instances starting at once could be handed the same one (the
+/// second would fail to listen); a claimed port is not handed out again until its instance exits.
+#[derive(Default)]
+struct PortClaims(Arc<Mutex<HashSet<u16>>>);
+
+/// One instance's claim on its p2p port, let go when dropped.
+struct PortClaim {
+    port: u16,
+    claims: Arc<Mutex<HashSet<u16>>>,
+}
+
+impl Drop for PortClaim {
+    fn drop(&mut self) {
+        self.claims.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.port);
+    }
+}
+
+/// Fresh ports probed before giving up (each probe the kernel answers with a random free port,
+/// so a claimed one comes back only by chance).
+const PORT_PROBES: usize = 16;
+
 /// The instance's p2p port: the one it had before (kept in `p2p-port` in its directory, so peers
-/// that knew its address find it again after hibernation) when still free, else a fresh one the
-/// kernel picks. The instance's sandbox lets it bind only this port.
-fn p2p_port(dir: &Path, host: std::net::IpAddr) -> std::io::Result<u16> {
+/// that knew its address find it again after hibernation) when still free and unclaimed, else a
+/// fresh one the kernel picks. The instance's sandbox lets it bind only this port.
+fn p2p_port(dir: &Path, host: std::net::IpAddr, claims: &PortClaims) -> std::io::Result<PortClaim> {
     let file = dir.join("p2p-port");
-    let previous = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<u16>().ok()).filter(|p| *p != 0);
+    let mut claimed = claims.0.lock().unwrap_or_else(|e| e.into_inner());
+    let claim = |port| PortClaim { port, claims: claims.0.clone() };
+    let previous = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<u16>().ok()).filter(|p| *p != 0 && !claimed.contains(p));
     if let Some(port) = previous {
         if std::net::TcpListener::bind((host, port)).is_ok() {
-            return Ok(port);
+            claimed.insert(port);
+            return Ok(claim(port));
         }
     }
-    let port = std::net::TcpListener::bind((host, 0))?.local_addr()?.port();
-    std::fs::write(&file, port.to_string())?;
-    Ok(port)
+    for _ in 0..PORT_PROBES {
+        let port = std::net::TcpListener::bind((host, 0))?.local_addr()?.port();
+        if claimed.insert(port) {
+            std::fs::write(&file, port.to_string())?;
+            return Ok(claim(port));
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "every port probed is claimed by another instance"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_p2p_port_is_not_handed_out_again_until_let_go() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let host = std::net::IpAddr::from([127, 0, 0, 1]);
+        let claims = PortClaims::default();
+        let first = p2p_port(a.path(), host, &claims).unwrap();
+        // B last had A's port (as after a restart): it is free to bind (A has not started yet)
+        // but claimed, so B gets another.
+        std::fs::write(b.path().join("p2p-port"), first.port.to_string()).unwrap();
+        let second = p2p_port(b.path(), host, &claims).unwrap();
+        assert_ne!(first.port, second.port);
+        // A's instance exits; its port is B's again next time.
+        let port = first.port;
+        drop((first, second));
+        std::fs::write(b.path().join("p2p-port"), port.to_string()).unwrap();
+        assert_eq!(p2p_port(b.path(), host, &claims).unwrap().port, port);
+    }
 }
