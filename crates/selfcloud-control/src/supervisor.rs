@@ -235,7 +235,7 @@ impl Supervisor {
         cmd.arg("--llm-threads").arg(self.config.llm_threads.to_string()).arg("--llm-prompt-threads").arg(self.config.llm_prompt_threads.to_string());
         let mut port_claim = None;
         if let Some(host) = self.config.p2p_host {
-            let claim = p2p_port(&dir, host, &self.p2p_ports).map_err(|e| fail(format!("choosing its p2p port: {e}")))?;
+            let claim = self.p2p_port_record(&spec.username).and_then(|record| p2p_port(&record, host, &self.p2p_ports)).map_err(|e| fail(format!("choosing its p2p port: {e}")))?;
             let port = claim.port;
             port_claim = Some(claim);
             cmd.arg("--p2p-host").arg(host.to_string()).arg("--p2p-port").arg(port.to_string());
@@ -300,6 +300,18 @@ impl Supervisor {
         tracing::info!(user = %spec.username, pid, "instance started");
         let own_uid = (self.config.sandbox && selfcloud_sandbox::is_root()).then_some(spec.uid);
         Ok(Running { pid, own_uid, exited: exited_rx })
+    }
+
+    /// Where the supervisor keeps `username`'s last p2p port: in a directory of its own (`0700`),
+    /// never in the instance's, where the instance could put a link for the supervisor to write
+    /// through.
+    fn p2p_port_record(&self, username: &str) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        // Usernames start with a letter, so this never names an instance's directory.
+        let dir = self.config.instances_dir.join(".p2p-ports");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(dir.join(username))
     }
 
     fn read_only_paths(&self) -> Vec<PathBuf> {
@@ -498,14 +510,13 @@ impl Drop for PortClaim {
 /// so a claimed one comes back only by chance).
 const PORT_PROBES: usize = 16;
 
-/// The instance's p2p port: the one it had before (kept in `p2p-port` in its directory, so peers
-/// that knew its address find it again after hibernation) when still free and unclaimed, else a
-/// fresh one the kernel picks. The instance's sandbox lets it bind only this port.
-fn p2p_port(dir: &Path, host: std::net::IpAddr, claims: &PortClaims) -> std::io::Result<PortClaim> {
-    let file = dir.join("p2p-port");
+/// The instance's p2p port: the one it had before (kept in `record`, so peers that knew its
+/// address find it again after hibernation) when still free and unclaimed, else a fresh one the
+/// kernel picks. The instance's sandbox lets it bind only this port.
+fn p2p_port(record: &Path, host: std::net::IpAddr, claims: &PortClaims) -> std::io::Result<PortClaim> {
     let mut claimed = claims.0.lock().unwrap_or_else(|e| e.into_inner());
     let claim = |port| PortClaim { port, claims: claims.0.clone() };
-    let previous = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<u16>().ok()).filter(|p| *p != 0 && !claimed.contains(p));
+    let previous = std::fs::read_to_string(record).ok().and_then(|s| s.trim().parse::<u16>().ok()).filter(|p| *p != 0 && !claimed.contains(p));
     if let Some(port) = previous {
         if std::net::TcpListener::bind((host, port)).is_ok() {
             claimed.insert(port);
@@ -515,7 +526,7 @@ fn p2p_port(dir: &Path, host: std::net::IpAddr, claims: &PortClaims) -> std::io:
     for _ in 0..PORT_PROBES {
         let port = std::net::TcpListener::bind((host, 0))?.local_addr()?.port();
         if claimed.insert(port) {
-            std::fs::write(&file, port.to_string())?;
+            std::fs::write(record, port.to_string())?;
             return Ok(claim(port));
         }
     }
@@ -528,19 +539,20 @@ mod tests {
 
     #[test]
     fn a_claimed_p2p_port_is_not_handed_out_again_until_let_go() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let records = tempfile::tempdir().unwrap();
+        let (a, b) = (records.path().join("a"), records.path().join("b"));
         let host = std::net::IpAddr::from([127, 0, 0, 1]);
         let claims = PortClaims::default();
-        let first = p2p_port(a.path(), host, &claims).unwrap();
+        let first = p2p_port(&a, host, &claims).unwrap();
         // B last had A's port (as after a restart): it is free to bind (A has not started yet)
         // but claimed, so B gets another.
-        std::fs::write(b.path().join("p2p-port"), first.port.to_string()).unwrap();
-        let second = p2p_port(b.path(), host, &claims).unwrap();
+        std::fs::write(&b, first.port.to_string()).unwrap();
+        let second = p2p_port(&b, host, &claims).unwrap();
         assert_ne!(first.port, second.port);
         // A's instance exits; its port is B's again next time.
         let port = first.port;
         drop((first, second));
-        std::fs::write(b.path().join("p2p-port"), port.to_string()).unwrap();
-        assert_eq!(p2p_port(b.path(), host, &claims).unwrap().port, port);
+        std::fs::write(&b, port.to_string()).unwrap();
+        assert_eq!(p2p_port(&b, host, &claims).unwrap().port, port);
     }
 }
