@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -112,7 +112,13 @@ pub struct Slot {
     /// Requests and responses in flight ([`Activity`] guards): never idle while any is.
     active: AtomicUsize,
     running: tokio::sync::Mutex<Option<Running>>,
+    /// The uid only this instance runs as (see [`Supervisor::socket_owner`]); [`ANY_UID`] when
+    /// instances share the gateway's.
+    own_uid: AtomicU32,
 }
+
+/// [`Slot::own_uid`] when the instance has no uid of its own (no root, or no sandbox).
+const ANY_UID: u32 = u32::MAX;
 
 impl Slot {
     fn is_idle_since(&self, cutoff_ms: u64) -> bool {
@@ -157,6 +163,14 @@ impl Supervisor {
         self.data_dir(username).join("api.sock")
     }
 
+    /// The uid whose process must be at the other end of `username`'s socket, when instances run
+    /// as uids of their own (root, with the sandbox on). The socket's path is in the instance's
+    /// own directory, so the instance could make it a link to another instance's socket; a
+    /// connection answered by another uid is not this instance.
+    pub fn socket_owner(&self, username: &str) -> Option<u32> {
+        Some(self.slot(username).own_uid.load(Ordering::Acquire)).filter(|uid| *uid != ANY_UID)
+    }
+
     fn slot(&self, username: &str) -> Arc<Slot> {
         if let Some(slot) = self.slots.read().unwrap_or_else(|e| e.into_inner()).get(username) {
             return slot.clone();
@@ -164,7 +178,7 @@ impl Supervisor {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         slots
             .entry(username.to_owned())
-            .or_insert_with(|| Arc::new(Slot { awake: AtomicBool::new(false), last_used_ms: AtomicU64::new(0), active: AtomicUsize::new(0), running: tokio::sync::Mutex::new(None) }))
+            .or_insert_with(|| Arc::new(Slot { awake: AtomicBool::new(false), last_used_ms: AtomicU64::new(0), active: AtomicUsize::new(0), running: tokio::sync::Mutex::new(None), own_uid: AtomicU32::new(ANY_UID) }))
             .clone()
     }
 
@@ -217,6 +231,7 @@ impl Supervisor {
         }
         let spec = launch()?;
         let started = self.spawn(&spec, slot.clone()).await?;
+        slot.own_uid.store(started.own_uid.unwrap_or(ANY_UID), Ordering::Release);
         *running = Some(started);
         slot.awake.store(true, Ordering::Release);
         Ok(())

@@ -91,6 +91,13 @@ impl Pools {
 
 async fn connect(gw: &Gateway, username: &str) -> std::io::Result<SendRequest<Body>> {
     let stream = tokio::net::UnixStream::connect(gw.supervisor.socket_path(username)).await?;
+    if let Some(owner) = gw.supervisor.socket_owner(username) {
+        let peer = stream.peer_cred()?.uid();
+        if peer != owner {
+            tracing::error!(user = username, peer, owner, "the instance's socket is answered by another uid; refusing it");
+            return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "the instance socket is not the instance's"));
+        }
+    }
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -79,3 +79,30 @@ async fn an_instance_cannot_reach_another_instance_or_the_host() {
     assert_eq!(outcome(&results, "signal", &bob_pid.to_string())["allowed"], false, "no signals to bob's instance");
     assert!(!std::path::Path::new("/tmp/selfcloud-probe-escape").exists());
 }
+
+/// What a compromised instance could do in its own directory: move its socket aside and put a
+/// link to bob's in its place. The gateway connects as root, so the link alone would take alice's
+/// requests to bob's instance; it checks who answers the socket and refuses another uid.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_in_place_of_an_instance_socket_never_reaches_another_instance() {
+    if !is_root() {
+        eprintln!("SKIPPED (not root): instances share the gateway's uid, so a socket's owner cannot tell them apart");
+        return;
+    }
+    let sys = TestSystem::start(&[]);
+    let alice = sys.user("alice").await;
+    let bob = sys.user("bob").await;
+    assert_eq!(sys.put("bob", "only-bob", &bob, serde_json::json!("bob's")).await.status, 200);
+    let data = sys.data_dir();
+    let alice_socket = data.join("instances/alice/api.sock");
+    std::fs::rename(&alice_socket, data.join("instances/alice/api.sock.aside")).unwrap();
+    std::os::unix::fs::symlink(data.join("instances/bob/api.sock"), &alice_socket).unwrap();
+    // More requests at once than the gateway keeps idle connections: most open new ones.
+    let replies = futures::future::join_all((0..64).map(|_| sys.get("alice", "only-bob", &alice))).await;
+    for reply in &replies {
+        assert_ne!(reply.status, 200, "alice's request was answered by bob's instance: {}", reply.text);
+    }
+    // Refused, the instance was restarted on a socket of its own; alice's store has no such key.
+    let after = sys.get("alice", "only-bob", &alice).await;
+    assert_eq!(after.status, 404, "{}", after.text);
+}
