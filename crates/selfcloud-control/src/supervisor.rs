@@ -485,10 +485,17 @@ fn chown_tree(dir: &Path, uid: u32) -> Result<(), Error> {
     nix::unistd::chown(dir, owner, group).map_err(|e| Error::io(format!("chown {}", dir.display()), e.into()))?;
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
     for entry in entries.flatten() {
-        // Instances only create flat files in their directory; never follow links.
+        // Instances only create flat files in their directory; never follow links, and leave a
+        // file that is also linked from elsewhere as it is (chowning it would hand the instance
+        // a file outside its directory; the kernel's protected_hardlinks and the instance's
+        // landlock rules already keep it from making one).
         let path = entry.path();
         let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         if meta.file_type().is_symlink() {
+            continue;
+        }
+        if !meta.is_dir() && std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+            tracing::warn!(path = %path.display(), "an instance file with other hard links is not given to the instance");
             continue;
         }
         if meta.is_dir() {
@@ -551,6 +558,25 @@ fn p2p_port(record: &Path, host: std::net::IpAddr, claims: &PortClaims) -> std::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chown_tree_gives_an_instance_its_files_but_no_file_linked_from_elsewhere() {
+        if !selfcloud_sandbox::is_root() {
+            eprintln!("SKIPPED (not root): chown needs root");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let (dir, outside) = (root.path().join("instance"), root.path().join("host-secret"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(&outside, b"secret").unwrap();
+        std::fs::hard_link(&outside, dir.join("linked")).unwrap();
+        std::fs::write(dir.join("own"), b"mine").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("symlinked")).unwrap();
+        chown_tree(&dir, 200_123).unwrap();
+        assert_eq!(std::fs::metadata(dir.join("own")).unwrap().uid(), 200_123);
+        assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0, "a hard link must not hand over the file it names");
+    }
 
     #[test]
     fn a_claimed_p2p_port_is_not_handed_out_again_until_let_go() {
