@@ -100,8 +100,6 @@ pub enum Status {
 
 struct Running {
     pid: u32,
-    /// The uid that only this instance runs as (root, with the sandbox on); else `None`.
-    own_uid: Option<u32>,
     exited: watch::Receiver<bool>,
 }
 
@@ -112,8 +110,9 @@ pub struct Slot {
     /// Requests and responses in flight ([`Activity`] guards): never idle while any is.
     active: AtomicUsize,
     running: tokio::sync::Mutex<Option<Running>>,
-    /// The uid only this instance runs as (see [`Supervisor::socket_owner`]); [`ANY_UID`] when
-    /// instances share the gateway's.
+    /// The uid only this instance runs as (root, with the sandbox on; see
+    /// [`Supervisor::socket_owner`]), set when it starts; [`ANY_UID`] when instances share the
+    /// gateway's.
     own_uid: AtomicU32,
 }
 
@@ -123,6 +122,10 @@ const ANY_UID: u32 = u32::MAX;
 impl Slot {
     fn is_idle_since(&self, cutoff_ms: u64) -> bool {
         self.active.load(Ordering::Acquire) == 0 && self.last_used_ms.load(Ordering::Relaxed) < cutoff_ms
+    }
+
+    fn own_uid(&self) -> Option<u32> {
+        Some(self.own_uid.load(Ordering::Acquire)).filter(|uid| *uid != ANY_UID)
     }
 }
 
@@ -168,7 +171,7 @@ impl Supervisor {
     /// own directory, so the instance could make it a link to another instance's socket; a
     /// connection answered by another uid is not this instance.
     pub fn socket_owner(&self, username: &str) -> Option<u32> {
-        Some(self.slot(username).own_uid.load(Ordering::Acquire)).filter(|uid| *uid != ANY_UID)
+        self.slot(username).own_uid()
     }
 
     fn slot(&self, username: &str) -> Arc<Slot> {
@@ -231,7 +234,6 @@ impl Supervisor {
         }
         let spec = launch()?;
         let started = self.spawn(&spec, slot.clone()).await?;
-        slot.own_uid.store(started.own_uid.unwrap_or(ANY_UID), Ordering::Release);
         *running = Some(started);
         slot.awake.store(true, Ordering::Release);
         Ok(())
@@ -303,6 +305,8 @@ impl Supervisor {
                 return Err(fail(format!("did not answer within {:?}", self.config.start_timeout)));
             }
         }
+        let own_uid = if self.config.sandbox && selfcloud_sandbox::is_root() { spec.uid } else { ANY_UID };
+        slot.own_uid.store(own_uid, Ordering::Release);
         let (exited_tx, exited_rx) = watch::channel(false);
         let user = spec.username.clone();
         tokio::spawn(async move {
@@ -313,8 +317,7 @@ impl Supervisor {
             tracing::info!(user = %user, ?status, "instance stopped");
         });
         tracing::info!(user = %spec.username, pid, "instance started");
-        let own_uid = (self.config.sandbox && selfcloud_sandbox::is_root()).then_some(spec.uid);
-        Ok(Running { pid, own_uid, exited: exited_rx })
+        Ok(Running { pid, exited: exited_rx })
     }
 
     /// Where the supervisor keeps `username`'s last p2p port: in a directory of its own (`0700`),
@@ -428,16 +431,16 @@ impl Supervisor {
 async fn stop_running(slot: &Slot, running: &mut Option<Running>) {
     let Some(r) = running.take() else { return };
     slot.awake.store(false, Ordering::Release);
-    stop_process(r).await;
+    stop_process(r, slot.own_uid()).await;
 }
 
-async fn stop_process(r: Running) {
+async fn stop_process(r: Running, own_uid: Option<u32>) {
     let mut exited = r.exited;
     if *exited.borrow() {
         return;
     }
     let pid = nix::unistd::Pid::from_raw(r.pid as i32);
-    yield_cpu(r.pid, r.own_uid);
+    yield_cpu(r.pid, own_uid);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     if tokio::time::timeout(Duration::from_secs(3), exited.wait_for(|e| *e)).await.is_err() {
         tracing::warn!(pid = r.pid, "instance ignored SIGTERM; killing it");
