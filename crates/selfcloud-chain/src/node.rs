@@ -345,10 +345,19 @@ impl Progress {
 
 impl Actor {
     fn new(store: Arc<ChainStore>, mempool_capacity: usize, pending: Arc<std::sync::atomic::AtomicUsize>, committed: tokio::sync::broadcast::Sender<Arc<Block>>, wake_committer: std::sync::mpsc::Sender<()>) -> Actor {
+        // What this node voted for before it stopped, final or about to be: it commits them when
+        // consensus finalizes them, and serves them to validators that lack them.
+        let blocks = match store.voted_blocks() {
+            Ok(voted) => voted.into_iter().map(|block| (block.digest(), block)).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the blocks voted for before the restart; fetching them from the others instead");
+                HashMap::new()
+            }
+        };
         Actor {
             store,
             mempool: Mempool::new(crate::CHAIN_ID, mempool_capacity),
-            blocks: HashMap::new(),
+            blocks,
             executed: HashMap::new(),
             finalizations: HashMap::new(),
             proposals: Vec::new(),
@@ -443,7 +452,9 @@ impl Actor {
                 }
                 if since.elapsed() >= FINALITY_WAIT {
                     if let Some(digest) = self.build_empty(&context, &tip) {
-                        let _ = response.send(Digest(digest));
+                        if self.keep(&digest) {
+                            let _ = response.send(Digest(digest));
+                        }
                         continue;
                     }
                 }
@@ -456,7 +467,9 @@ impl Actor {
             }
             match self.build(&context) {
                 Ok(digest) => {
-                    let _ = response.send(Digest(digest));
+                    if self.keep(&digest) {
+                        let _ = response.send(Digest(digest));
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not build a block"),
             }
@@ -563,17 +576,30 @@ impl Actor {
                             (Some(block), Some(parent)) => is_empty_child(block, parent, &root) && block.timestamp_ms <= selfcloud_core::unix_now_ms() + 10_000,
                             _ => false,
                         };
-                        let _ = response.send(verdict);
+                        let _ = response.send(verdict && self.keep(&payload.0));
                         continue;
                     }
                 }
                 waiting.push((context, payload, response));
                 continue;
             }
-            let verdict = self.check(payload.0, &tip);
+            let verdict = self.check(payload.0, &tip) && self.keep(&payload.0);
             let _ = response.send(verdict);
         }
         self.verifies = waiting;
+    }
+
+    /// Keeps a block durably before this node proposes it or votes for it (see
+    /// [`ChainStore::keep_voted`]); false if the disk refused, and then it must do neither.
+    fn keep(&self, digest: &[u8; 32]) -> bool {
+        let Some(block) = self.blocks.get(digest) else { return false };
+        match tokio::task::block_in_place(|| self.store.keep_voted(block)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(height = block.height, error = %e, "could not keep a block on disk; not voting for it");
+                false
+            }
+        }
     }
 
     /// Re-executes a block on the head; true if it is valid.
@@ -966,5 +992,39 @@ mod tests {
         let tip = verifier.store.tip();
         assert_eq!((tip.height, tip.digest, tip.state_root), (2, child, parent_root));
         assert_eq!(verifier.store.account(&address(2)).unwrap().balance, UNIT);
+    }
+
+    /// Under `selfcloud up` every validator shares one host, so a power cut stops them all at
+    /// once: a block a quorum voted for (final in consensus's journal, perhaps) must still be on
+    /// their disks when they come back, or the chain cannot go on past it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_block_proposed_or_voted_for_outlives_a_crash_until_it_is_final() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut leader, mut verifier) = (actor(dir_a.path()), actor(dir_b.path()));
+        let genesis = leader.store.tip();
+        leader.mempool.admit(transfer(0, address(2)), 0).unwrap();
+        let (response, mut answer) = oneshot::channel();
+        leader.proposals.push((context(1, genesis.digest), response, Instant::now()));
+        leader.try_propose();
+        let proposed = answer.try_recv().expect("a block is proposed").0;
+        let block = leader.blocks[&proposed].clone();
+        verifier.blocks.insert(proposed, block.clone());
+        let (response, mut answer) = oneshot::channel();
+        verifier.verifies.push((context(1, genesis.digest), Digest(proposed), response));
+        verifier.try_verify();
+        assert_eq!(answer.try_recv().ok(), Some(true), "the verifier votes for it");
+
+        // Both stop before either commits it, and start again.
+        drop((leader, verifier));
+        let (leader, mut verifier) = (actor(dir_a.path()), actor(dir_b.path()));
+        for (who, restarted) in [("the leader", &leader), ("the verifier", &verifier)] {
+            assert_eq!(restarted.blocks.get(&proposed).map(Block::digest), Some(proposed), "{who} still has the block it voted for");
+        }
+        // Finalized after all: it commits from what was kept, which is then let go.
+        verifier.commit(proposed, b"cert").unwrap();
+        verifier.store.write_staged().unwrap();
+        assert_eq!(verifier.store.tip().digest, proposed);
+        assert_eq!(verifier.store.account(&address(2)).unwrap().balance, UNIT);
+        assert!(verifier.store.voted_blocks().unwrap().is_empty(), "a final height's kept blocks are dropped");
     }
 }

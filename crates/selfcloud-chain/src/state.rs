@@ -57,6 +57,9 @@ const ACCOUNT_TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("account
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const DIGESTS: TableDefinition<&[u8], u64> = TableDefinition::new("block_digests");
 const FINALIZATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("finalizations");
+/// Blocks this node proposed or voted for that are not final yet, by (height, digest): kept
+/// durably before the vote (see [`ChainStore::keep_voted`]), dropped once their height is final.
+const VOTED: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("voted_blocks");
 // Both: "tip", the last block each file holds.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -257,9 +260,53 @@ impl ChainStore {
         write.open_table(BLOCKS)?;
         write.open_table(DIGESTS)?;
         write.open_table(FINALIZATIONS)?;
+        write.open_table(VOTED)?;
         write.open_table(META)?;
         write.commit()?;
         Ok(())
+    }
+
+    /// Keeps `block` durably before this node votes for it (or proposes it), until a block at its
+    /// height is final. A finalized block was voted for by a quorum, so at least a quorum keeps
+    /// it: even if every validator crashes at once (they share a host under `selfcloud up`)
+    /// before any wrote it as final, a quorum has it again when they restart, and the chain can
+    /// go on from it. Without this, the finalization survives in consensus's journal while the
+    /// block it names is gone everywhere, and no later block can be executed.
+    pub fn keep_voted(&self, block: &Block) -> Result<(), ChainError> {
+        let digest = block.digest();
+        let encoded = commonware_codec::Encode::encode(block);
+        let final_height = self.blocks_height.load(std::sync::atomic::Ordering::Acquire);
+        let mut write = self.blocks.begin_write()?;
+        write.set_durability(Durability::Immediate)?;
+        {
+            let mut voted = write.open_table(VOTED)?;
+            if voted.get((block.height, digest.as_slice()))?.is_some() {
+                return Ok(()); // a proposal verified again, or a repeated verify
+            }
+            voted.insert((block.height, digest.as_slice()), encoded.as_ref())?;
+            // Blocks at final heights (written already, or ones that lost) go on the way.
+            voted.retain_in(..(final_height + 1, [].as_slice()), |_, _| false)?;
+        }
+        write.commit()?;
+        Ok(())
+    }
+
+    /// The kept blocks above the final height (see [`ChainStore::keep_voted`]): what a
+    /// restarted node may still need, to commit or to serve to the others.
+    pub fn voted_blocks(&self) -> Result<Vec<Block>, ChainError> {
+        let final_height = self.blocks_height.load(std::sync::atomic::Ordering::Acquire);
+        let read = self.blocks.begin_read()?;
+        let table = match read.open_table(VOTED) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.range((final_height + 1, [].as_slice())..)? {
+            let (_, bytes) = row?;
+            out.push(Block::decode_bytes(bytes.value())?);
+        }
+        Ok(out)
     }
 
     fn init_genesis(&self, genesis: &Genesis) -> Result<(), ChainError> {
@@ -448,6 +495,8 @@ impl ChainStore {
                 digests.insert(staged.tip.digest.as_slice(), staged.tip.height)?;
                 finalizations.insert(staged.tip.height, staged.finalization.as_slice())?;
             }
+            let mut voted = write.open_table(VOTED)?;
+            voted.retain_in(..(last.tip.height + 1, [].as_slice()), |_, _| false)?;
             write.open_table(META)?.insert("tip", last.tip.encode().as_slice())?;
         }
         write.commit()?;
