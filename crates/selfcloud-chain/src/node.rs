@@ -593,7 +593,7 @@ impl Actor {
     /// [`ChainStore::keep_voted`]); false if the disk refused, and then it must do neither.
     fn keep(&self, digest: &[u8; 32]) -> bool {
         let Some(block) = self.blocks.get(digest) else { return false };
-        match tokio::task::block_in_place(|| self.store.keep_voted(block)) {
+        match tokio::task::block_in_place(|| self.store.keep_voted(digest, block)) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(height = block.height, error = %e, "could not keep a block on disk; not voting for it");

@@ -272,10 +272,10 @@ impl ChainStore {
     /// before any wrote it as final, a quorum has it again when they restart, and the chain can
     /// go on from it. Without this, the finalization survives in consensus's journal while the
     /// block it names is gone everywhere, and no later block can be executed.
-    pub fn keep_voted(&self, block: &Block) -> Result<(), ChainError> {
-        let digest = block.digest();
-        let encoded = commonware_codec::Encode::encode(block);
-        let final_height = self.blocks_height.load(std::sync::atomic::Ordering::Acquire);
+    ///
+    /// `digest` is the block's (the caller has it; computing it encodes the whole block again).
+    /// The rows go when [`ChainStore::write_staged_blocks`] writes a block at their height.
+    pub fn keep_voted(&self, digest: &[u8; 32], block: &Block) -> Result<(), ChainError> {
         let mut write = self.blocks.begin_write()?;
         write.set_durability(Durability::Immediate)?;
         {
@@ -283,9 +283,7 @@ impl ChainStore {
             if voted.get((block.height, digest.as_slice()))?.is_some() {
                 return Ok(()); // a proposal verified again, or a repeated verify
             }
-            voted.insert((block.height, digest.as_slice()), encoded.as_ref())?;
-            // Blocks at final heights (written already, or ones that lost) go on the way.
-            voted.retain_in(..(final_height + 1, [].as_slice()), |_, _| false)?;
+            voted.insert((block.height, digest.as_slice()), commonware_codec::Encode::encode(block).as_ref())?;
         }
         write.commit()?;
         Ok(())
@@ -495,6 +493,7 @@ impl ChainStore {
                 digests.insert(staged.tip.digest.as_slice(), staged.tip.height)?;
                 finalizations.insert(staged.tip.height, staged.finalization.as_slice())?;
             }
+            // Kept blocks at final heights (these, or ones that lost to them) are let go.
             let mut voted = write.open_table(VOTED)?;
             voted.retain_in(..(last.tip.height + 1, [].as_slice()), |_, _| false)?;
             write.open_table(META)?.insert("tip", last.tip.encode().as_slice())?;
