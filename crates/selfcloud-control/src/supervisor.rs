@@ -305,7 +305,7 @@ impl Supervisor {
                 return Err(fail(format!("did not answer within {:?}", self.config.start_timeout)));
             }
         }
-        let own_uid = if self.config.sandbox && selfcloud_sandbox::is_root() { spec.uid } else { ANY_UID };
+        let own_uid = if has_own_uid(self.config.sandbox) { spec.uid } else { ANY_UID };
         slot.own_uid.store(own_uid, Ordering::Release);
         let (exited_tx, exited_rx) = watch::channel(false);
         let user = spec.username.clone();
@@ -472,11 +472,17 @@ fn yield_cpu(pid: u32, own_uid: Option<u32>) {
     }
 }
 
-/// `0700`, owned by the instance's uid when we can chown (root with the sandbox on).
+/// Whether each instance runs as a uid of its own: root, with the sandbox on. Its directory is
+/// then given to that uid, and its socket must be answered by it (see `Supervisor::socket_owner`).
+fn has_own_uid(sandbox: bool) -> bool {
+    sandbox && selfcloud_sandbox::is_root()
+}
+
+/// `0700`, owned by the instance's uid when it has one of its own (see [`has_own_uid`]).
 fn prepare_dir(dir: &Path, uid: u32, sandbox: bool) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
-    if sandbox && selfcloud_sandbox::is_root() {
+    if has_own_uid(sandbox) {
         chown_tree(dir, uid)?;
     }
     Ok(())
